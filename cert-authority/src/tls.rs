@@ -1,0 +1,99 @@
+//! The one place that builds rustls configurations for mesh traffic.
+//!
+//! - TLS 1.3 only, aws-lc-rs crypto.
+//! - Key exchange prefers the hybrid post-quantum group X25519MLKEM768, then X25519 and
+//!   P-256 for peers without it.
+//! - Servers require a client SVID ([`SpiffeClientVerifier`]); clients require the server
+//!   to be one of the expected identities ([`SpiffeServerVerifier`]).
+//! - ALPN `vigil/1` marks mesh traffic.
+
+use std::sync::Arc;
+
+use rustls::{
+    ClientConfig, CommonState, ServerConfig,
+    crypto::{CryptoProvider, SupportedKxGroup, aws_lc_rs},
+};
+
+use crate::{
+    creds::Credentials,
+    spiffe::SpiffeId,
+    svid::{self, SvidInfo},
+    verify::{Revocation, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError},
+};
+
+/// ALPN protocol ID of Vigil's mesh TLS.
+pub const ALPN_MESH: &[u8] = b"vigil/1";
+
+/// Key-exchange groups, most preferred first.
+pub static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
+    aws_lc_rs::kx_group::X25519MLKEM768,
+    aws_lc_rs::kx_group::X25519,
+    aws_lc_rs::kx_group::SECP256R1,
+];
+
+/// The crypto provider for all mesh TLS: aws-lc-rs, TLS 1.3 suites, [`KX_GROUPS`].
+pub fn provider() -> Arc<CryptoProvider> {
+    provider_with_groups(KX_GROUPS)
+}
+
+/// Like [`provider`] but restricted to the given key-exchange groups (benchmarks pin one).
+pub fn provider_with_groups(groups: &[&'static dyn SupportedKxGroup]) -> Arc<CryptoProvider> {
+    Arc::new(CryptoProvider {
+        cipher_suites: aws_lc_rs::DEFAULT_CIPHER_SUITES
+            .iter()
+            .copied()
+            .filter(|s| s.version() == &rustls::version::TLS13)
+            .collect(),
+        kx_groups: groups.to_vec(),
+        ..aws_lc_rs::default_provider()
+    })
+}
+
+/// A server config presenting `creds` and requiring client SVIDs from `creds.bundle`.
+pub fn server_config(
+    creds: &Credentials,
+    provider: Arc<CryptoProvider>,
+    revocation: Arc<dyn Revocation>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, VerifierError> {
+    let verifier = SpiffeClientVerifier::new(&creds.bundle, provider.clone(), revocation)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| VerifierError::Build(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            creds.certified.clone(),
+        )));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A client config presenting `creds` and accepting only servers in `expected`.
+pub fn client_config(
+    creds: &Credentials,
+    expected: impl IntoIterator<Item = SpiffeId>,
+    provider: Arc<CryptoProvider>,
+    revocation: Arc<dyn Revocation>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, VerifierError> {
+    let verifier = SpiffeServerVerifier::new(&creds.bundle, expected, &provider, revocation)?;
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| VerifierError::Build(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            creds.certified.clone(),
+        )));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The verified peer's SVID, read from an established connection.
+///
+/// Returns `None` before the handshake completes or if the peer sent no certificate
+/// (which the verifiers above never allow).
+pub fn peer_identity(conn: &CommonState) -> Option<SvidInfo> {
+    let leaf = conn.peer_certificates()?.first()?;
+    svid::inspect_leaf(leaf).ok()
+}
