@@ -28,11 +28,11 @@ use crate::{
 mod load;
 mod rotate;
 
-pub use rotate::Maintenance;
+pub use rotate::{ISSUER_ROTATION_POINT, Maintenance};
 
 /// Default lifetime of a generated root.
 pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-/// Default lifetime of an issuer; it is replaced at half life, so a fresh one always
+/// Default lifetime of an issuer; it is replaced before half life, so a fresh one always
 /// outlives the longest SVID (24 h) many times over.
 pub const DEFAULT_ISSUER_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 

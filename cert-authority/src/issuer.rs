@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   root  (self-signed, cA, pathlen 1, URI SAN spiffe://<td>, ~10 years)
-//!    └── issuer (cA, pathlen 0, URI SAN spiffe://<td>, days; rotated at half life)
+//!    └── issuer (cA, pathlen 0, URI SAN spiffe://<td>, days; rotated before half life)
 //!         └── leaf SVID (not cA, URI SAN = the authenticated identity, 5 min .. 24 h)
 //! ```
 //!

@@ -34,13 +34,13 @@ fn state_files(ca_dir: &std::path::Path, prefix: &str) -> usize {
 }
 
 #[test]
-fn issuer_rotates_at_half_life_and_old_leaves_keep_verifying() {
+fn issuer_rotates_before_half_life_and_old_leaves_keep_verifying() {
     let start = SystemTime::now() - 4 * DAY;
     let (d, mut ca) = new_ca_at(start);
     let dir = d.path().join("ca");
     let old_issuer = ca.issuer_cert().clone();
 
-    // Before half life (7-day issuer): nothing happens.
+    // At 3 of 7 days (43 %): nothing happens.
     assert_eq!(
         ca.maintain(start + 3 * DAY).unwrap(),
         Maintenance::default()
@@ -52,7 +52,13 @@ fn issuer_rotates_at_half_life_and_old_leaves_keep_verifying() {
         .issue_at(&csr, &id(WEB), Some(DAY), start + 3 * DAY)
         .unwrap();
 
-    let now = start + 3 * DAY + DAY / 2 + Duration::from_secs(61); // past half of 7 d + backdate
+    // Two minutes short of 45 % (the issuer starts 1 minute backdated): still nothing.
+    let just_before = start + DAY.mul_f64(7.0 * 0.45) - Duration::from_secs(120);
+    assert_eq!(ca.maintain(just_before).unwrap(), Maintenance::default());
+
+    // Past 45 % of 7 days (3.15 d + the 1-minute backdate), still before half life.
+    let now = start + DAY.mul_f64(7.0 * 0.45) + Duration::from_secs(61);
+    assert!(now < start + DAY.mul_f64(3.5));
     let report = ca.maintain(now).unwrap();
     assert_eq!(
         report,

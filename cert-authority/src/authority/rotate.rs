@@ -1,8 +1,9 @@
 //! Issuer and root rotation.
 //!
-//! - **Issuer**: replaced once it has lived half its life ([`CertificateAuthority::maintain`]
-//!   does this; the controller calls it periodically), so a fresh issuer always outlives
-//!   any SVID it signs by a wide margin. Leaves signed by the old issuer keep verifying:
+//! - **Issuer**: replaced before it reaches half its life — once it has lived
+//!   [`ISSUER_ROTATION_POINT`] of it ([`CertificateAuthority::maintain`] does this; the
+//!   controller calls it periodically) — so a fresh issuer always outlives any SVID it
+//!   signs by a wide margin. Leaves signed by the old issuer keep verifying:
 //!   they carry their own chain and the root is unchanged.
 //! - **Root**: [`CertificateAuthority::rotate_root`] makes a new root and issuer; the old
 //!   root stays in the bundle, without its key, until one maximum SVID TTL has passed —
@@ -20,6 +21,10 @@ use crate::{
     state::{KeyedCert, Manifest, RootEntry, StateDir},
 };
 
+/// Fraction of an issuer's lifetime after which `maintain` replaces it: a little before
+/// half life, so periodic maintenance lands before the halfway mark.
+pub const ISSUER_ROTATION_POINT: f64 = 0.45;
+
 /// What [`CertificateAuthority::maintain`] changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Maintenance {
@@ -30,22 +35,22 @@ pub struct Maintenance {
 }
 
 impl CertificateAuthority {
-    /// True once the issuer has lived half its validity.
+    /// True once the issuer has lived [`ISSUER_ROTATION_POINT`] of its validity.
     pub fn issuer_needs_rotation(&self, now: SystemTime) -> bool {
-        past_half_life(&self.state, now)
+        issuer_due(&self.state, now)
     }
 
-    /// Rotates the issuer at half life and retires roots whose overlap has ended.
+    /// Rotates the issuer when due and retires roots whose overlap has ended.
     /// Cheap when there is nothing to do (no lock, no I/O).
     pub fn maintain(&mut self, now: SystemTime) -> Result<Maintenance, CaError> {
-        if !past_half_life(&self.state, now) && !has_expired_roots(&self.state, now) {
+        if !issuer_due(&self.state, now) && !has_expired_roots(&self.state, now) {
             return Ok(Maintenance::default());
         }
         let mut report = Maintenance::default();
         self.mutate(|current, dir| {
             let mut manifest = current.manifest.clone();
             let mut changed = false;
-            if past_half_life(current, now) {
+            if issuer_due(current, now) {
                 manifest.issuer = new_issuer_files(current, dir, now)?;
                 report.issuer_rotated = true;
                 changed = true;
@@ -62,6 +67,15 @@ impl CertificateAuthority {
             }
             Ok(changed.then_some(manifest))
         })?;
+        if report.issuer_rotated {
+            tracing::info!(not_after = ?self.state.issuer.not_after, "CA issuer rotated");
+        }
+        if report.roots_retired > 0 {
+            tracing::info!(
+                retired = report.roots_retired,
+                "retired roots left the trust bundle"
+            );
+        }
         Ok(report)
     }
 
@@ -71,8 +85,9 @@ impl CertificateAuthority {
             let mut manifest = current.manifest.clone();
             manifest.issuer = new_issuer_files(current, dir, now)?;
             Ok(Some(manifest))
-        })
-        .map(drop)
+        })?;
+        tracing::info!(not_after = ?self.state.issuer.not_after, "CA issuer rotated on request");
+        Ok(())
     }
 
     /// Starts a root rotation: a new root (generated with the current root's algorithm,
@@ -126,8 +141,13 @@ impl CertificateAuthority {
             manifest.issuer = load::write_ca(dir, "issuer", &new_issuer)?;
             manifest.bundle_sequence += 1;
             Ok(Some(manifest))
-        })
-        .map(drop)
+        })?;
+        tracing::info!(
+            retire_old_after = ?now + overlap,
+            bundle_sequence = self.state.manifest.bundle_sequence,
+            "CA root rotated; the previous root stays in the bundle for one max SVID TTL"
+        );
+        Ok(())
     }
 
     /// Runs `change` on the state as it is on disk, under the exclusive lock. If it
@@ -165,13 +185,13 @@ fn new_issuer_files(
     Ok(load::write_ca(dir, "issuer", &new)?)
 }
 
-fn past_half_life(state: &load::Loaded, now: SystemTime) -> bool {
+fn issuer_due(state: &load::Loaded, now: SystemTime) -> bool {
     let issuer = &state.issuer;
     let life = issuer
         .not_after
         .duration_since(issuer.not_before)
         .unwrap_or_default();
-    now >= issuer.not_before + life / 2
+    now >= issuer.not_before + life.mul_f64(ISSUER_ROTATION_POINT)
 }
 
 fn has_expired_roots(state: &load::Loaded, now: SystemTime) -> bool {

@@ -62,7 +62,7 @@ pub(crate) struct InitArgs {
     /// Lifetime of a generated root.
     #[arg(long, default_value = "3650days", value_parser = humantime::parse_duration)]
     root_ttl: Duration,
-    /// Lifetime of each issuer (intermediate); it is replaced at half life.
+    /// Lifetime of each issuer (intermediate); it is replaced before half life.
     #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
     issuer_ttl: Duration,
 }
