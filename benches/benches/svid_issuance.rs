@@ -99,6 +99,7 @@ fn main() {
         max,
         target: 0.5,
         goal: Goal::AtLeast,
+        unit: "",
     };
     println!(
         "issue {:.1} us/op ({:.0}/s), raw verify+sign {:.1} us/op ({:.0}/s)",

@@ -42,6 +42,9 @@ pub struct Ratio {
     pub target: f64,
     /// Which side of the target passes.
     pub goal: Goal,
+    /// Unit of an absolute measurement (e.g. `ns`); empty for a dimensionless ratio.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub unit: &'static str,
 }
 
 impl Ratio {
@@ -59,8 +62,13 @@ impl Ratio {
             Goal::AtLeast => ">=",
             Goal::AtMost => "<=",
         };
+        let (key, u) = if self.unit.is_empty() {
+            ("ratio", "")
+        } else {
+            ("value", self.unit)
+        };
         format!(
-            "{} {} ratio={:.3} [{:.3}..{:.3}] target={op}{} pass={}",
+            "{} {} {key}={:.3}{u} [{:.3}..{:.3}] target={op}{}{u} pass={}",
             self.id,
             self.name,
             self.ratio,
@@ -151,6 +159,7 @@ mod tests {
             max: 0.8,
             target: 0.5,
             goal: Goal::AtLeast,
+            unit: "",
         };
         assert!(r.pass());
         assert_eq!(
@@ -210,6 +219,7 @@ mod tests {
             max: 1.0,
             target: 1.0,
             goal: Goal::AtLeast,
+            unit: "",
         };
         let path = r.record(&d.path().join("results")).unwrap();
         r.record(&d.path().join("results")).unwrap();

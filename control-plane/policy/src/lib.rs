@@ -1,0 +1,24 @@
+//! Vigil's policy as the data plane sees it, and the one decision function.
+//!
+//! - [`model`]: the proxy's policy format ([`ProxyPolicy`]) — one workload's compiled,
+//!   self-contained policy, as pushed by the controller or read from a file;
+//! - [`Policy::compile`]: validation and indexing (fail closed: an invalid document is an
+//!   error, and callers use [`Policy::deny_all`]);
+//! - [`Policy::evaluate`]: allow or deny for a request or connection, with the rule that
+//!   decided — used by the proxy, `vigil explain` and `vigil policy test` alike.
+//!
+//! It does not know about CRDs, Kubernetes or the network: the controller compiles CRDs
+//! into [`ProxyPolicy`]; the proxy supplies requests.
+
+pub mod compile;
+pub mod evaluate;
+pub mod http_match;
+mod index;
+pub mod model;
+pub mod pattern;
+
+pub use compile::{Destination, Policy, PolicyError};
+pub use evaluate::{AuditFinding, Decision, Peer, Reason, Request};
+pub use http_match::HttpRequest;
+pub use model::ProxyPolicy;
+pub use pattern::SpiffePattern;
