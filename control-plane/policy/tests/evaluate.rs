@@ -350,7 +350,7 @@ inbound:
 
     let d = plaintext("192.0.2.1").eval(&p);
     denied(d, Reason::Default(DefaultPolicy::Deny));
-    assert_eq!(d.audit.unwrap().would_allow, true);
+    assert!(d.audit.unwrap().would_allow);
 
     assert_eq!(from(WEB).eval(&p).audit, None, "nothing to report");
 }
