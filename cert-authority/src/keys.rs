@@ -59,7 +59,7 @@ pub(crate) fn random_serial() -> SerialNumber {
 
 /// `N` random bytes from the OS CSPRNG. With `positive`, the top bit is cleared so the
 /// bytes read as a positive DER INTEGER and are never shortened by encoding.
-pub(crate) fn random_bytes<const N: usize>(positive: bool) -> [u8; N] {
+pub fn random_bytes<const N: usize>(positive: bool) -> [u8; N] {
     let mut out = [0u8; N];
     // The system RNG failing is unrecoverable for a CA; aws-lc aborts in that case anyway.
     #[allow(clippy::expect_used)]

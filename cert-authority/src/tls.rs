@@ -6,6 +6,8 @@
 //! - Servers require a client SVID ([`SpiffeClientVerifier`]); clients require the server
 //!   to be one of the expected identities ([`SpiffeServerVerifier`]).
 //! - ALPN `vigil/1` marks mesh traffic.
+//! - No session resumption: every connection runs the full handshake, so every peer
+//!   certificate is verified — and checked for revocation — on every connection.
 
 use std::sync::Arc;
 
@@ -65,6 +67,8 @@ pub fn server_config(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
 }
 
@@ -86,6 +90,7 @@ pub fn client_config(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }
 

@@ -1,0 +1,297 @@
+//! Wiring: stores, loaders, listeners, admin server, and the drain on shutdown.
+//!
+//! [`Proxy::start`] binds every listener first (so tests can use port 0 and read the
+//! bound addresses back), loads credentials and policy, and spawns the serving tasks.
+//! [`Proxy::drain`] stops accepting, lets in-flight work finish up to the drain timeout,
+//! and returns.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use vigil_cert_authority::creds::CredentialStore;
+
+use crate::{
+    access_log::AccessLog,
+    admin::{self, Admin},
+    config::{AccessLogTarget, Config},
+    files,
+    forward::AppClient,
+    http_util::RequestIds,
+    identity::CredentialFiles,
+    inbound,
+    metrics::Metrics,
+    outbound::{self, MeshClient, MeshConnector},
+    policy_store::{self, PolicyStore},
+    ratelimit::RateLimiter,
+    shared::Shared,
+    tls_state::{PolicyRevocation, TlsState},
+};
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Bound inbound address.
+    pub inbound: SocketAddr,
+    /// Bound outbound address.
+    pub outbound: SocketAddr,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    /// Bound static-route listeners, in `--outbound-route` order.
+    pub routes: Vec<SocketAddr>,
+    /// Shared state (stores, metrics).
+    pub shared: Arc<Shared>,
+    /// The credential store (file mode publishes into it; the controller client will too).
+    pub creds: Arc<CredentialStore>,
+    /// The policy store.
+    pub policy: Arc<PolicyStore>,
+    /// Keeps the file watchers alive.
+    _watchers: Vec<notify::RecommendedWatcher>,
+    /// Cancels background tasks that are not connections (watchers, publishers).
+    background: CancellationToken,
+}
+
+impl Proxy {
+    /// Binds, loads and starts serving.
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        let log = match cfg.access_log {
+            AccessLogTarget::Stdout => AccessLog::stdout(),
+            AccessLogTarget::Off => AccessLog::off(),
+        };
+        Self::start_with_log(cfg, log).await
+    }
+
+    /// Like [`Self::start`], with the access log going to `log` (tests capture it).
+    pub async fn start_with_log(cfg: Config, log: AccessLog) -> anyhow::Result<Self> {
+        let cfg = Arc::new(cfg);
+        let metrics = Metrics::new();
+        let background = CancellationToken::new();
+        let mut watchers = Vec::new();
+
+        // Policy: fail closed until a valid policy is loaded.
+        let policy_store = Arc::new(PolicyStore::new());
+        if let Some(path) = &cfg.policy {
+            policy_store::load_file(&policy_store, path);
+            let store = policy_store.clone();
+            let p = path.clone();
+            let mut last = std::fs::read(&p).ok();
+            watchers.push(
+                files::watch(&[path], background.clone(), move || {
+                    let now = std::fs::read(&p).ok();
+                    if now != last {
+                        last = now;
+                        policy_store::load_file(&store, &p);
+                    }
+                })
+                .with_context(|| format!("watching {}", path.display()))?,
+            );
+        }
+
+        // Credentials.
+        let files = match (&cfg.svid, &cfg.key, &cfg.bundle) {
+            (Some(svid), Some(key), Some(bundle)) => Some(CredentialFiles {
+                svid: svid.clone(),
+                key: key.clone(),
+                bundle: bundle.clone(),
+            }),
+            _ => None,
+        };
+        let identity = match (&cfg.identity, &files) {
+            (Some(id), _) => id.clone(),
+            (None, Some(f)) => f
+                .identity()
+                .context("reading the workload identity from --svid")?,
+            (None, None) => anyhow::bail!("no identity: pass --identity or --svid"),
+        };
+        let creds = Arc::new(CredentialStore::new(identity));
+        if let Some(f) = files {
+            if let Err(e) = f.load_into(&creds) {
+                tracing::error!(error = %e, "credentials not loaded; not ready until they are valid");
+            }
+            let store = creds.clone();
+            let f2 = f.clone();
+            let mut last: Vec<Option<Vec<u8>>> =
+                f.paths().iter().map(|p| std::fs::read(p).ok()).collect();
+            watchers.push(
+                files::watch(&f.paths(), background.clone(), move || {
+                    let now: Vec<Option<Vec<u8>>> = f2.paths().iter().map(|p| std::fs::read(p).ok()).collect();
+                    if now == last {
+                        return;
+                    }
+                    last = now;
+                    match f2.load_into(&store) {
+                        Ok(c) => tracing::info!(id = %c.info.id, "credentials reloaded"),
+                        Err(e) => tracing::error!(error = %e, "credential reload rejected; keeping the current ones"),
+                    }
+                })
+                .context("watching credential files")?,
+            );
+        }
+
+        // TLS configs follow credentials; verifiers follow policy (revocations).
+        let (tls_tx, tls_rx) = watch::channel::<Option<Arc<TlsState>>>(None);
+        spawn_tls_builder(
+            creds.clone(),
+            policy_store.subscribe(),
+            tls_tx,
+            metrics.clone(),
+            background.clone(),
+        );
+        spawn_policy_gauge(
+            policy_store.subscribe(),
+            metrics.clone(),
+            background.clone(),
+        );
+
+        let connector = MeshConnector::new(
+            cfg.outbound_routes.clone(),
+            tls_rx.clone(),
+            policy_store.subscribe(),
+            cfg.connect_timeout,
+            cfg.handshake_timeout,
+        );
+        let shared = Arc::new(Shared {
+            tls: tls_rx,
+            policy: policy_store.subscribe(),
+            metrics,
+            log,
+            limiter: RateLimiter::default(),
+            ids: RequestIds::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            app: AppClient::new(
+                cfg.connect_timeout,
+                cfg.pool_idle_timeout,
+                cfg.pool_max_idle,
+            ),
+            mesh: MeshClient::new(
+                connector,
+                cfg.pool_idle_timeout,
+                cfg.pool_max_idle,
+                cfg.max_concurrent_streams,
+            ),
+            cfg: cfg.clone(),
+        });
+
+        let bind = |addr: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the {what} listener on {addr}"))
+        };
+        let inbound_l = bind(cfg.inbound, "inbound").await?;
+        let outbound_l = bind(cfg.outbound, "outbound").await?;
+        let admin_l = bind(cfg.admin, "admin").await?;
+        let mut route_ls = Vec::new();
+        for r in &cfg.outbound_routes {
+            route_ls.push(bind(r.listen, "outbound route").await?);
+        }
+        let inbound_addr = inbound_l.local_addr()?;
+        let outbound_addr = outbound_l.local_addr()?;
+        let admin_addr = admin_l.local_addr()?;
+        let routes = route_ls
+            .iter()
+            .map(|l| l.local_addr())
+            .collect::<Result<Vec<_>, _>>()?;
+
+        tokio::spawn(inbound::serve(inbound_l, shared.clone()));
+        tokio::spawn(outbound::serve_transparent(outbound_l, shared.clone()));
+        for (i, l) in route_ls.into_iter().enumerate() {
+            tokio::spawn(outbound::serve_route(l, shared.clone(), i));
+        }
+        let admin = Arc::new(Admin {
+            shared: shared.clone(),
+            policy_store: policy_store.clone(),
+        });
+        let admin_task = tokio::spawn(admin::serve(admin_l, admin));
+        let bg = background.clone();
+        tokio::spawn(async move {
+            bg.cancelled().await;
+            admin_task.abort();
+        });
+        tracing::info!(inbound = %inbound_addr, outbound = %outbound_addr, admin = %admin_addr, "vigil-proxy started");
+        Ok(Self {
+            inbound: inbound_addr,
+            outbound: outbound_addr,
+            admin: admin_addr,
+            routes,
+            shared,
+            creds,
+            policy: policy_store,
+            _watchers: watchers,
+            background,
+        })
+    }
+
+    /// Stops accepting, waits for in-flight connections up to the drain timeout, then stops
+    /// everything. Returns how many connections were still open at the deadline.
+    pub async fn drain(self) -> usize {
+        let shared = &self.shared;
+        shared.shutdown.cancel();
+        shared.tracker.close();
+        let deadline = shared.cfg.drain_timeout;
+        let unfinished = match tokio::time::timeout(deadline, shared.tracker.wait()).await {
+            Ok(()) => 0,
+            Err(_) => shared.tracker.len(),
+        };
+        self.background.cancel();
+        unfinished
+    }
+}
+
+fn spawn_tls_builder(
+    creds: Arc<CredentialStore>,
+    policy: watch::Receiver<Arc<vigil_policy::Policy>>,
+    tls_tx: watch::Sender<Option<Arc<TlsState>>>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    let mut rx = creds.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let current = rx.borrow_and_update().clone();
+            if let Some(c) = current {
+                let expiry = c
+                    .info
+                    .not_after
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                metrics
+                    .cert_expiry
+                    .set(i64::try_from(expiry).unwrap_or(i64::MAX));
+                match TlsState::new(c, Arc::new(PolicyRevocation(policy.clone()))) {
+                    Ok(state) => {
+                        tls_tx.send_replace(Some(Arc::new(state)));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot build TLS configuration; keeping the current one")
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
+    });
+}
+
+fn spawn_policy_gauge(
+    mut rx: watch::Receiver<Arc<vigil_policy::Policy>>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            let generation = rx.borrow_and_update().generation();
+            metrics
+                .policy_generation
+                .set(i64::try_from(generation).unwrap_or(i64::MAX));
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
+    });
+}

@@ -1,0 +1,364 @@
+//! `vigil-proxy run` configuration: flags with `VIGIL_PROXY_*` environment variables,
+//! validated into [`Config`], which `/config` serialises (it holds no secrets: key paths,
+//! never key material).
+
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::Args;
+use serde::Serialize;
+use vigil_cert_authority::SpiffeId;
+
+/// Default inbound listener.
+pub const DEFAULT_INBOUND: &str = "0.0.0.0:4143";
+/// Default outbound (transparent) listener.
+pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:4140";
+/// Default admin listener.
+pub const DEFAULT_ADMIN: &str = "0.0.0.0:4191";
+
+/// Flags of `vigil-proxy run`.
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    /// Inbound listener: traffic to this workload (redirected by `init`, or sent directly).
+    #[arg(long, env = "VIGIL_PROXY_INBOUND", default_value = DEFAULT_INBOUND)]
+    pub inbound: SocketAddr,
+    /// Outbound listener: this workload's outgoing traffic, redirected by `init`.
+    /// The original destination is read with SO_ORIGINAL_DST.
+    #[arg(long, env = "VIGIL_PROXY_OUTBOUND", default_value = DEFAULT_OUTBOUND)]
+    pub outbound: SocketAddr,
+    /// Admin listener: /ready, /live, /metrics, /config.
+    #[arg(long, env = "VIGIL_PROXY_ADMIN", default_value = DEFAULT_ADMIN)]
+    pub admin: SocketAddr,
+
+    /// Workload certificate chain (PEM: leaf first). Reloaded on change.
+    #[arg(long, env = "VIGIL_PROXY_SVID", requires_all = ["key", "bundle"])]
+    pub svid: Option<PathBuf>,
+    /// Private key of the SVID (PEM). Reloaded on change.
+    #[arg(long, env = "VIGIL_PROXY_KEY")]
+    pub key: Option<PathBuf>,
+    /// Trust bundle (PEM roots). Reloaded on change.
+    #[arg(long, env = "VIGIL_PROXY_BUNDLE")]
+    pub bundle: Option<PathBuf>,
+    /// This workload's SPIFFE ID; certificates for any other identity are refused.
+    /// Defaults to the identity in the first certificate loaded.
+    #[arg(long, env = "VIGIL_PROXY_IDENTITY", value_parser = parse_id)]
+    pub identity: Option<SpiffeId>,
+    /// Policy file (the proxy's compiled policy format, YAML or JSON). Reloaded on change;
+    /// an invalid file denies all traffic until fixed.
+    #[arg(long, env = "VIGIL_PROXY_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// Forward inbound traffic to this address (non-transparent use). Without it, inbound
+    /// traffic goes to 127.0.0.1:<original destination port>.
+    #[arg(long, env = "VIGIL_PROXY_APP")]
+    pub app: Option<SocketAddr>,
+    /// Static outbound route `LISTEN=UPSTREAM,SPIFFE_ID[,SPIFFE_ID...]`: a listener at
+    /// LISTEN whose connections go over mTLS to the proxy at UPSTREAM, which must present
+    /// one of the IDs. Repeatable.
+    #[arg(
+        long = "outbound-route",
+        env = "VIGIL_PROXY_OUTBOUND_ROUTES",
+        value_delimiter = ';'
+    )]
+    pub outbound_routes: Vec<OutboundRoute>,
+    /// Plaintext HTTP route `PORT:PATH` that needs no identity (kubelet probes). GET/HEAD
+    /// only, exact path. Repeatable.
+    #[arg(
+        long = "probe-route",
+        env = "VIGIL_PROXY_PROBE_ROUTES",
+        value_delimiter = ','
+    )]
+    pub probe_routes: Vec<ProbeRoute>,
+    /// Ports whose traffic is never inspected (server-first protocols such as MySQL or
+    /// SMTP, or anything not HTTP): authorized at L4 without waiting for detection.
+    #[arg(long, env = "VIGIL_PROXY_OPAQUE_PORTS", value_delimiter = ',')]
+    pub opaque_ports: Vec<u16>,
+
+    /// How long to wait for a client's first bytes before treating it as opaque TCP.
+    #[arg(long, env = "VIGIL_PROXY_DETECT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
+    pub detect_timeout: Duration,
+    /// Longest a TLS handshake may take.
+    #[arg(long, env = "VIGIL_PROXY_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Longest an HTTP/1 request head may take to arrive (slowloris).
+    #[arg(long, env = "VIGIL_PROXY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Timeout for connecting to the app or an upstream proxy.
+    #[arg(long, env = "VIGIL_PROXY_CONNECT_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this long.
+    #[arg(long, env = "VIGIL_PROXY_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
+    pub pool_idle_timeout: Duration,
+    /// Most idle pooled connections kept per upstream.
+    #[arg(long, env = "VIGIL_PROXY_POOL_MAX_IDLE", default_value_t = 16)]
+    pub pool_max_idle: usize,
+    /// On SIGTERM, how long in-flight requests may take before the proxy exits.
+    #[arg(long, env = "VIGIL_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+    /// Most concurrent connections per listener; more are closed on accept.
+    #[arg(long, env = "VIGIL_PROXY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest HTTP request head (HTTP/1) or header list (HTTP/2); larger gets 431.
+    #[arg(long, env = "VIGIL_PROXY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
+    pub max_header_bytes: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub max_concurrent_streams: u32,
+    /// Access log: `stdout` (one JSON line per request/connection) or `off`.
+    #[arg(long, env = "VIGIL_PROXY_ACCESS_LOG", default_value = "stdout")]
+    pub access_log: AccessLogTarget,
+    /// Runtime worker threads (1 = a single-threaded runtime, the sidecar default).
+    #[arg(long, env = "VIGIL_PROXY_THREADS", default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// A static outbound route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutboundRoute {
+    /// Local listener the app connects to.
+    pub listen: SocketAddr,
+    /// The destination's inbound proxy.
+    pub upstream: SocketAddr,
+    /// Identities the upstream may present.
+    pub identities: BTreeSet<SpiffeId>,
+}
+
+/// A plaintext probe route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeRoute {
+    /// The workload port.
+    pub port: u16,
+    /// The exact path.
+    pub path: String,
+}
+
+/// Where access logs go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogTarget {
+    /// Standard output.
+    Stdout,
+    /// Nowhere.
+    Off,
+}
+
+impl FromStr for OutboundRoute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected LISTEN=UPSTREAM,SPIFFE_ID[,SPIFFE_ID...]";
+        let (listen, rest) = s.split_once('=').ok_or(usage)?;
+        let mut parts = rest.split(',');
+        let upstream = parts.next().ok_or(usage)?;
+        let identities = parts
+            .map(|p| SpiffeId::parse(p.trim()).map_err(|e| format!("{p:?}: {e}")))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        if identities.is_empty() {
+            return Err(format!("{usage}: at least one SPIFFE ID"));
+        }
+        Ok(Self {
+            listen: listen
+                .trim()
+                .parse()
+                .map_err(|e| format!("listen address {listen:?}: {e}"))?,
+            upstream: upstream
+                .trim()
+                .parse()
+                .map_err(|e| format!("upstream address {upstream:?}: {e}"))?,
+            identities,
+        })
+    }
+}
+
+impl FromStr for ProbeRoute {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (port, path) = s.split_once(':').ok_or("expected PORT:PATH")?;
+        let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
+        let normalized = crate::path::normalize(path).map_err(|e| format!("path {path:?}: {e}"))?;
+        if normalized != path {
+            return Err(format!(
+                "probe path {path:?} must be normalised (e.g. {normalized:?})"
+            ));
+        }
+        Ok(Self {
+            port,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl FromStr for AccessLogTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "unknown access log target {other:?}; use stdout or off"
+            )),
+        }
+    }
+}
+
+fn parse_id(s: &str) -> Result<SpiffeId, String> {
+    SpiffeId::parse(s).map_err(|e| e.to_string())
+}
+
+/// The validated configuration (what `/config` shows).
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    /// Inbound listener.
+    pub inbound: SocketAddr,
+    /// Outbound listener.
+    pub outbound: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// File-mode credential paths.
+    pub svid: Option<PathBuf>,
+    /// Key path (the key itself is never shown).
+    pub key: Option<PathBuf>,
+    /// Bundle path.
+    pub bundle: Option<PathBuf>,
+    /// Expected identity.
+    pub identity: Option<SpiffeId>,
+    /// Policy file.
+    pub policy: Option<PathBuf>,
+    /// Inbound forwarding target.
+    pub app: Option<SocketAddr>,
+    /// Static outbound routes.
+    pub outbound_routes: Vec<OutboundRoute>,
+    /// Probe routes.
+    pub probe_routes: Vec<ProbeRoute>,
+    /// Opaque ports.
+    pub opaque_ports: BTreeSet<u16>,
+    /// Timeouts and limits.
+    #[serde(serialize_with = "ser_duration")]
+    pub detect_timeout: Duration,
+    /// TLS handshake timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub handshake_timeout: Duration,
+    /// HTTP/1 header read timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub header_read_timeout: Duration,
+    /// Connect timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub connect_timeout: Duration,
+    /// Pool idle timeout.
+    #[serde(serialize_with = "ser_duration")]
+    pub pool_idle_timeout: Duration,
+    /// Pool size per upstream.
+    pub pool_max_idle: usize,
+    /// Drain deadline.
+    #[serde(serialize_with = "ser_duration")]
+    pub drain_timeout: Duration,
+    /// Connection limit per listener.
+    pub max_connections: usize,
+    /// Header size limit.
+    pub max_header_bytes: usize,
+    /// HTTP/2 stream limit.
+    pub max_concurrent_streams: u32,
+    /// Access log target.
+    pub access_log: AccessLogTarget,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Configuration errors, all reported together.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl RunArgs {
+    /// Validates the flags; every problem is reported at once.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let mut errors = Vec::new();
+        if self.svid.is_none() {
+            errors.push("no credentials: pass --svid, --key and --bundle (file mode)".into());
+        }
+        if self.policy.is_none() {
+            errors.push("no policy: pass --policy FILE".into());
+        }
+        if self.threads == 0 {
+            errors.push("--threads must be at least 1".into());
+        }
+        if self.max_header_bytes < 8192 {
+            errors.push("--max-header-bytes must be at least 8192".into());
+        }
+        if self.max_connections == 0 {
+            errors.push("--max-connections must be at least 1".into());
+        }
+        let mut listens = BTreeSet::new();
+        for addr in [self.inbound, self.outbound, self.admin]
+            .into_iter()
+            .chain(self.outbound_routes.iter().map(|r| r.listen))
+        {
+            if addr.port() != 0 && !listens.insert(addr) {
+                errors.push(format!("{addr} is used by more than one listener"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigError(errors));
+        }
+        Ok(Config {
+            inbound: self.inbound,
+            outbound: self.outbound,
+            admin: self.admin,
+            svid: self.svid,
+            key: self.key,
+            bundle: self.bundle,
+            identity: self.identity,
+            policy: self.policy,
+            app: self.app,
+            outbound_routes: self.outbound_routes,
+            probe_routes: self.probe_routes,
+            opaque_ports: self.opaque_ports.into_iter().collect(),
+            detect_timeout: self.detect_timeout,
+            handshake_timeout: self.handshake_timeout,
+            header_read_timeout: self.header_read_timeout,
+            connect_timeout: self.connect_timeout,
+            pool_idle_timeout: self.pool_idle_timeout,
+            pool_max_idle: self.pool_max_idle,
+            drain_timeout: self.drain_timeout,
+            max_connections: self.max_connections,
+            max_header_bytes: self.max_header_bytes,
+            max_concurrent_streams: self.max_concurrent_streams,
+            access_log: self.access_log,
+            threads: self.threads,
+        })
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse() {
+        let r: OutboundRoute =
+            "127.0.0.1:15001=127.0.0.1:4143,spiffe://td/ns/a/sa/b,spiffe://td/ns/a/sa/c"
+                .parse()
+                .unwrap();
+        assert_eq!(r.listen, "127.0.0.1:15001".parse().unwrap());
+        assert_eq!(r.upstream, "127.0.0.1:4143".parse().unwrap());
+        assert_eq!(r.identities.len(), 2);
+        for bad in [
+            "127.0.0.1:1=127.0.0.1:2",
+            "127.0.0.1:1",
+            "x=127.0.0.1:2,spiffe://td/a",
+            "127.0.0.1:1=127.0.0.1:2,notanid",
+        ] {
+            assert!(bad.parse::<OutboundRoute>().is_err(), "{bad}");
+        }
+        let p: ProbeRoute = "8080:/healthz".parse().unwrap();
+        assert_eq!((p.port, p.path.as_str()), (8080, "/healthz"));
+        assert!("8080:/a/../b".parse::<ProbeRoute>().is_err());
+        assert!("x:/a".parse::<ProbeRoute>().is_err());
+    }
+}

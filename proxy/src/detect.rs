@@ -1,0 +1,238 @@
+//! Protocol detection from the first bytes of a connection.
+//!
+//! Two questions, each answered by reading (not peeking) a few bytes that are then
+//! replayed with [`crate::io::PrefixedIo`]:
+//!
+//! 1. [`outer`]: is this mesh TLS (a ClientHello offering a `vigil/1` ALPN), other TLS, or
+//!    plaintext? The ClientHello is parsed with rustls' own parser.
+//! 2. [`inner`]: is the (decrypted or plaintext) stream HTTP/2 (the connection preface),
+//!    HTTP/1 (a request line), or something else? A client that sends nothing — a
+//!    server-first protocol — is opaque once `timeout` passes; nothing waits longer.
+//!
+//! Mesh clients can skip the second question: the ALPN `vigil/1+tcp` says "opaque",
+//! `vigil/1+h2` says "HTTP/2", plain `vigil/1` says "detect".
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use vigil_cert_authority::tls::ALPN_MESH;
+
+/// Mesh TLS carrying an opaque stream.
+pub const ALPN_TCP: &[u8] = b"vigil/1+tcp";
+/// Mesh TLS carrying HTTP/2.
+pub const ALPN_H2: &[u8] = b"vigil/1+h2";
+/// Every ALPN a mesh server accepts.
+pub const MESH_ALPNS: [&[u8]; 3] = [ALPN_MESH, ALPN_TCP, ALPN_H2];
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Most bytes read while looking for a ClientHello.
+const MAX_HELLO: usize = 32 * 1024;
+/// Longest method token considered when recognising an HTTP/1 request line.
+const MAX_METHOD: usize = 24;
+
+/// What the outer layer of a connection is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outer {
+    /// TLS whose ClientHello offers a mesh ALPN.
+    MeshTls,
+    /// TLS without a mesh ALPN (e.g. an app's own HTTPS from outside the mesh).
+    OtherTls,
+    /// Not TLS.
+    Plaintext,
+}
+
+/// The application protocol of a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 with prior knowledge (gRPC included).
+    Http2,
+    /// Anything else.
+    Opaque,
+}
+
+impl Proto {
+    /// Label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Opaque => "tcp",
+        }
+    }
+
+    /// The protocol a mesh ALPN announces, if it announces one.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Option<Self> {
+        match alpn {
+            Some(ALPN_TCP) => Some(Self::Opaque),
+            Some(ALPN_H2) => Some(Self::Http2),
+            _ => None,
+        }
+    }
+}
+
+/// Classifies the outer layer. Returns the bytes consumed, to replay.
+pub async fn outer<S: AsyncRead + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+) -> std::io::Result<(Outer, Bytes)> {
+    let mut buf = BytesMut::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + timeout;
+    if read_more(io, &mut buf, deadline).await? == 0 {
+        return Ok((Outer::Plaintext, buf.freeze()));
+    }
+    // TLS handshake record: content type 22, version 3.x.
+    if buf[0] != 0x16 {
+        return Ok((Outer::Plaintext, buf.freeze()));
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut fed = 0;
+    loop {
+        let mut rd = &buf[fed..];
+        match acceptor.read_tls(&mut rd) {
+            Ok(n) => fed += n,
+            Err(_) => return Ok((Outer::OtherTls, buf.freeze())),
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let mesh = accepted
+                    .client_hello()
+                    .alpn()
+                    .is_some_and(|mut protos| protos.any(|p| MESH_ALPNS.contains(&p)));
+                let outer = if mesh {
+                    Outer::MeshTls
+                } else {
+                    Outer::OtherTls
+                };
+                return Ok((outer, buf.freeze()));
+            }
+            Ok(None) => {}
+            // Not a ClientHello rustls can read: not ours; let policy decide on it as opaque.
+            Err(_) => return Ok((Outer::OtherTls, buf.freeze())),
+        }
+        if buf.len() >= MAX_HELLO || read_more(io, &mut buf, deadline).await? == 0 {
+            return Ok((Outer::OtherTls, buf.freeze()));
+        }
+    }
+}
+
+/// Classifies the application protocol. Returns the bytes consumed, to replay.
+pub async fn inner<S: AsyncRead + Unpin>(
+    io: &mut S,
+    timeout: Duration,
+) -> std::io::Result<(Proto, Bytes)> {
+    let mut buf = BytesMut::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match classify(&buf) {
+            Some(p) => return Ok((p, buf.freeze())),
+            None => {
+                if read_more(io, &mut buf, deadline).await? == 0 {
+                    // Timeout or EOF before the bytes said anything: opaque.
+                    let p = classify(&buf).unwrap_or(Proto::Opaque);
+                    return Ok((p, buf.freeze()));
+                }
+            }
+        }
+    }
+}
+
+/// `Some` once the bytes decide; `None` if more are needed.
+fn classify(buf: &[u8]) -> Option<Proto> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = buf.len().min(H2_PREFACE.len());
+    if buf[..n] == H2_PREFACE[..n] {
+        return if n == H2_PREFACE.len() {
+            Some(Proto::Http2)
+        } else {
+            None
+        };
+    }
+    // HTTP/1: an uppercase method token, then a space.
+    for (i, &b) in buf.iter().enumerate().take(MAX_METHOD + 1) {
+        match b {
+            b'A'..=b'Z' | b'-' | b'_' => {}
+            b' ' if i > 0 => return Some(Proto::Http1),
+            _ => return Some(Proto::Opaque),
+        }
+    }
+    if buf.len() > MAX_METHOD {
+        return Some(Proto::Opaque);
+    }
+    None
+}
+
+/// Reads more into `buf` before `deadline`; 0 on EOF or timeout.
+async fn read_more<S: AsyncRead + Unpin>(
+    io: &mut S,
+    buf: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> std::io::Result<usize> {
+    buf.reserve(2048);
+    match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+        Ok(r) => r,
+        Err(_) => Ok(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    #[test]
+    fn classifies_first_bytes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Proto::Http1));
+        assert_eq!(classify(b"M-SEARCH * HTTP/1.1"), Some(Proto::Http1));
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Proto::Http2)
+        );
+        assert_eq!(classify(b"PRI * HTTP/2"), None);
+        assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Some(Proto::Http1));
+        assert_eq!(classify(b"\x00\x01binary"), Some(Proto::Opaque));
+        assert_eq!(classify(b"get / HTTP/1.1"), Some(Proto::Opaque));
+        assert_eq!(classify(b"SSH-2.0-OpenSSH"), Some(Proto::Opaque));
+        assert_eq!(classify(&[b'A'; 40]), Some(Proto::Opaque));
+    }
+
+    #[tokio::test]
+    async fn silent_clients_are_opaque_after_the_timeout() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let start = std::time::Instant::now();
+        let (p, bytes) = inner(&mut server, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(p, Proto::Opaque);
+        assert!(bytes.is_empty());
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn plaintext_is_not_tls() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let (o, bytes) = outer(&mut server, Duration::from_millis(500))
+            .await
+            .unwrap();
+        assert_eq!(o, Outer::Plaintext);
+        assert_eq!(&bytes[..], b"GET / HTTP/1.1\r\n");
+    }
+
+    #[tokio::test]
+    async fn garbage_after_a_tls_record_header_is_other_tls() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5])
+            .await
+            .unwrap();
+        let (o, _) = outer(&mut server, Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert_eq!(o, Outer::OtherTls);
+    }
+}

@@ -1,0 +1,48 @@
+//! Clients for the local application: HTTP/1.1 and HTTP/2 (prior knowledge), pooled.
+
+use std::{net::SocketAddr, time::Duration};
+
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+/// Pooled connections to the app.
+#[derive(Clone, Debug)]
+pub struct AppClient {
+    /// HTTP/1.1.
+    pub http1: Client<HttpConnector, Incoming>,
+    /// HTTP/2 with prior knowledge (gRPC).
+    pub http2: Client<HttpConnector, Incoming>,
+}
+
+impl AppClient {
+    /// Clients with the given timeouts and pool bounds.
+    pub fn new(connect_timeout: Duration, pool_idle: Duration, pool_max_idle: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.enforce_http(true);
+        let base = || {
+            let mut b = Client::builder(TokioExecutor::new());
+            b.pool_idle_timeout(pool_idle)
+                .pool_max_idle_per_host(pool_max_idle)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new());
+            b
+        };
+        let http1 = base().build(connector.clone());
+        let http2 = base().http2_only(true).build(connector);
+        Self { http1, http2 }
+    }
+}
+
+/// `http://<addr><path_and_query>`.
+pub fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
+    Ok(http::Uri::builder()
+        .scheme("http")
+        .authority(addr.to_string())
+        .path_and_query(path_and_query)
+        .build()?)
+}

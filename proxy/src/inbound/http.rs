@@ -1,0 +1,376 @@
+//! Inbound HTTP: serve the connection with hyper, authorize every request, forward
+//! allowed ones to the app.
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use vigil_policy::{HttpRequest, Reason, Request as AuthzRequest};
+
+use super::{ConnCtx, DIRECTION};
+use crate::{
+    access_log::Entry,
+    detect::Proto,
+    forward::app_uri,
+    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
+    metrics::status_class,
+    path,
+    ratelimit::RateLimiter,
+    shared::{Source, closed_by_policy, unix_now},
+    strict_h1::StrictH1,
+};
+
+/// Serves one HTTP connection until it ends, the proxy drains, or policy closes it.
+pub(super) async fn serve<S>(io: S, ctx: Arc<ConnCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ctx.shared.clone();
+    let cfg = &shared.cfg;
+    let svc_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
+    let closer = closed_by_policy(shared.policy.clone(), {
+        let source = ctx.source.clone();
+        move |p| connection_killer(p, &source)
+    });
+    tokio::pin!(closer);
+    match ctx.proto {
+        Proto::Http1 => {
+            let io = TokioIo::new(StrictH1::new(io, cfg.max_header_bytes));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.header_read_timeout)
+                .max_buf_size(cfg.max_header_bytes)
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shared.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                reason = &mut closer => closed(&ctx, reason),
+            }
+        }
+        _ => {
+            let io = TokioIo::new(io);
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(cfg.max_concurrent_streams)
+                .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+                .max_pending_accept_reset_streams(Some(32))
+                .max_local_error_reset_streams(Some(256))
+                .serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shared.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+                reason = &mut closer => closed(&ctx, reason),
+            }
+        }
+    }
+}
+
+/// Why an established HTTP connection must be closed under policy `p`, if it must.
+fn connection_killer(p: &vigil_policy::Policy, source: &Source) -> Option<&'static str> {
+    if p.is_quarantined() {
+        return Some("quarantine");
+    }
+    match source {
+        Source::Mesh(info) if p.is_revoked(&info.id, &info.serial) => Some("revoked"),
+        _ => None,
+    }
+}
+
+fn closed(ctx: &ConnCtx, reason: &'static str) {
+    tracing::info!(src = %ctx.src_addr, peer = %ctx.source.id_string(), reason, "closing inbound connection");
+    ctx.shared
+        .metrics
+        .closed
+        .with_label_values(&[DIRECTION, reason])
+        .inc();
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let shared = &ctx.shared;
+    let request_id = shared.ids.next();
+    let mut entry = Entry {
+        direction: DIRECTION,
+        protocol: ctx.proto.as_str(),
+        src_addr: Some(ctx.src_addr.to_string()),
+        src_id: ctx.source.id_string(),
+        dst_addr: Some(ctx.app.to_string()),
+        dst_id: shared.tls().map(|t| t.creds.info.id.to_string()),
+        method: Some(req.method().to_string()),
+        path: Some(req.uri().path().to_string()),
+        request_id: Some(request_id.clone()),
+        bytes_rx: req.body_size_hint_exact(),
+        ..Entry::default()
+    };
+    let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut entry).await;
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[DIRECTION, decision, status_class(status)])
+        .inc();
+    shared
+        .metrics
+        .request_duration
+        .with_label_values(&[DIRECTION])
+        .observe(elapsed.as_secs_f64());
+    entry.status = Some(status);
+    entry.decision = decision;
+    entry.latency_ms = elapsed.as_secs_f64() * 1e3;
+    entry.bytes_tx = resp.body_size_hint_exact();
+    shared.log.log(entry);
+    Ok(resp)
+}
+
+/// Returns the response and the decision label (`allow` / `deny`).
+async fn authorize_and_forward(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    request_id: &str,
+    entry: &mut Entry,
+) -> (Response<Body>, &'static str) {
+    let shared = &ctx.shared;
+    let reject = |reason: &'static str, status: StatusCode, entry: &mut Entry| {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[DIRECTION, reason])
+            .inc();
+        entry.reason = reason.to_string();
+        (error_response(status, request_id), "deny")
+    };
+    if req.method() == Method::CONNECT {
+        return reject("connect_method", StatusCode::METHOD_NOT_ALLOWED, entry);
+    }
+    let normalized = match path::normalize(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(error = %e, path = req.uri().path(), "refusing ambiguous path");
+            return reject("ambiguous_path", StatusCode::BAD_REQUEST, entry);
+        }
+    };
+    entry.path = Some(normalized.clone());
+
+    // Kubelet-style probes: plaintext GET/HEAD to a declared route needs no identity.
+    let probe = matches!(ctx.source, Source::Plain)
+        && matches!(*req.method(), Method::GET | Method::HEAD)
+        && shared
+            .cfg
+            .probe_routes
+            .iter()
+            .any(|r| r.port == ctx.port && r.path == normalized);
+    if probe {
+        entry.reason = "probe route".into();
+    } else {
+        let policy = shared.policy();
+        let http = HttpRequest {
+            method: req.method().as_str(),
+            path: &normalized,
+            headers: req.headers(),
+        };
+        let decision = policy.evaluate(
+            &AuthzRequest {
+                peer: ctx.source.peer(),
+                source_ip: Some(ctx.src_addr.ip()),
+                port: ctx.port,
+                http: Some(http),
+            },
+            unix_now(),
+        );
+        record_decision(
+            ctx,
+            &policy,
+            decision.reason,
+            decision.allowed,
+            decision.audit,
+            entry,
+        );
+        if !decision.allowed {
+            return (error_response(StatusCode::FORBIDDEN, request_id), "deny");
+        }
+        if let Some((rule, limit)) = decision.rate_limit {
+            let key = match policy.rule_info(rule) {
+                Some((pol, idx, _, _)) => format!("{pol}#{idx}#{}", ctx.source.id_string()),
+                None => format!("#{rule}#{}", ctx.source.id_string()),
+            };
+            if !shared.limiter.allow(key, limit, Instant::now()) {
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&[DIRECTION, "rate_limited"])
+                    .inc();
+                entry.reason = format!("{} (rate limited)", entry.reason);
+                let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, request_id);
+                let secs = RateLimiter::retry_after(limit).as_secs().to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return (resp, "deny");
+            }
+        }
+    }
+    (forward(req, ctx, &normalized, request_id).await, "allow")
+}
+
+fn record_decision(
+    ctx: &ConnCtx,
+    policy: &vigil_policy::Policy,
+    reason: Reason,
+    allowed: bool,
+    audit: Option<vigil_policy::AuditFinding>,
+    entry: &mut Entry,
+) {
+    let label = policy_label(policy, reason);
+    let decision = if allowed { "allow" } else { "deny" };
+    ctx.shared
+        .metrics
+        .authz
+        .with_label_values(&[DIRECTION, &label, decision])
+        .inc();
+    entry.reason = policy.describe(reason);
+    if let Reason::Rule(i) = reason
+        && let Some((p, r, _, _)) = policy.rule_info(i)
+    {
+        entry.policy = Some(p.to_string());
+        entry.rule = Some(r);
+    }
+    if let Some(f) = audit {
+        let would = if f.would_allow {
+            "would_allow"
+        } else {
+            "would_deny"
+        };
+        let label = policy_label(policy, f.reason);
+        ctx.shared
+            .metrics
+            .audit
+            .with_label_values(&[&label, would])
+            .inc();
+        entry.audit = Some(format!(
+            "{}: {}",
+            would.replace('_', " "),
+            policy.describe(f.reason)
+        ));
+    }
+}
+
+/// The `policy` label: the deciding policy's name, or a fixed word.
+pub(crate) fn policy_label(policy: &vigil_policy::Policy, reason: Reason) -> String {
+    match reason {
+        Reason::Rule(i) => policy
+            .rule_info(i)
+            .map(|r| r.0.to_string())
+            .unwrap_or_default(),
+        Reason::Default(_) => "default".into(),
+        Reason::Quarantined => "quarantine".into(),
+        Reason::Revoked => "revoked".into(),
+        Reason::InvalidPolicy => "invalid".into(),
+    }
+}
+
+/// Sends an allowed request to the app, in the protocol the original client spoke.
+async fn forward(
+    req: Request<Incoming>,
+    ctx: &ConnCtx,
+    normalized: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let shared = &ctx.shared;
+    let (mut parts, body) = req.into_parts();
+    // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the app.
+    let app_h1 = match ctx.proto {
+        Proto::Http1 => true,
+        _ => parts
+            .headers
+            .get(ORIG_PROTO)
+            .is_some_and(|v| v == "HTTP/1.1" || v == "HTTP/1.0"),
+    };
+    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized.to_owned(),
+    };
+    let Ok(uri) = app_uri(ctx.app, &path_and_query) else {
+        return error_response(StatusCode::BAD_REQUEST, request_id);
+    };
+    parts.uri = uri;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(ORIG_PROTO);
+    parts.headers.remove(PEER_ID);
+    if let Source::Mesh(info) = &ctx.source
+        && let Ok(v) = HeaderValue::from_str(info.id.as_str())
+    {
+        parts.headers.insert(PEER_ID, v);
+    }
+    let result = if app_h1 {
+        parts.version = Version::HTTP_11;
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
+        {
+            parts.headers.insert(header::HOST, a);
+        }
+        shared
+            .app
+            .http1
+            .request(Request::from_parts(parts, body))
+            .await
+    } else {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+        shared
+            .app
+            .http2
+            .request(Request::from_parts(parts, body))
+            .await
+    };
+    match result {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, app = %ctx.app, "forwarding to the app failed");
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "app_unavailable"])
+                .inc();
+            error_response(StatusCode::BAD_GATEWAY, request_id)
+        }
+    }
+}
+
+/// Exact body size, when the body knows it.
+trait SizeHint {
+    fn body_size_hint_exact(&self) -> u64;
+}
+
+impl<B: hyper::body::Body> SizeHint for Request<B> {
+    fn body_size_hint_exact(&self) -> u64 {
+        hyper::body::Body::size_hint(self.body())
+            .exact()
+            .unwrap_or(0)
+    }
+}
+
+impl<B: hyper::body::Body> SizeHint for Response<B> {
+    fn body_size_hint_exact(&self) -> u64 {
+        hyper::body::Body::size_hint(self.body())
+            .exact()
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,222 @@
+//! The inbound listener: traffic *to* this workload.
+//!
+//! ```text
+//! accept ─► outer detect ─┬─ mesh TLS ─► mTLS handshake (client SVID required) ─┐
+//!                         ├─ other TLS ───────────────────────── unauthenticated ┤
+//!                         └─ plaintext ───────────────────────── unauthenticated ┤
+//!                                                                                ▼
+//!            inner detect (or ALPN hint / opaque port) ─┬─ HTTP/1, HTTP/2 ─► per-request authz ─► app
+//!                                                       └─ opaque ─────────► L4 authz ─► app
+//! ```
+//!
+//! Every HTTP request is authorized with the policy in force when it arrives; opaque
+//! connections once, then again on every policy change (closed if no longer allowed).
+//! Connections from a peer that becomes revoked, or all connections when this workload
+//! is quarantined, are closed.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    detect::{self, Outer, Proto},
+    io::PrefixedIo,
+    shared::{Shared, Source, original_dst},
+};
+
+mod http;
+mod tcp;
+
+const DIRECTION: &str = "inbound";
+
+/// What a connection handler needs to know about its connection.
+#[derive(Debug)]
+pub(crate) struct ConnCtx {
+    pub(crate) shared: Arc<Shared>,
+    /// The workload port this traffic is for (policy `ports`).
+    pub(crate) port: u16,
+    /// Where allowed traffic goes.
+    pub(crate) app: SocketAddr,
+    pub(crate) source: Source,
+    pub(crate) src_addr: SocketAddr,
+    pub(crate) proto: Proto,
+}
+
+/// Accepts inbound connections until shutdown.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, src) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "inbound accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "connection_limit"])
+                .inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            let _open = shared2.metrics.open(DIRECTION);
+            handle(stream, src, shared2).await;
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
+    let cfg = &shared.cfg;
+    let orig = original_dst(&stream);
+    let (port, app) = match (cfg.app, orig) {
+        (Some(app), _) => (app.port(), app),
+        (None, Some(orig)) => (orig.port(), SocketAddr::from(([127, 0, 0, 1], orig.port()))),
+        (None, None) => {
+            // Neither redirected nor configured with --app: nowhere to forward.
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "no_destination"])
+                .inc();
+            return;
+        }
+    };
+    let mut stream = stream;
+    let (outer, prefix) = match detect::outer(&mut stream, cfg.detect_timeout).await {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    let io = PrefixedIo::new(prefix, stream);
+    let opaque_port = cfg.opaque_ports.contains(&port);
+    match outer {
+        Outer::MeshTls => {
+            let Some(tls) = shared.tls() else {
+                // No credentials yet: cannot terminate mesh TLS.
+                shared
+                    .metrics
+                    .tls_failures
+                    .with_label_values(&[DIRECTION, "no_credentials"])
+                    .inc();
+                return;
+            };
+            let acceptor = TlsAcceptor::from(tls.server.clone());
+            let accepted = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(io)).await;
+            let tls_stream = match accepted {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let reason = crate::tls_errors::reason(&e);
+                    tracing::debug!(%src, error = %e, "inbound mTLS handshake failed");
+                    shared
+                        .metrics
+                        .tls_handshakes
+                        .with_label_values(&[DIRECTION, "failure"])
+                        .inc();
+                    shared
+                        .metrics
+                        .tls_failures
+                        .with_label_values(&[DIRECTION, reason])
+                        .inc();
+                    return;
+                }
+                Err(_) => {
+                    shared
+                        .metrics
+                        .tls_handshakes
+                        .with_label_values(&[DIRECTION, "failure"])
+                        .inc();
+                    shared
+                        .metrics
+                        .tls_failures
+                        .with_label_values(&[DIRECTION, "timeout"])
+                        .inc();
+                    return;
+                }
+            };
+            shared
+                .metrics
+                .tls_handshakes
+                .with_label_values(&[DIRECTION, "success"])
+                .inc();
+            let conn = tls_stream.get_ref().1;
+            let Some(peer) = vigil_cert_authority::tls::peer_identity(conn) else {
+                return;
+            };
+            let hint = Proto::from_alpn(conn.alpn_protocol());
+            let source = Source::Mesh(peer);
+            let proto_hint = if opaque_port {
+                Some(Proto::Opaque)
+            } else {
+                hint
+            };
+            route(tls_stream, proto_hint, source, src, port, app, shared).await;
+        }
+        Outer::OtherTls => {
+            // Someone else's TLS: opaque, unauthenticated; policy decides.
+            route(
+                io,
+                Some(Proto::Opaque),
+                Source::Plain,
+                src,
+                port,
+                app,
+                shared,
+            )
+            .await;
+        }
+        Outer::Plaintext => {
+            let hint = opaque_port.then_some(Proto::Opaque);
+            route(io, hint, Source::Plain, src, port, app, shared).await;
+        }
+    }
+}
+
+/// Detects the inner protocol (unless hinted) and hands the stream to its handler.
+async fn route<S>(
+    mut io: S,
+    hint: Option<Proto>,
+    source: Source,
+    src_addr: SocketAddr,
+    port: u16,
+    app: SocketAddr,
+    shared: Arc<Shared>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (proto, prefix) = match hint {
+        Some(p) => (p, bytes::Bytes::new()),
+        None => match detect::inner(&mut io, shared.cfg.detect_timeout).await {
+            Ok(d) => d,
+            Err(_) => return,
+        },
+    };
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[DIRECTION, proto.as_str()])
+        .inc();
+    let ctx = Arc::new(ConnCtx {
+        shared,
+        port,
+        app,
+        source,
+        src_addr,
+        proto,
+    });
+    let io = PrefixedIo::new(prefix, io);
+    match proto {
+        Proto::Opaque => tcp::serve(io, ctx).await,
+        Proto::Http1 | Proto::Http2 => http::serve(io, ctx).await,
+    }
+}

@@ -1,0 +1,427 @@
+//! `vigil-proxy init`: program iptables (nat) so a pod's traffic flows through its proxy.
+//!
+//! ```text
+//! PREROUTING ─► VIGIL_INBOUND:  skip-inbound-ports, admin port ─► RETURN
+//!                               tcp ─► REDIRECT to the inbound port
+//! OUTPUT     ─► VIGIL_OUTBOUND: owner uid == proxy uid ─► RETURN   (the proxy's own traffic)
+//!                               out via lo              ─► RETURN   (loopback)
+//!                               skip-cidrs, skip-outbound-ports ─► RETURN
+//!                               tcp ─► REDIRECT to the outbound port
+//! ```
+//!
+//! Idempotent: the two chains are created if missing and flushed, then refilled; the jumps
+//! into them are added only if absent. Running it twice leaves the same rules. The original
+//! destination survives REDIRECT and is read back with SO_ORIGINAL_DST. IPv4 only.
+
+use std::{net::Ipv4Addr, process::Command};
+
+use clap::Args;
+
+const INBOUND_CHAIN: &str = "VIGIL_INBOUND";
+const OUTBOUND_CHAIN: &str = "VIGIL_OUTBOUND";
+/// iptables' multiport match takes at most 15 ports per rule.
+const MULTIPORT_MAX: usize = 15;
+
+/// Flags of `vigil-proxy init`.
+#[derive(Clone, Debug, Args)]
+pub struct InitArgs {
+    /// Port of the proxy's inbound listener.
+    #[arg(long, env = "VIGIL_PROXY_INIT_INBOUND_PORT", default_value_t = 4143)]
+    pub inbound_port: u16,
+    /// Port of the proxy's outbound listener.
+    #[arg(long, env = "VIGIL_PROXY_INIT_OUTBOUND_PORT", default_value_t = 4140)]
+    pub outbound_port: u16,
+    /// Port of the proxy's admin server (never redirected, so probes reach it).
+    #[arg(long, env = "VIGIL_PROXY_INIT_ADMIN_PORT", default_value_t = 4191)]
+    pub admin_port: u16,
+    /// UID the proxy runs as; its own connections are not redirected.
+    #[arg(long, env = "VIGIL_PROXY_INIT_PROXY_UID", default_value_t = 1337)]
+    pub proxy_uid: u32,
+    /// Inbound ports that bypass the proxy.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_INIT_SKIP_INBOUND_PORTS",
+        value_delimiter = ','
+    )]
+    pub skip_inbound_ports: Vec<u16>,
+    /// Outbound destination ports that bypass the proxy.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_INIT_SKIP_OUTBOUND_PORTS",
+        value_delimiter = ','
+    )]
+    pub skip_outbound_ports: Vec<u16>,
+    /// Outbound destination networks (CIDR) that bypass the proxy.
+    #[arg(long, env = "VIGIL_PROXY_INIT_SKIP_CIDRS", value_delimiter = ',')]
+    pub skip_cidrs: Vec<ipnet::Ipv4Net>,
+    /// Print the iptables commands instead of running them.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove Vigil's rules instead of installing them.
+    #[arg(long)]
+    pub remove: bool,
+    /// The iptables binary.
+    #[arg(long, env = "VIGIL_PROXY_INIT_IPTABLES", default_value = "iptables")]
+    pub iptables: String,
+}
+
+/// Why rules could not be installed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The binary is missing.
+    #[error("`{0}` not found: install iptables (the init container image must include it)")]
+    NotFound(String),
+    /// iptables refused (usually a missing capability).
+    #[error("`{command}` failed: {stderr}{hint}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// What iptables said.
+        stderr: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// Could not run it at all.
+    #[error("running `{0}`: {1}")]
+    Spawn(String, std::io::Error),
+}
+
+/// One iptables invocation (arguments after the binary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule(pub Vec<String>);
+
+impl Rule {
+    fn new(args: &[&str]) -> Self {
+        Self(args.iter().map(|s| s.to_string()).collect())
+    }
+    fn render(&self, bin: &str) -> String {
+        format!("{bin} {}", self.0.join(" "))
+    }
+}
+
+/// The rules of the two chains, in order (without chain creation or jumps).
+pub fn chain_rules(a: &InitArgs) -> Vec<Rule> {
+    let mut rules = Vec::new();
+    let mut skip_in: Vec<u16> = a.skip_inbound_ports.clone();
+    skip_in.push(a.admin_port);
+    skip_in.sort_unstable();
+    skip_in.dedup();
+    for chunk in skip_in.chunks(MULTIPORT_MAX) {
+        let ports = join(chunk);
+        rules.push(Rule::new(&[
+            "-t",
+            "nat",
+            "-A",
+            INBOUND_CHAIN,
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            &ports,
+            "-j",
+            "RETURN",
+        ]));
+    }
+    let inbound = a.inbound_port.to_string();
+    rules.push(Rule::new(&[
+        "-t",
+        "nat",
+        "-A",
+        INBOUND_CHAIN,
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &inbound,
+    ]));
+
+    let uid = a.proxy_uid.to_string();
+    rules.push(Rule::new(&[
+        "-t",
+        "nat",
+        "-A",
+        OUTBOUND_CHAIN,
+        "-m",
+        "owner",
+        "--uid-owner",
+        &uid,
+        "-j",
+        "RETURN",
+    ]));
+    rules.push(Rule::new(&[
+        "-t",
+        "nat",
+        "-A",
+        OUTBOUND_CHAIN,
+        "-o",
+        "lo",
+        "-j",
+        "RETURN",
+    ]));
+    let loopback = format!("{}/8", Ipv4Addr::new(127, 0, 0, 0));
+    rules.push(Rule::new(&[
+        "-t",
+        "nat",
+        "-A",
+        OUTBOUND_CHAIN,
+        "-d",
+        &loopback,
+        "-j",
+        "RETURN",
+    ]));
+    for cidr in &a.skip_cidrs {
+        let c = cidr.trunc().to_string();
+        rules.push(Rule::new(&[
+            "-t",
+            "nat",
+            "-A",
+            OUTBOUND_CHAIN,
+            "-d",
+            &c,
+            "-j",
+            "RETURN",
+        ]));
+    }
+    let mut skip_out = a.skip_outbound_ports.clone();
+    skip_out.sort_unstable();
+    skip_out.dedup();
+    for chunk in skip_out.chunks(MULTIPORT_MAX) {
+        let ports = join(chunk);
+        rules.push(Rule::new(&[
+            "-t",
+            "nat",
+            "-A",
+            OUTBOUND_CHAIN,
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "--dports",
+            &ports,
+            "-j",
+            "RETURN",
+        ]));
+    }
+    let outbound = a.outbound_port.to_string();
+    rules.push(Rule::new(&[
+        "-t",
+        "nat",
+        "-A",
+        OUTBOUND_CHAIN,
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        &outbound,
+    ]));
+    rules
+}
+
+fn jumps() -> [Rule; 2] {
+    [
+        Rule::new(&[
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-j",
+            INBOUND_CHAIN,
+        ]),
+        Rule::new(&[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            OUTBOUND_CHAIN,
+        ]),
+    ]
+}
+
+/// Prints (dry run) or applies the rules. Returns the commands, for the caller to print.
+pub fn run(a: &InitArgs) -> Result<Vec<String>, InitError> {
+    let bin = a.iptables.as_str();
+    let mut shown = Vec::new();
+    if a.remove {
+        for j in jumps() {
+            let mut del = j.0.clone();
+            del[2] = "-D".into();
+            let del = Rule(del);
+            shown.push(del.render(bin));
+            if !a.dry_run {
+                // Delete every copy; a missing rule is fine.
+                while exec(bin, &del, true)? {}
+            }
+        }
+        for chain in [INBOUND_CHAIN, OUTBOUND_CHAIN] {
+            for op in ["-F", "-X"] {
+                let r = Rule::new(&["-t", "nat", op, chain]);
+                shown.push(r.render(bin));
+                if !a.dry_run {
+                    exec(bin, &r, true)?;
+                }
+            }
+        }
+        return Ok(shown);
+    }
+    for chain in [INBOUND_CHAIN, OUTBOUND_CHAIN] {
+        let create = Rule::new(&["-t", "nat", "-N", chain]);
+        let flush = Rule::new(&["-t", "nat", "-F", chain]);
+        shown.push(format!("{} 2>/dev/null || true", create.render(bin)));
+        shown.push(flush.render(bin));
+        if !a.dry_run {
+            exec(bin, &create, true)?; // exists already: fine, it is flushed next
+            exec(bin, &flush, false)?;
+        }
+    }
+    for r in chain_rules(a) {
+        shown.push(r.render(bin));
+        if !a.dry_run {
+            exec(bin, &r, false)?;
+        }
+    }
+    for j in jumps() {
+        let mut check = j.0.clone();
+        check[2] = "-C".into();
+        let check = Rule(check);
+        shown.push(format!(
+            "{} 2>/dev/null || {}",
+            check.render(bin),
+            j.render(bin)
+        ));
+        if !a.dry_run && !exec(bin, &check, true)? {
+            exec(bin, &j, false)?;
+        }
+    }
+    Ok(shown)
+}
+
+/// Runs one command; with `tolerate`, a non-zero exit returns `Ok(false)` instead of an
+/// error (unless it is a permission problem).
+fn exec(bin: &str, rule: &Rule, tolerate: bool) -> Result<bool, InitError> {
+    let out = Command::new(bin).args(&rule.0).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            InitError::NotFound(bin.to_string())
+        } else {
+            InitError::Spawn(bin.to_string(), e)
+        }
+    })?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let permission = stderr.contains("Permission denied")
+        || stderr.contains("you must be root")
+        || stderr.contains("Operation not permitted");
+    if tolerate && !permission {
+        return Ok(false);
+    }
+    Err(InitError::Failed {
+        command: rule.render(bin),
+        hint: if permission {
+            " — iptables needs CAP_NET_ADMIN and CAP_NET_RAW (run the init container as root with those capabilities)"
+        } else {
+            ""
+        },
+        stderr,
+    })
+}
+
+fn join(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        a: InitArgs,
+    }
+
+    fn args(extra: &[&str]) -> InitArgs {
+        let mut v = vec!["t"];
+        v.extend_from_slice(extra);
+        T::parse_from(v).a
+    }
+
+    #[test]
+    fn rules_in_order() {
+        let a = args(&[
+            "--skip-inbound-ports",
+            "22,8081",
+            "--skip-outbound-ports",
+            "5432",
+            "--skip-cidrs",
+            "10.1.2.3/16",
+            "--proxy-uid",
+            "2102",
+        ]);
+        let rendered: Vec<String> = chain_rules(&a)
+            .iter()
+            .map(|r| r.render("iptables"))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "iptables -t nat -A VIGIL_INBOUND -p tcp -m multiport --dports 22,4191,8081 -j RETURN",
+                "iptables -t nat -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+                "iptables -t nat -A VIGIL_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
+                "iptables -t nat -A VIGIL_OUTBOUND -o lo -j RETURN",
+                "iptables -t nat -A VIGIL_OUTBOUND -d 127.0.0.0/8 -j RETURN",
+                "iptables -t nat -A VIGIL_OUTBOUND -d 10.1.0.0/16 -j RETURN",
+                "iptables -t nat -A VIGIL_OUTBOUND -p tcp -m multiport --dports 5432 -j RETURN",
+                "iptables -t nat -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+            ]
+        );
+    }
+
+    #[test]
+    fn many_ports_are_split_for_multiport() {
+        let ports: Vec<String> = (1..=20).map(|p| p.to_string()).collect();
+        let a = args(&["--skip-outbound-ports", &ports.join(",")]);
+        let n = chain_rules(&a)
+            .iter()
+            .filter(|r| {
+                r.0.contains(&"multiport".to_string()) && r.0.contains(&OUTBOUND_CHAIN.to_string())
+            })
+            .count();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn dry_run_prints_and_runs_nothing() {
+        let a = args(&["--dry-run", "--iptables", "/nonexistent/iptables"]);
+        let shown = run(&a).unwrap();
+        assert!(shown.iter().any(|l| l.contains("-N VIGIL_INBOUND")));
+        assert!(
+            shown
+                .last()
+                .unwrap()
+                .contains("-C OUTPUT -p tcp -j VIGIL_OUTBOUND")
+        );
+    }
+
+    #[test]
+    fn missing_binary_is_a_clear_error() {
+        let a = args(&["--iptables", "/nonexistent/iptables"]);
+        let err = run(&a).unwrap_err();
+        assert!(matches!(err, InitError::NotFound(_)), "{err}");
+        assert!(err.to_string().contains("install iptables"));
+    }
+}

@@ -1,0 +1,35 @@
+//! vigil-proxy: the sidecar data plane.
+//!
+//! Owns everything between the workload and the network: interception ([`init`]), the
+//! [`inbound`] and [`outbound`] listeners, mTLS with SPIFFE identities ([`tls_state`]),
+//! protocol [`detect`]ion, per-request authorization with the one policy evaluator
+//! (`vigil-policy`), strict HTTP/1 framing ([`strict_h1`]) and [`path`] normalisation,
+//! forwarding, hot reload of credentials and policy ([`identity`], [`policy_store`],
+//! [`files`]), the [`admin`] server, [`metrics`] and the [`access_log`].
+//!
+//! It does not own identity issuance or policy compilation: credentials and policy arrive
+//! through stores (from files today, from the controller later) and are only consumed here.
+
+pub mod access_log;
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod detect;
+pub mod files;
+pub mod forward;
+pub mod http_util;
+pub mod identity;
+pub mod inbound;
+pub mod init;
+pub mod io;
+pub mod metrics;
+pub mod outbound;
+pub mod path;
+pub mod policy_store;
+pub mod ratelimit;
+pub mod shared;
+pub mod strict_h1;
+pub mod tls_errors;
+pub mod tls_state;
+
+pub use app::Proxy;

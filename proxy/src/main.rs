@@ -1,0 +1,118 @@
+//! `vigil-proxy`: `run` the sidecar, or `init` the pod's iptables redirection.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vigil_proxy::{Proxy, config::RunArgs, init::InitArgs};
+
+/// Vigil's sidecar proxy.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-proxy", version, about)]
+struct Cli {
+    /// Diagnostic log format (access logs are always JSON lines on stdout).
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run(Box<RunArgs>),
+    /// Program iptables so the pod's traffic goes through the proxy (init container).
+    Init(InitArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match cli.command {
+        Command::Init(args) => match vigil_proxy::init::run(&args) {
+            Ok(lines) => {
+                if args.dry_run {
+                    for l in lines {
+                        println!("{l}");
+                    }
+                } else {
+                    eprintln!("vigil-proxy init: {} iptables rules applied", lines.len());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => match run(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let cfg = args.validate()?;
+    let runtime = if cfg.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let proxy = Proxy::start(cfg).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down: draining connections");
+        let left = proxy.drain().await;
+        if left > 0 {
+            tracing::warn!(
+                connections = left,
+                "drain deadline reached; closing the rest"
+            );
+        }
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VIGIL_PROXY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,210 @@
+//! Prometheus metrics. Every label has a bounded set of values: directions, decisions,
+//! status classes, protocol names, failure reasons from a fixed list, and policy names
+//! (bounded by the number of policies that apply to this workload).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// All of the proxy's metrics.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `vigil_proxy_requests_total{direction, decision, status}`.
+    pub requests: IntCounterVec,
+    /// `vigil_proxy_request_duration_seconds{direction}`.
+    pub request_duration: HistogramVec,
+    /// `vigil_proxy_authz_decisions_total{direction, policy, decision}`.
+    pub authz: IntCounterVec,
+    /// `vigil_proxy_authz_audit_total{policy, would}` ("would deny"/"would allow").
+    pub audit: IntCounterVec,
+    /// `vigil_proxy_tls_handshakes_total{direction, result}`.
+    pub tls_handshakes: IntCounterVec,
+    /// `vigil_proxy_tls_handshake_failures_total{direction, reason}`.
+    pub tls_failures: IntCounterVec,
+    /// `vigil_proxy_connections_total{direction, protocol}`.
+    pub connections: IntCounterVec,
+    /// `vigil_proxy_open_connections{direction}`.
+    pub open_connections: IntGaugeVec,
+    /// `vigil_proxy_connections_closed_total{direction, reason}` (revoked, policy, drain...).
+    pub closed: IntCounterVec,
+    /// `vigil_proxy_bytes_total{direction, flow}` (`flow` = `rx` from the peer, `tx` to it).
+    pub bytes: IntCounterVec,
+    /// `vigil_proxy_cert_expiry_timestamp_seconds`.
+    pub cert_expiry: IntGauge,
+    /// `vigil_proxy_policy_generation`.
+    pub policy_generation: IntGauge,
+    /// `vigil_proxy_rejected_total{direction, reason}`: refused before authorization
+    /// (malformed HTTP, ambiguous path, connection limit, plaintext refused...).
+    pub rejected: IntCounterVec,
+}
+
+impl Metrics {
+    /// Registers every metric (plus process metrics: RSS, CPU, fds).
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)
+                .unwrap_or_else(|e| bad_metric(name, e));
+            registry
+                .register(Box::new(c.clone()))
+                .unwrap_or_else(|e| bad_metric(name, e));
+            c
+        };
+        let requests = counter(
+            "vigil_proxy_requests_total",
+            "HTTP requests by direction, authorization decision and response status class",
+            &["direction", "decision", "status"],
+        );
+        let authz = counter(
+            "vigil_proxy_authz_decisions_total",
+            "Authorization decisions by deciding policy (or default/quarantine/revoked)",
+            &["direction", "policy", "decision"],
+        );
+        let audit = counter(
+            "vigil_proxy_authz_audit_total",
+            "Audit-mode findings: decisions audit rules would have changed",
+            &["policy", "would"],
+        );
+        let tls_handshakes = counter(
+            "vigil_proxy_tls_handshakes_total",
+            "mTLS handshakes by direction and result",
+            &["direction", "result"],
+        );
+        let tls_failures = counter(
+            "vigil_proxy_tls_handshake_failures_total",
+            "Failed mTLS handshakes by reason",
+            &["direction", "reason"],
+        );
+        let connections = counter(
+            "vigil_proxy_connections_total",
+            "Accepted connections by direction and detected protocol",
+            &["direction", "protocol"],
+        );
+        let closed = counter(
+            "vigil_proxy_connections_closed_total",
+            "Connections closed by the proxy, by reason",
+            &["direction", "reason"],
+        );
+        let bytes = counter(
+            "vigil_proxy_bytes_total",
+            "Bytes proxied, by direction and flow (rx from the peer, tx to it)",
+            &["direction", "flow"],
+        );
+        let rejected = counter(
+            "vigil_proxy_rejected_total",
+            "Traffic refused before authorization, by reason",
+            &["direction", "reason"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "vigil_proxy_request_duration_seconds",
+                "HTTP request latency through the proxy (until response headers)",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["direction"],
+        )
+        .unwrap_or_else(|e| bad_metric("duration", e));
+        registry
+            .register(Box::new(request_duration.clone()))
+            .unwrap_or_else(|e| bad_metric("duration", e));
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "vigil_proxy_open_connections",
+                "Open connections by direction",
+            ),
+            &["direction"],
+        )
+        .unwrap_or_else(|e| bad_metric("open", e));
+        registry
+            .register(Box::new(open_connections.clone()))
+            .unwrap_or_else(|e| bad_metric("open", e));
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).unwrap_or_else(|e| bad_metric(name, e));
+            registry
+                .register(Box::new(g.clone()))
+                .unwrap_or_else(|e| bad_metric(name, e));
+            g
+        };
+        let cert_expiry = gauge(
+            "vigil_proxy_cert_expiry_timestamp_seconds",
+            "Expiry of the current workload certificate (unix seconds)",
+        );
+        let policy_generation = gauge(
+            "vigil_proxy_policy_generation",
+            "Generation of the policy in force",
+        );
+        // Process metrics (RSS, CPU, open fds) are what B8 measures; failure to register
+        // them only costs those metrics.
+        let _ = registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        Self {
+            registry,
+            requests,
+            request_duration,
+            authz,
+            audit,
+            tls_handshakes,
+            tls_failures,
+            connections,
+            open_connections,
+            closed,
+            bytes,
+            cert_expiry,
+            policy_generation,
+            rejected,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// An open-connection guard: increments now, decrements on drop.
+    pub fn open(&self, direction: &'static str) -> OpenGuard {
+        let g = self.open_connections.with_label_values(&[direction]);
+        g.inc();
+        OpenGuard(g)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Decrements the open-connection gauge when dropped.
+#[derive(Debug)]
+pub struct OpenGuard(IntGauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Status class label: `2xx`, `4xx`, ...
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[allow(clippy::panic)]
+fn bad_metric(name: &str, e: prometheus::Error) -> ! {
+    // Only reachable through a programming error in the definitions above.
+    panic!("metric {name} is malformed: {e}")
+}

@@ -1,0 +1,342 @@
+//! Originating mesh mTLS: resolving a destination, connecting, verifying the server's
+//! SPIFFE ID, and the pooled HTTP/2 client built on that.
+//!
+//! A destination is either a static route (`--outbound-route`) or an entry of the policy's
+//! `outbound.destinations`. The pooled client keys connections by URI authority: the
+//! original destination address, or `r<N>.route.vigil` for static route N.
+
+use std::{
+    collections::BTreeSet,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::Uri;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{
+        Client,
+        connect::{Connected, Connection},
+    },
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+};
+use rustls_pki_types::ServerName;
+use tokio::{net::TcpStream, sync::watch};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
+use vigil_cert_authority::{SpiffeId, svid::SvidInfo};
+use vigil_policy::Policy;
+
+use crate::{config::OutboundRoute, shared::closed_by_policy, tls_state::TlsState};
+
+/// Host suffix of static-route authorities.
+const ROUTE_HOST: &str = ".route.vigil";
+
+/// A resolved mesh destination.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Where the destination's inbound proxy listens.
+    pub proxy: SocketAddr,
+    /// Identities it may present.
+    pub identities: BTreeSet<SpiffeId>,
+}
+
+/// Resolves destinations and opens verified mTLS connections to them.
+#[derive(Clone, Debug)]
+pub struct MeshConnector {
+    routes: Arc<Vec<OutboundRoute>>,
+    tls: watch::Receiver<Option<Arc<TlsState>>>,
+    policy: watch::Receiver<Arc<Policy>>,
+    connect_timeout: std::time::Duration,
+    handshake_timeout: std::time::Duration,
+}
+
+/// Why a mesh connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The authority names no known mesh destination.
+    #[error("{0} is not a mesh destination")]
+    UnknownDestination(String),
+    /// No credentials yet.
+    #[error("no workload credentials loaded yet")]
+    NoCredentials,
+    /// TCP connect failed or timed out.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        /// The upstream proxy.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The TLS handshake failed (including: the server is not who it should be).
+    #[error("mTLS handshake with {addr}: {source}")]
+    Handshake {
+        /// The upstream proxy.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The client TLS config could not be built.
+    #[error(transparent)]
+    Verifier(#[from] vigil_cert_authority::verify::VerifierError),
+}
+
+impl MeshConnector {
+    /// A connector over the current TLS state and policy.
+    pub fn new(
+        routes: Vec<OutboundRoute>,
+        tls: watch::Receiver<Option<Arc<TlsState>>>,
+        policy: watch::Receiver<Arc<Policy>>,
+        connect_timeout: std::time::Duration,
+        handshake_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            routes: Arc::new(routes),
+            tls,
+            policy,
+            connect_timeout,
+            handshake_timeout,
+        }
+    }
+
+    /// The authority to use for static route `index`.
+    pub fn route_authority(index: usize) -> String {
+        format!("r{index}{ROUTE_HOST}")
+    }
+
+    /// Resolves an authority (`r<N>.route.vigil` or `ip:port`) to a destination.
+    pub fn resolve(&self, authority: &str) -> Option<Target> {
+        if let Some(n) = authority
+            .strip_suffix(ROUTE_HOST)
+            .and_then(|h| h.strip_prefix('r'))
+        {
+            let route = self.routes.get(n.parse::<usize>().ok()?)?;
+            return Some(Target {
+                proxy: route.upstream,
+                identities: route.identities.clone(),
+            });
+        }
+        let addr: SocketAddr = authority.parse().ok()?;
+        let policy = self.policy.borrow();
+        policy.destination(&addr).map(|d| Target {
+            proxy: d.proxy,
+            identities: d.identities.clone(),
+        })
+    }
+
+    /// Connects to `target` with mTLS offering `alpn`; the server must present one of the
+    /// target's identities. The connection closes itself if policy later revokes the
+    /// server or quarantines this workload.
+    pub async fn connect(
+        &self,
+        target: &Target,
+        alpn: &'static [u8],
+    ) -> Result<(MeshConn, SvidInfo), ConnectError> {
+        let tls = self
+            .tls
+            .borrow()
+            .clone()
+            .ok_or(ConnectError::NoCredentials)?;
+        let config = tls.client(&target.identities, alpn)?;
+        let addr = target.proxy;
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Connect {
+                addr,
+                source: io::ErrorKind::TimedOut.into(),
+            })?
+            .map_err(|source| ConnectError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        // SPIFFE verification ignores the server name; any valid name will do.
+        let name =
+            ServerName::try_from("mesh.vigil.invalid").map_err(|_| ConnectError::NoCredentials)?;
+        let stream = tokio::time::timeout(
+            self.handshake_timeout,
+            TlsConnector::from(config).connect(name, tcp),
+        )
+        .await
+        .map_err(|_| ConnectError::Handshake {
+            addr,
+            source: io::ErrorKind::TimedOut.into(),
+        })?
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+        let server = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| vigil_cert_authority::svid::inspect_leaf(leaf).ok())
+            .ok_or_else(|| ConnectError::Handshake {
+                addr,
+                source: io::Error::other("server presented no SVID"),
+            })?;
+        let kill = CancellationToken::new();
+        let watch_kill = kill.clone();
+        let rx = self.policy.clone();
+        let info = server.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_kill.cancelled() => {}
+                _ = closed_by_policy(rx, move |p| server_killer(p, &info)) => watch_kill.cancel(),
+            }
+        });
+        Ok((
+            MeshConn {
+                io: TokioIo::new(stream),
+                killed: Box::pin(kill.clone().cancelled_owned()),
+                _guard: kill.drop_guard(),
+            },
+            server,
+        ))
+    }
+}
+
+/// Why a connection to `server` must close under `p`, if it must.
+fn server_killer(p: &Policy, server: &SvidInfo) -> Option<&'static str> {
+    if p.is_quarantined() {
+        Some("quarantine")
+    } else if p.is_revoked(&server.id, &server.serial) {
+        Some("revoked")
+    } else {
+        None
+    }
+}
+
+impl tower::Service<Uri> for MeshConnector {
+    type Response = MeshConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
+            let target = this
+                .resolve(&authority)
+                .ok_or(ConnectError::UnknownDestination(authority))?;
+            let (conn, _) = this.connect(&target, crate::detect::ALPN_H2).await?;
+            Ok(conn)
+        })
+    }
+}
+
+/// A mesh mTLS connection that fails all I/O once policy closes it.
+pub struct MeshConn {
+    io: TokioIo<TlsStream<TcpStream>>,
+    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    _guard: DropGuard,
+}
+
+impl std::fmt::Debug for MeshConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshConn").finish_non_exhaustive()
+    }
+}
+
+impl MeshConn {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.killed.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "closed by policy",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    /// The TLS stream, for opaque tunnels.
+    pub fn into_parts(
+        self,
+    ) -> (
+        TlsStream<TcpStream>,
+        Pin<Box<WaitForCancellationFutureOwned>>,
+        DropGuard,
+    ) {
+        (self.io.into_inner(), self.killed, self._guard)
+    }
+}
+
+impl hyper::rt::Read for MeshConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for MeshConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.check(cx)?;
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl Connection for MeshConn {
+    fn connected(&self) -> Connected {
+        Connected::new().negotiated_h2()
+    }
+}
+
+/// The pooled HTTP/2 client for mesh destinations, plus its connector.
+#[derive(Clone, Debug)]
+pub struct MeshClient {
+    /// Resolves and connects.
+    pub connector: MeshConnector,
+    /// Pooled HTTP/2 over mesh mTLS.
+    pub client: Client<MeshConnector, Incoming>,
+}
+
+impl MeshClient {
+    /// A client whose pool keeps at most `max_idle` idle connections per destination.
+    pub fn new(
+        connector: MeshConnector,
+        idle: std::time::Duration,
+        max_idle: usize,
+        max_streams: u32,
+    ) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .pool_idle_timeout(idle)
+            .pool_max_idle_per_host(max_idle)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_initial_max_send_streams(max_streams as usize)
+            .build(connector.clone());
+        Self { connector, client }
+    }
+}

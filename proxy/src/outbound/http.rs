@@ -1,0 +1,191 @@
+//! Outbound HTTP: serve the app's connection with hyper and send each request over the
+//! pooled HTTP/2 mesh connection to the destination's proxy. An HTTP/1 request is marked
+//! `vigil-orig-proto: HTTP/1.1` so the far side hands it to its app as HTTP/1.1.
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{DIRECTION, OutCtx};
+use crate::{
+    access_log::Entry,
+    detect::Proto,
+    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
+    metrics::status_class,
+    shared::closed_by_policy,
+    strict_h1::StrictH1,
+};
+
+pub(super) async fn serve<S>(io: S, ctx: Arc<OutCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = ctx.shared.clone();
+    let cfg = &shared.cfg;
+    let svc_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
+    let closer = closed_by_policy(shared.policy.clone(), |p| {
+        p.is_quarantined().then_some("quarantine")
+    });
+    tokio::pin!(closer);
+    if ctx.proto == Proto::Http1 {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes)
+            .serve_connection(
+                TokioIo::new(StrictH1::new(io, cfg.max_header_bytes)),
+                service,
+            );
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shared.shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            reason = &mut closer => closed(&ctx, reason),
+        }
+    } else {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(Some(32))
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => {}
+            _ = shared.shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+            reason = &mut closer => closed(&ctx, reason),
+        }
+    }
+}
+
+fn closed(ctx: &OutCtx, reason: &'static str) {
+    tracing::info!(dst = %ctx.dst, reason, "closing outbound connection");
+    ctx.shared
+        .metrics
+        .closed
+        .with_label_values(&[DIRECTION, reason])
+        .inc();
+}
+
+async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let shared = &ctx.shared;
+    let request_id = shared.ids.next();
+    let mut entry = Entry {
+        direction: DIRECTION,
+        protocol: ctx.proto.as_str(),
+        src_addr: Some(ctx.src_addr.to_string()),
+        src_id: shared
+            .tls()
+            .map(|t| t.creds.info.id.to_string())
+            .unwrap_or_default(),
+        dst_addr: Some(ctx.dst.to_string()),
+        dst_id: Some(
+            ctx.target
+                .identities
+                .iter()
+                .map(|i| i.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        method: Some(req.method().to_string()),
+        path: Some(req.uri().path().to_string()),
+        request_id: Some(request_id.clone()),
+        decision: "allow",
+        ..Entry::default()
+    };
+    let resp = if shared.policy().is_quarantined() {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[DIRECTION, "quarantine"])
+            .inc();
+        entry.decision = "deny";
+        entry.reason = "workload is quarantined".into();
+        error_response(StatusCode::FORBIDDEN, &request_id)
+    } else {
+        send(req, &ctx, &request_id, &mut entry).await
+    };
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    shared
+        .metrics
+        .requests
+        .with_label_values(&[DIRECTION, entry.decision, status_class(status)])
+        .inc();
+    shared
+        .metrics
+        .request_duration
+        .with_label_values(&[DIRECTION])
+        .observe(elapsed.as_secs_f64());
+    entry.status = Some(status);
+    entry.latency_ms = elapsed.as_secs_f64() * 1e3;
+    shared.log.log(entry);
+    Ok(resp)
+}
+
+async fn send(
+    req: Request<Incoming>,
+    ctx: &OutCtx,
+    request_id: &str,
+    entry: &mut Entry,
+) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let was_h1 = ctx.proto == Proto::Http1;
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(ctx.authority.as_str())
+        .path_and_query(path_and_query)
+        .build();
+    let Ok(uri) = uri else {
+        return error_response(StatusCode::BAD_REQUEST, request_id);
+    };
+    // Keep the app's Host for the far side (HTTP/2 has no Host; `:authority` is ours).
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(PEER_ID);
+    parts.headers.remove(ORIG_PROTO);
+    if was_h1 {
+        parts
+            .headers
+            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    }
+    parts.uri = uri;
+    parts.version = Version::HTTP_2;
+    match ctx
+        .shared
+        .mesh
+        .client
+        .request(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(resp) => {
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        }
+        Err(e) => {
+            let source = std::error::Error::source(&e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            tracing::info!(dst = %ctx.dst, error = %e, %source, "mesh request failed");
+            ctx.shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "upstream_unavailable"])
+                .inc();
+            entry.decision = "deny";
+            entry.reason = format!("upstream failed: {e}: {source}");
+            error_response(StatusCode::BAD_GATEWAY, request_id)
+        }
+    }
+}

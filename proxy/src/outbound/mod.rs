@@ -1,0 +1,164 @@
+//! The outbound side: traffic *from* this workload.
+//!
+//! ```text
+//! app ─► outbound listener (SO_ORIGINAL_DST) ─┬─ mesh destination ─┬─ HTTP ─► pooled HTTP/2 over mTLS ─► peer proxy
+//!        static route listener ───────────────┘                    └─ opaque ─► mTLS tunnel ─────────► peer proxy
+//!                                              └─ not in the mesh ─► plaintext passthrough, or refused (strict egress)
+//! ```
+//!
+//! The server must present one of the SPIFFE IDs the policy (or route) names for the
+//! destination. A quarantined workload's outbound traffic is refused and its open
+//! connections are closed.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::{
+    detect::{self, Proto},
+    io::PrefixedIo,
+    shared::{Shared, original_dst},
+};
+
+mod connect;
+mod http;
+mod tcp;
+
+pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector, Target};
+
+const DIRECTION: &str = "outbound";
+
+/// Where an outbound connection is going.
+#[derive(Clone, Debug)]
+pub(crate) struct OutCtx {
+    pub(crate) shared: Arc<Shared>,
+    /// The pool authority for HTTP (`ip:port` or a route authority).
+    pub(crate) authority: String,
+    /// Resolved mesh destination.
+    pub(crate) target: Target,
+    /// The address the app asked for (for logs).
+    pub(crate) dst: SocketAddr,
+    pub(crate) src_addr: SocketAddr,
+    pub(crate) proto: Proto,
+}
+
+/// Accepts on the transparent outbound listener (original destination from iptables).
+pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>) {
+    serve(listener, shared, None).await;
+}
+
+/// Accepts on the listener of static route `index`.
+pub async fn serve_route(listener: TcpListener, shared: Arc<Shared>, index: usize) {
+    serve(listener, shared, Some(index)).await;
+}
+
+async fn serve(listener: TcpListener, shared: Arc<Shared>, route: Option<usize>) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, src) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbound accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "connection_limit"])
+                .inc();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared2 = shared.clone();
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            let _open = shared2.metrics.open(DIRECTION);
+            handle(stream, src, shared2, route).await;
+        });
+    }
+}
+
+async fn handle(mut stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, route: Option<usize>) {
+    let policy = shared.policy();
+    if policy.is_quarantined() {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[DIRECTION, "quarantine"])
+            .inc();
+        return;
+    }
+    let (authority, dst) = match route {
+        Some(i) => (
+            MeshConnector::route_authority(i),
+            shared.cfg.outbound_routes[i].upstream,
+        ),
+        None => match original_dst(&stream) {
+            Some(orig) => (orig.to_string(), orig),
+            None => {
+                // Connected to the outbound port directly, not redirected: nowhere to go.
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&[DIRECTION, "no_destination"])
+                    .inc();
+                return;
+            }
+        },
+    };
+    let Some(target) = shared.mesh.connector.resolve(&authority) else {
+        return tcp::passthrough(stream, src, dst, shared).await;
+    };
+    let (proto, prefix) = if shared.cfg.opaque_ports.contains(&dst.port()) {
+        (Proto::Opaque, bytes::Bytes::new())
+    } else {
+        match detect::inner(&mut stream, shared.cfg.detect_timeout).await {
+            Ok(d) => d,
+            Err(_) => return,
+        }
+    };
+    dispatch(
+        PrefixedIo::new(prefix, stream),
+        proto,
+        authority,
+        target,
+        dst,
+        src,
+        shared,
+    )
+    .await;
+}
+
+async fn dispatch(
+    io: PrefixedIo<TcpStream>,
+    proto: Proto,
+    authority: String,
+    target: Target,
+    dst: SocketAddr,
+    src_addr: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    shared
+        .metrics
+        .connections
+        .with_label_values(&[DIRECTION, proto.as_str()])
+        .inc();
+    let ctx = Arc::new(OutCtx {
+        shared,
+        authority,
+        target,
+        dst,
+        src_addr,
+        proto,
+    });
+    match proto {
+        Proto::Opaque => tcp::tunnel(io, ctx).await,
+        Proto::Http1 | Proto::Http2 => http::serve(io, ctx).await,
+    }
+}

@@ -1,0 +1,145 @@
+//! Outbound opaque TCP: an mTLS tunnel to the destination's proxy, or plaintext
+//! passthrough to destinations outside the mesh when policy allows it.
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpStream,
+};
+
+use super::{DIRECTION, OutCtx};
+use crate::{
+    access_log::Entry,
+    detect::ALPN_TCP,
+    io::{ByteCounts, Counted},
+    shared::Shared,
+};
+
+pub(super) async fn tunnel<S>(io: S, ctx: Arc<OutCtx>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let start = Instant::now();
+    let shared = &ctx.shared;
+    let mut entry = Entry {
+        direction: DIRECTION,
+        protocol: "tcp",
+        src_addr: Some(ctx.src_addr.to_string()),
+        src_id: shared
+            .tls()
+            .map(|t| t.creds.info.id.to_string())
+            .unwrap_or_default(),
+        dst_addr: Some(ctx.dst.to_string()),
+        decision: "allow",
+        ..Entry::default()
+    };
+    let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_TCP).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(dst = %ctx.dst, error = %e, "mesh tunnel failed");
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[DIRECTION, "upstream_unavailable"])
+                .inc();
+            entry.decision = "deny";
+            entry.reason = e.to_string();
+            shared.log.log(entry);
+            return;
+        }
+    };
+    shared
+        .metrics
+        .tls_handshakes
+        .with_label_values(&[DIRECTION, "success"])
+        .inc();
+    entry.dst_id = Some(server.id.to_string());
+    let (mut upstream, killed, _guard) = conn.into_parts();
+    let counts = ByteCounts::default();
+    let mut client = Counted::new(io, counts.clone());
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = killed => {
+            shared.metrics.closed.with_label_values(&[DIRECTION, "policy"]).inc();
+            entry.reason = "closed by policy".into();
+        }
+    }
+    finish(shared, entry, &counts, start);
+}
+
+/// Plaintext to a destination outside the mesh, if policy permits; else the connection
+/// is refused.
+pub(super) async fn passthrough(
+    stream: TcpStream,
+    src: SocketAddr,
+    dst: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    let start = Instant::now();
+    let mut entry = Entry {
+        direction: DIRECTION,
+        protocol: "tcp",
+        src_addr: Some(src.to_string()),
+        src_id: shared
+            .tls()
+            .map(|t| t.creds.info.id.to_string())
+            .unwrap_or_default(),
+        dst_addr: Some(dst.to_string()),
+        decision: "allow",
+        reason: "passthrough (not a mesh destination)".into(),
+        ..Entry::default()
+    };
+    if !shared.policy().passthrough() {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[DIRECTION, "egress_denied"])
+            .inc();
+        entry.decision = "deny";
+        entry.reason = "not a mesh destination and passthrough is off".into();
+        shared.log.log(entry);
+        return;
+    }
+    let upstream = tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(dst)).await;
+    let Ok(Ok(mut upstream)) = upstream else {
+        shared
+            .metrics
+            .rejected
+            .with_label_values(&[DIRECTION, "upstream_unavailable"])
+            .inc();
+        entry.decision = "deny";
+        entry.reason = "passthrough connect failed".into();
+        shared.log.log(entry);
+        return;
+    };
+    let counts = ByteCounts::default();
+    let mut client = Counted::new(stream, counts.clone());
+    let closer = crate::shared::closed_by_policy(shared.policy.clone(), |p| {
+        (!p.passthrough()).then_some("policy")
+    });
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        reason = closer => {
+            shared.metrics.closed.with_label_values(&[DIRECTION, reason]).inc();
+        }
+    }
+    finish(&shared, entry, &counts, start);
+}
+
+fn finish(shared: &Shared, mut entry: Entry, counts: &ByteCounts, start: Instant) {
+    shared
+        .metrics
+        .bytes
+        .with_label_values(&[DIRECTION, "rx"])
+        .inc_by(counts.read());
+    shared
+        .metrics
+        .bytes
+        .with_label_values(&[DIRECTION, "tx"])
+        .inc_by(counts.written());
+    entry.bytes_rx = counts.read();
+    entry.bytes_tx = counts.written();
+    entry.latency_ms = start.elapsed().as_secs_f64() * 1e3;
+    shared.log.log(entry);
+}

@@ -1,0 +1,120 @@
+//! What every listener and connection shares.
+
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use vigil_cert_authority::svid::SvidInfo;
+use vigil_policy::{Peer, Policy};
+
+use crate::{
+    access_log::AccessLog, config::Config, forward::AppClient, http_util::RequestIds,
+    metrics::Metrics, ratelimit::RateLimiter, tls_state::TlsState,
+};
+
+/// State shared by all listeners.
+#[derive(Debug)]
+pub struct Shared {
+    /// Configuration.
+    pub cfg: Arc<Config>,
+    /// Current TLS configs (None until credentials load).
+    pub tls: watch::Receiver<Option<Arc<TlsState>>>,
+    /// Current policy.
+    pub policy: watch::Receiver<Arc<Policy>>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Access log.
+    pub log: AccessLog,
+    /// Rate limit buckets.
+    pub limiter: RateLimiter,
+    /// Request ID generator.
+    pub ids: RequestIds,
+    /// Cancelled on SIGTERM: stop accepting, drain.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks for the drain.
+    pub tracker: TaskTracker,
+    /// Pooled clients for the local app (inbound forwarding).
+    pub app: AppClient,
+    /// Pooled mesh clients and connectors (outbound).
+    pub mesh: crate::outbound::MeshClient,
+}
+
+impl Shared {
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.borrow().clone()
+    }
+
+    /// The TLS state in force, if credentials are loaded.
+    pub fn tls(&self) -> Option<Arc<TlsState>> {
+        self.tls.borrow().clone()
+    }
+}
+
+/// Who is on the other end of an inbound connection.
+#[derive(Clone, Debug)]
+pub enum Source {
+    /// A mesh peer with a verified SVID.
+    Mesh(SvidInfo),
+    /// A plaintext (or non-mesh TLS) client.
+    Plain,
+}
+
+impl Source {
+    /// The evaluator's view.
+    pub fn peer(&self) -> Peer<'_> {
+        match self {
+            Self::Mesh(info) => Peer::Authenticated(&info.id),
+            Self::Plain => Peer::Unauthenticated,
+        }
+    }
+
+    /// For logs.
+    pub fn id_string(&self) -> String {
+        match self {
+            Self::Mesh(info) => info.id.to_string(),
+            Self::Plain => "unauthenticated".to_string(),
+        }
+    }
+}
+
+/// Unix seconds now (for JIT windows).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Waits until a policy change makes `check` return a reason to close the connection.
+/// Changes already seen when called are ignored; only new ones count.
+pub async fn closed_by_policy(
+    mut rx: watch::Receiver<Arc<Policy>>,
+    check: impl Fn(&Policy) -> Option<&'static str>,
+) -> &'static str {
+    rx.borrow_and_update();
+    loop {
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let p = rx.borrow_and_update().clone();
+        if let Some(reason) = check(&p) {
+            return reason;
+        }
+    }
+}
+
+/// The address a connection was originally sent to (SO_ORIGINAL_DST), if it was
+/// redirected by iptables; `None` otherwise.
+pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let local = stream.local_addr().ok()?;
+    let orig = match local {
+        SocketAddr::V4(_) => sock.original_dst_v4(),
+        SocketAddr::V6(_) => sock.original_dst_v6(),
+    }
+    .ok()?
+    .as_socket()?;
+    // Without a redirect the "original" destination is simply the local address.
+    (orig != local).then_some(orig)
+}

@@ -1,0 +1,479 @@
+//! Strict HTTP/1.1 framing, enforced on the bytes *before* hyper parses them.
+//!
+//! Request smuggling needs two parsers to disagree about where a request ends. hyper is
+//! lenient in places (bare LF line endings; with both Content-Length and
+//! Transfer-Encoding it quietly prefers the latter), so every byte the client sends passes
+//! through [`StrictH1`] first, which follows the framing itself and refuses:
+//!
+//! - bare LF or bare CR in a request head, obsolete line folding, malformed header lines;
+//! - more than one Content-Length, a non-numeric Content-Length;
+//! - Content-Length together with Transfer-Encoding, Transfer-Encoding other than exactly
+//!   `chunked`, Transfer-Encoding on HTTP/1.0;
+//! - malformed chunk sizes, chunk data not followed by CRLF, malformed trailers.
+//!
+//! A bad *head* is replaced by a request line hyper cannot parse, so hyper answers `400`
+//! and closes the connection: one writer, no interleaving. A bad *chunked body* ends the
+//! stream with an error (the request is already in flight; the connection is dropped).
+//! A head larger than the limit is passed through unvalidated so hyper answers `431`.
+
+use std::{
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Bytes that make hyper fail to parse a request line, so it responds 400 and closes.
+const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
+/// Longest chunk-size line (size + extensions) accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+
+/// Wraps a client stream and enforces strict HTTP/1.1 request framing on what it reads.
+#[derive(Debug)]
+pub struct StrictH1<T> {
+    inner: T,
+    state: State,
+    /// Validated bytes ready for hyper.
+    out: BytesMut,
+    max_head: usize,
+    violation: Option<Violation>,
+    /// A body violation, reported after the bytes validated before it are delivered.
+    pending_error: Option<io::Error>,
+}
+
+/// What was wrong with the framing (for logs and metrics).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("HTTP/1 framing violation: {0}")]
+pub struct Violation(pub &'static str);
+
+#[derive(Debug)]
+enum State {
+    /// Accumulating a request head.
+    Head(Vec<u8>),
+    /// Passing `n` more body bytes.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize(Vec<u8>),
+    /// Passing `n` more bytes of chunk data.
+    ChunkData(u64),
+    /// Expecting the CRLF after chunk data; how many of its bytes were seen.
+    ChunkCrlf(u8),
+    /// Reading trailer lines after the last chunk; the current line.
+    Trailers(Vec<u8>),
+    /// No more validation (oversized head handed to hyper, or after a violation).
+    Passthrough,
+    /// A violation was reported; reads end.
+    Done,
+}
+
+/// How a validated head frames its body.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+impl<T> StrictH1<T> {
+    /// Enforces strict framing on `inner`; heads longer than `max_head` bytes go to hyper
+    /// unvalidated (hyper must be configured with the same limit, so it answers 431).
+    pub fn new(inner: T, max_head: usize) -> Self {
+        Self {
+            inner,
+            state: State::Head(Vec::new()),
+            out: BytesMut::new(),
+            max_head,
+            violation: None,
+            pending_error: None,
+        }
+    }
+
+    /// The violation that ended validation, if any.
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    /// Runs `input` through the state machine, appending validated bytes to `out`.
+    /// Returns an error only for violations that cannot be answered with a 400.
+    fn process(&mut self, mut input: &[u8]) -> io::Result<()> {
+        while !input.is_empty() {
+            match &mut self.state {
+                State::Passthrough => {
+                    self.out.extend_from_slice(input);
+                    return Ok(());
+                }
+                State::Done => return Ok(()),
+                State::Head(buf) => {
+                    // Empty lines before a request line are allowed (RFC 9112 §2.2).
+                    if buf.as_slice() == b"\r" {
+                        if input[0] != b'\n' {
+                            return self.reject_head("bare CR before the request line");
+                        }
+                        buf.clear();
+                        self.out.extend_from_slice(b"\r\n");
+                        input = &input[1..];
+                        continue;
+                    }
+                    if buf.is_empty() && (input[0] == b'\r' || input[0] == b'\n') {
+                        if input[0] == b'\n' {
+                            return self.reject_head("bare LF before the request line");
+                        }
+                        buf.push(b'\r');
+                        input = &input[1..];
+                        continue;
+                    }
+                    let start = buf.len().saturating_sub(3);
+                    buf.extend_from_slice(input);
+                    input = &[];
+                    let end = find(&buf[start..], b"\r\n\r\n").map(|i| start + i + 4);
+                    let Some(end) = end else {
+                        if buf.len() > self.max_head {
+                            let all = std::mem::take(buf);
+                            self.out.extend_from_slice(&all);
+                            self.state = State::Passthrough;
+                        } else if let Some(v) = early_violation(buf) {
+                            return self.reject_head(v);
+                        }
+                        continue;
+                    };
+                    if end > self.max_head {
+                        let all = std::mem::take(buf);
+                        self.out.extend_from_slice(&all);
+                        self.state = State::Passthrough;
+                        continue;
+                    }
+                    let rest = buf.split_off(end);
+                    let head = std::mem::take(buf);
+                    match validate_head(&head) {
+                        Ok(framing) => {
+                            self.out.extend_from_slice(&head);
+                            self.state = match framing {
+                                Framing::None => State::Head(Vec::new()),
+                                Framing::Length(0) => State::Head(Vec::new()),
+                                Framing::Length(n) => State::Body(n),
+                                Framing::Chunked => State::ChunkSize(Vec::new()),
+                            };
+                            // Re-process what followed the head under the new state.
+                            self.process(&rest)?;
+                        }
+                        Err(v) => return self.reject_head(v),
+                    }
+                }
+                State::Body(n) => {
+                    let take = (*n).min(input.len() as u64) as usize;
+                    self.out.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => {
+                    let (byte, rest) = (input[0], &input[1..]);
+                    input = rest;
+                    self.out.extend_from_slice(&[byte]);
+                    line.push(byte);
+                    if line.len() > MAX_CHUNK_LINE {
+                        return self.reject_body("chunk-size line too long");
+                    }
+                    if byte == b'\n' {
+                        let size = match parse_chunk_line(line) {
+                            Ok(size) => size,
+                            Err(v) => return self.reject_body(v),
+                        };
+                        self.state = if size == 0 {
+                            State::Trailers(Vec::new())
+                        } else {
+                            State::ChunkData(size)
+                        };
+                    }
+                }
+                State::ChunkData(n) => {
+                    let take = (*n).min(input.len() as u64) as usize;
+                    self.out.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    *n -= take as u64;
+                    if *n == 0 {
+                        self.state = State::ChunkCrlf(0);
+                    }
+                }
+                State::ChunkCrlf(seen) => {
+                    let want = if *seen == 0 { b'\r' } else { b'\n' };
+                    if input[0] != want {
+                        return self.reject_body("chunk data not followed by CRLF");
+                    }
+                    self.out.extend_from_slice(&input[..1]);
+                    input = &input[1..];
+                    if *seen == 0 {
+                        *seen = 1;
+                    } else {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+                State::Trailers(line) => {
+                    let (byte, rest) = (input[0], &input[1..]);
+                    input = rest;
+                    self.out.extend_from_slice(&[byte]);
+                    line.push(byte);
+                    if line.len() > self.max_head {
+                        return self.reject_body("trailers too long");
+                    }
+                    if byte == b'\n' {
+                        if line.as_slice() == b"\r\n" {
+                            self.state = State::Head(Vec::new());
+                        } else {
+                            let checked = check_field_line(&line[..line.len() - 1])
+                                .and_then(|_| check_crlf(line));
+                            line.clear();
+                            if let Err(v) = checked {
+                                return self.reject_body(v);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn reject_head(&mut self, why: &'static str) -> io::Result<()> {
+        self.violation = Some(Violation(why));
+        self.out.extend_from_slice(POISON);
+        self.state = State::Done;
+        Ok(())
+    }
+
+    fn reject_body(&mut self, why: &'static str) -> io::Result<()> {
+        Err(self.fail(why))
+    }
+
+    fn fail(&mut self, why: &'static str) -> io::Error {
+        self.violation = Some(Violation(why));
+        self.state = State::Done;
+        io::Error::new(io::ErrorKind::InvalidData, Violation(why))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.out.is_empty() {
+                let n = self.out.len().min(buf.remaining());
+                buf.put_slice(&self.out[..n]);
+                self.out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = self.pending_error.take() {
+                return Poll::Ready(Err(e));
+            }
+            if matches!(self.state, State::Done) {
+                return Poll::Ready(Ok(())); // EOF after a rejected head
+            }
+            let mut scratch = [0u8; 8192];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let filled = rb.filled();
+                    if filled.is_empty() {
+                        // EOF: hand over any partial head so hyper sees the truncation.
+                        if let State::Head(partial) = &mut self.state {
+                            let partial = std::mem::take(partial);
+                            self.out.extend_from_slice(&partial);
+                            self.state = State::Passthrough;
+                            if !self.out.is_empty() {
+                                continue;
+                            }
+                        }
+                        return Poll::Ready(Ok(()));
+                    }
+                    let data = filled.to_vec();
+                    if let Err(e) = self.process(&data) {
+                        self.pending_error = Some(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for StrictH1<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Problems visible before the head is complete (so a never-ending bad head is refused
+/// early rather than buffered up to the limit).
+fn early_violation(buf: &[u8]) -> Option<&'static str> {
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' && (i == 0 || buf[i - 1] != b'\r') {
+            return Some("bare LF in request head");
+        }
+        if b == b'\r' && buf.get(i + 1).is_some_and(|&n| n != b'\n') {
+            return Some("bare CR in request head");
+        }
+    }
+    None
+}
+
+fn validate_head(head: &[u8]) -> Result<Framing, &'static str> {
+    if let Some(v) = early_violation(head) {
+        return Err(v);
+    }
+    // `head` ends with CRLF CRLF; split into lines without their CRLF.
+    let body = &head[..head.len() - 4];
+    let mut lines = body
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().ok_or("empty request head")?;
+    let http10 = check_request_line(request_line)?;
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    for line in lines {
+        let (name, value) = check_field_line(line)?;
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if content_length.is_some() {
+                return Err("more than one Content-Length");
+            }
+            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+                return Err("invalid Content-Length");
+            }
+            let s = std::str::from_utf8(value).map_err(|_| "invalid Content-Length")?;
+            content_length = Some(s.parse().map_err(|_| "invalid Content-Length")?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if te_seen {
+                return Err("more than one Transfer-Encoding");
+            }
+            te_seen = true;
+            if !value.eq_ignore_ascii_case(b"chunked") {
+                return Err("Transfer-Encoding other than `chunked`");
+            }
+            chunked = true;
+        }
+    }
+    match (content_length, chunked) {
+        (Some(_), true) => Err("both Content-Length and Transfer-Encoding"),
+        (_, true) if http10 => Err("Transfer-Encoding on HTTP/1.0"),
+        (_, true) => Ok(Framing::Chunked),
+        (Some(n), false) => Ok(Framing::Length(n)),
+        (None, false) => Ok(Framing::None),
+    }
+}
+
+/// `METHOD SP target SP HTTP/1.x`; returns true for HTTP/1.0.
+fn check_request_line(line: &[u8]) -> Result<bool, &'static str> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("malformed request line");
+    };
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) || target.is_empty() {
+        return Err("malformed request line");
+    }
+    match version {
+        b"HTTP/1.1" => Ok(false),
+        b"HTTP/1.0" => Ok(true),
+        _ => Err("unsupported HTTP version"),
+    }
+}
+
+/// `name ":" OWS value OWS`, no obs-fold; returns name and trimmed value.
+fn check_field_line(line: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        return Err("obsolete line folding");
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or("header line without `:`")?;
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        return Err("invalid header name (whitespace before `:`?)");
+    }
+    let value = trim_ows(&line[colon + 1..]);
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err("control character in header value");
+    }
+    Ok((name, value))
+}
+
+fn check_crlf(line: &[u8]) -> Result<(), &'static str> {
+    if line.len() >= 2 && line[line.len() - 2] == b'\r' {
+        Ok(())
+    } else {
+        Err("bare LF in chunked framing")
+    }
+}
+
+fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
+    check_crlf(line)?;
+    let body = &line[..line.len() - 2];
+    if body.contains(&b'\r') || body.contains(&b'\n') {
+        return Err("bare CR in chunk size");
+    }
+    let size = match body.iter().position(|&b| b == b';') {
+        Some(i) => &body[..i],
+        None => body,
+    };
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return Err("invalid chunk size");
+    }
+    let s = std::str::from_utf8(size).map_err(|_| "invalid chunk size")?;
+    u64::from_str_radix(s, 16).map_err(|_| "invalid chunk size")
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests;

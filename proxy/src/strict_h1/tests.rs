@@ -1,0 +1,198 @@
+use std::{
+    collections::VecDeque,
+    io,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+
+use super::*;
+
+/// Yields the given chunks one read at a time (to exercise every split point).
+struct Chunks(VecDeque<Vec<u8>>);
+
+impl AsyncRead for Chunks {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(mut c) = self.0.pop_front() {
+            if c.len() > buf.remaining() {
+                let rest = c.split_off(buf.remaining());
+                self.0.push_front(rest);
+            }
+            buf.put_slice(&c);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+async fn run(chunks: Vec<Vec<u8>>) -> (Vec<u8>, Option<Violation>, Option<io::Error>) {
+    let mut s = StrictH1::new(Chunks(chunks.into()), 16 * 1024);
+    let mut out = Vec::new();
+    let err = s.read_to_end(&mut out).await.err();
+    (out, s.violation().cloned(), err)
+}
+
+/// Runs `input` whole and split at every byte; all must agree.
+async fn check(input: &[u8]) -> (Vec<u8>, Option<Violation>, bool) {
+    let (out, v, e) = run(vec![input.to_vec()]).await;
+    for split in 1..input.len() {
+        let (o2, v2, e2) = run(vec![input[..split].to_vec(), input[split..].to_vec()]).await;
+        assert_eq!(
+            (&o2, &v2, e2.is_some()),
+            (&out, &v, e.is_some()),
+            "split at {split}"
+        );
+    }
+    let bytewise: Vec<Vec<u8>> = input.iter().map(|b| vec![*b]).collect();
+    let (o3, v3, e3) = run(bytewise).await;
+    assert_eq!(
+        (&o3, &v3, e3.is_some()),
+        (&out, &v, e.is_some()),
+        "byte by byte"
+    );
+    (out, v, e.is_some())
+}
+
+#[tokio::test]
+async fn valid_traffic_passes_unchanged() {
+    let cases: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        b"\r\nGET / HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        b"PUT /x HTTP/1.1\r\nhost:a\r\ncontent-length:  3 \r\n\r\nabc",
+    ];
+    for input in cases {
+        let (out, v, err) = check(input).await;
+        assert_eq!(v, None, "{}", String::from_utf8_lossy(input));
+        assert!(!err);
+        assert_eq!(out, *input);
+    }
+}
+
+#[tokio::test]
+async fn bad_heads_become_a_400_for_hyper() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"GET / HTTP/1.1\nHost: a\r\n\r\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nHost: a\n\n", "bare LF"),
+        (b"GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", "bare CR"),
+        (
+            b"GET / HTTP/1.1\r\nX: a\r\n  folded\r\n\r\n",
+            "obsolete line folding",
+        ),
+        (b"GET / HTTP/1.1\r\nX : a\r\n\r\n", "invalid header name"),
+        (b"GET / HTTP/1.1\r\nnocolon\r\n\r\n", "without `:`"),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+            "more than one Content-Length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\nhello",
+            "invalid Content-Length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+            "invalid Content-Length",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "both Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+            "both Content-Length and Transfer-Encoding",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "other than `chunked`",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "more than one Transfer-Encoding",
+        ),
+        (
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.0",
+        ),
+        (b"GET  / HTTP/1.1\r\n\r\n", "malformed request line"),
+        (b"GET / HTTP/2.0\r\n\r\n", "unsupported HTTP version"),
+        (b"GET / HTTP/1.1\r\nX: a\x01b\r\n\r\n", "control character"),
+        // A smuggled second request after an allowed one is caught when its head arrives.
+        (
+            b"GET / HTTP/1.1\r\n\r\nGET /admin HTTP/1.1\nHost: x\r\n\r\n",
+            "bare LF",
+        ),
+    ];
+    for (input, want) in cases {
+        let (out, v, err) = check(input).await;
+        let v = v.unwrap_or_else(|| panic!("no violation for {}", String::from_utf8_lossy(input)));
+        assert!(
+            v.0.contains(want),
+            "{}: {}",
+            String::from_utf8_lossy(input),
+            v.0
+        );
+        assert!(!err, "head violations are answered, not errors");
+        assert!(
+            out.ends_with(POISON),
+            "hyper gets an unparseable request line"
+        );
+        // Nothing of the bad head reaches hyper.
+        let before = &out[..out.len() - POISON.len()];
+        assert!(input.starts_with(before));
+    }
+}
+
+#[tokio::test]
+async fn bad_chunking_ends_the_stream_with_an_error() {
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+            "invalid chunk size",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n",
+            "bare LF",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX",
+            "not followed by CRLF",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+            "invalid chunk size",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffff\r\n",
+            "invalid chunk size",
+        ),
+        (
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n folded\r\n\r\n",
+            "obsolete line folding",
+        ),
+    ];
+    for (input, want) in cases {
+        let (_, v, err) = check(input).await;
+        assert!(err, "{}", String::from_utf8_lossy(input));
+        assert!(
+            v.unwrap().0.contains(want),
+            "{}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_heads_are_left_to_hyper() {
+    let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 20 * 1024));
+    input.extend(b"\r\n\r\n");
+    let (out, v, err) = run(vec![input.clone()]).await;
+    assert_eq!((v, err.is_some()), (None, false));
+    assert_eq!(out, input, "passed through for hyper to answer 431");
+}

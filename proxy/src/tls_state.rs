@@ -1,0 +1,92 @@
+//! The TLS configurations in force, rebuilt whenever credentials change.
+//!
+//! New handshakes pick up the current [`TlsState`]; established connections keep the
+//! configuration they were made with, so a certificate rotation drops nothing. Every
+//! verifier consults the *current* policy's revocation list on each handshake.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use rustls::{ClientConfig, ServerConfig, crypto::CryptoProvider};
+use tokio::sync::watch;
+use vigil_cert_authority::{
+    SpiffeId,
+    creds::Credentials,
+    svid::SvidInfo,
+    tls,
+    verify::{Revocation, VerifierError},
+};
+use vigil_policy::Policy;
+
+use crate::detect::MESH_ALPNS;
+
+/// Most client configs cached (one per expected-identity set and ALPN).
+const CLIENT_CACHE_MAX: usize = 1024;
+
+/// Server and client TLS configurations for the current credentials.
+#[derive(Debug)]
+pub struct TlsState {
+    /// The credentials these configs present.
+    pub creds: Arc<Credentials>,
+    /// Inbound mesh TLS.
+    pub server: Arc<ServerConfig>,
+    provider: Arc<CryptoProvider>,
+    revocation: Arc<dyn Revocation>,
+    clients: Mutex<HashMap<(BTreeSet<SpiffeId>, &'static [u8]), Arc<ClientConfig>>>,
+}
+
+/// Revocation backed by the policy in force.
+#[derive(Debug)]
+pub struct PolicyRevocation(pub watch::Receiver<Arc<Policy>>);
+
+impl Revocation for PolicyRevocation {
+    fn is_revoked(&self, peer: &SvidInfo) -> bool {
+        self.0.borrow().is_revoked(&peer.id, &peer.serial)
+    }
+}
+
+impl TlsState {
+    /// Builds the configs for `creds`.
+    pub fn new(
+        creds: Arc<Credentials>,
+        revocation: Arc<dyn Revocation>,
+    ) -> Result<Self, VerifierError> {
+        let provider = tls::provider();
+        let server = tls::server_config(&creds, provider.clone(), revocation.clone(), &MESH_ALPNS)?;
+        Ok(Self {
+            creds,
+            server: Arc::new(server),
+            provider,
+            revocation,
+            clients: Mutex::default(),
+        })
+    }
+
+    /// A client config that presents our SVID, offers `alpn`, and accepts only a server
+    /// presenting one of `expected`.
+    pub fn client(
+        &self,
+        expected: &BTreeSet<SpiffeId>,
+        alpn: &'static [u8],
+    ) -> Result<Arc<ClientConfig>, VerifierError> {
+        let key = (expected.clone(), alpn);
+        let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = cache.get(&key) {
+            return Ok(c.clone());
+        }
+        let config = Arc::new(tls::client_config(
+            &self.creds,
+            expected.iter().cloned(),
+            self.provider.clone(),
+            self.revocation.clone(),
+            &[alpn],
+        )?);
+        if cache.len() >= CLIENT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(key, config.clone());
+        Ok(config)
+    }
+}

@@ -1,0 +1,505 @@
+//! Fixtures as code for proxy tests: a real CA, credential files, real proxies on
+//! 127.0.0.1:0, small real apps (HTTP/1, HTTP/2 + gRPC-style trailers, TCP echo, a
+//! server-first "banner" server) and mTLS test clients.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    convert::Infallible,
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+use vigil_cert_authority::{
+    CertificateAuthority, InitOptions, SpiffeId, TrustDomain, creds::Credentials, pemfile, tls,
+    ttl::TtlPolicy,
+};
+use vigil_proxy::{Proxy, access_log::AccessLog, config::RunArgs};
+
+pub const TD: &str = "cluster.local";
+
+pub fn id(s: &str) -> SpiffeId {
+    SpiffeId::parse(s).unwrap()
+}
+
+pub fn wid(name: &str) -> String {
+    format!("spiffe://{TD}/ns/shop/sa/{name}")
+}
+
+/// A CA in a temp dir plus a place for workload files.
+pub struct Mesh {
+    pub dir: tempfile::TempDir,
+    pub ca: CertificateAuthority,
+}
+
+impl Mesh {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::init(
+            &dir.path().join("ca"),
+            InitOptions::new(TrustDomain::new(TD).unwrap()),
+            TtlPolicy::default().allow_short(),
+            SystemTime::now() - Duration::from_secs(3600),
+        )
+        .unwrap();
+        Self { dir, ca }
+    }
+
+    /// Writes svid.pem, key.pem, bundle.pem for `name` (TTL `ttl`, issued at `at`) into
+    /// `<tmp>/<name>/`; returns that directory. Overwrites atomically (rotation).
+    pub fn write_creds_at(&self, name: &str, ttl: Duration, at: SystemTime) -> PathBuf {
+        let d = self.dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        let svid = self
+            .ca
+            .issue_at(csr.der(), &id(&wid(name)), Some(ttl), at)
+            .unwrap();
+        // Key first, then bundle, then the certificate last: a reload triggered midway
+        // sees a key/cert mismatch and keeps the old credentials.
+        write_atomic(&d.join("key.pem"), key.serialize_pem().as_bytes());
+        write_atomic(&d.join("bundle.pem"), self.ca.bundle().to_pem().as_bytes());
+        write_atomic(&d.join("svid.pem"), svid.to_pem().as_bytes());
+        d
+    }
+
+    pub fn write_creds(&self, name: &str) -> PathBuf {
+        self.write_creds_at(name, Duration::from_secs(3600), SystemTime::now())
+    }
+
+    /// In-memory credentials for a test client.
+    pub fn client_creds(&self, name: &str) -> Credentials {
+        self.client_creds_at(name, Duration::from_secs(3600), SystemTime::now())
+    }
+
+    pub fn client_creds_at(&self, name: &str, ttl: Duration, at: SystemTime) -> Credentials {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
+        let svid = self
+            .ca
+            .issue_at(csr.der(), &id(&wid(name)), Some(ttl), at)
+            .unwrap();
+        let key = pemfile::decode_private_key(&key.serialize_pem()).unwrap();
+        Credentials::new(
+            svid.cert_chain(),
+            key,
+            self.ca.bundle(),
+            &id(&wid(name)),
+            &tls::provider(),
+            at + Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    pub fn policy_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}-policy.yaml"))
+    }
+
+    pub fn write_policy(&self, name: &str, yaml: &str) -> PathBuf {
+        let p = self.policy_path(name);
+        write_atomic(&p, yaml.as_bytes());
+        p
+    }
+}
+
+pub fn write_atomic(path: &Path, bytes: &[u8]) {
+    vigil_cert_authority::state::write_private_file(path, bytes).unwrap();
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// Parses proxy flags like the binary would.
+pub fn run_args(extra: &[String]) -> RunArgs {
+    let mut v: Vec<String> = vec![
+        "vigil-proxy".into(),
+        "--inbound".into(),
+        "127.0.0.1:0".into(),
+        "--outbound".into(),
+        "127.0.0.1:0".into(),
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+        "--detect-timeout".into(),
+        "200ms".into(),
+        "--access-log".into(),
+        "off".into(),
+    ];
+    v.extend(extra.iter().cloned());
+    Cli::parse_from(v).run
+}
+
+/// Captured access-log lines.
+#[derive(Clone, Default)]
+pub struct LogSink(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogSink {
+    pub fn lines(&self) -> Vec<serde_json::Value> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Starts a proxy for workload `name` with credentials and policy files from `mesh`.
+pub async fn proxy(
+    mesh: &Mesh,
+    name: &str,
+    policy_yaml: &str,
+    extra: &[String],
+) -> (Proxy, LogSink) {
+    let creds = mesh.write_creds(name);
+    let policy = mesh.write_policy(name, policy_yaml);
+    proxy_with_files(&creds, &policy, extra).await
+}
+
+pub async fn proxy_with_files(creds: &Path, policy: &Path, extra: &[String]) -> (Proxy, LogSink) {
+    let mut args = vec![
+        "--svid".to_string(),
+        creds.join("svid.pem").display().to_string(),
+        "--key".into(),
+        creds.join("key.pem").display().to_string(),
+        "--bundle".into(),
+        creds.join("bundle.pem").display().to_string(),
+        "--policy".into(),
+        policy.display().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    let cfg = run_args(&args).validate().unwrap();
+    let sink = LogSink::default();
+    let p = Proxy::start_with_log(cfg, AccessLog::to_writer(sink.clone()))
+        .await
+        .unwrap();
+    wait_ready(p.admin).await;
+    (p, sink)
+}
+
+/// Polls /ready until 200 (or panics after 10 s).
+pub async fn wait_ready(admin: SocketAddr) {
+    for _ in 0..200 {
+        if let Ok((status, _)) = http_get(admin, "/ready").await
+            && status == StatusCode::OK
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("proxy at {admin} never became ready");
+}
+
+/// A plain HTTP/1 GET; returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(StatusCode, String)> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::get(path)
+        .header("host", addr.to_string())
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+// === apps ===
+
+/// What the echo app saw, returned as JSON.
+pub type AppBody = BoxBody<Bytes, Infallible>;
+
+/// An HTTP/1 + HTTP/2 app. Paths:
+/// - `/slow`: waits 500 ms;
+/// - `/count`: streams the request body, answers with its length;
+/// - `/grpc.Test/Echo`: echoes the body with gRPC-style trailers (`grpc-status: 0`);
+/// - anything else: JSON {method, path, query, version, peer, host, headers}.
+pub async fn http_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(app))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
+    let path = req.uri().path().to_string();
+    match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok(Response::new(full("slow done")))
+        }
+        "/count" => {
+            let mut body = req.into_body();
+            let mut n: u64 = 0;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => n += f.data_ref().map(|d| d.len() as u64).unwrap_or(0),
+                    Err(_) => break,
+                }
+            }
+            Ok(Response::new(full(n.to_string())))
+        }
+        "/grpc.Test/Echo" => {
+            let data = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            trailers.insert("grpc-message", "ok".parse().unwrap());
+            let body = DataThenTrailers {
+                data: Some(data),
+                trailers: Some(trailers),
+            };
+            let mut resp = Response::new(BodyExt::boxed(body));
+            resp.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            Ok(resp)
+        }
+        _ => {
+            let h = req.headers();
+            let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let doc = serde_json::json!({
+                "method": req.method().as_str(),
+                "path": path,
+                "query": req.uri().query(),
+                "version": format!("{:?}", req.version()),
+                "peer": get("x-vigil-peer-id"),
+                "host": get("host"),
+                "orig_proto": get("vigil-orig-proto"),
+                "x_tenant": get("x-tenant"),
+            });
+            Ok(Response::new(full(doc.to_string())))
+        }
+    }
+}
+
+fn full(s: impl Into<Bytes>) -> AppBody {
+    Full::new(s.into()).boxed()
+}
+
+/// A body of one data frame followed by trailers (what a unary gRPC response looks like).
+pub struct DataThenTrailers {
+    pub data: Option<Bytes>,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl hyper::body::Body for DataThenTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return std::task::Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        std::task::Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
+/// A TCP echo server.
+pub async fn tcp_echo() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A server-first protocol: greets immediately, then echoes.
+pub async fn banner_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = s.write_all(b"220 banner ready\r\n").await;
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+// === mTLS test clients (playing a peer proxy) ===
+
+/// Opens mTLS to `addr` presenting `creds`, expecting `server` identities, offering `alpn`.
+pub async fn mtls(
+    addr: SocketAddr,
+    creds: &Credentials,
+    server: &[&str],
+    alpn: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let cfg = tls::client_config(
+        creds,
+        server.iter().map(|s| id(s)),
+        tls::provider(),
+        Arc::new(vigil_cert_authority::verify::NoRevocation),
+        &[alpn],
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("mesh.invalid").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// A leaf + key issued by `mesh`'s CA, unvalidated (to present to another mesh).
+pub fn raw_creds(
+    mesh: &Mesh,
+    name: &str,
+) -> (
+    Vec<rustls_pki_types::CertificateDer<'static>>,
+    rustls_pki_types::PrivateKeyDer<'static>,
+) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let svid = mesh.ca.issue(csr.der(), &id(&wid(name)), None).unwrap();
+    (
+        svid.cert_chain(),
+        pemfile::decode_private_key(&key.serialize_pem()).unwrap(),
+    )
+}
+
+/// mTLS with explicit parts: the server is verified against `trust`'s bundle and must be
+/// one of `expected`; the client presents `client` (or no certificate).
+pub async fn mtls_raw(
+    addr: SocketAddr,
+    client: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+    trust: &Mesh,
+    expected: &[&str],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let provider = tls::provider();
+    let verifier = vigil_cert_authority::verify::SpiffeServerVerifier::new(
+        &trust.ca.bundle(),
+        expected.iter().map(|s| id(s)),
+        &provider,
+        Arc::new(vigil_cert_authority::verify::NoRevocation),
+    )
+    .unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut cfg = match client {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"vigil/1".to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("mesh.invalid").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+}
+
+/// An HTTP/1 client over mesh mTLS.
+pub async fn h1_over_mtls(
+    addr: SocketAddr,
+    creds: &Credentials,
+    server: &[&str],
+) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let tls = mtls(addr, creds, server, b"vigil/1").await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+/// Sends a request; returns status, headers and body text.
+pub async fn send(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> anyhow::Result<(StatusCode, http::HeaderMap, String)> {
+    let resp = sender.send_request(req).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok((
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
+}
+
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "orders.shop")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// Raw bytes in, raw bytes out (until the server closes or `wait` passes).
+pub async fn raw_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    request: &[u8],
+    wait: Duration,
+) -> String {
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
