@@ -40,9 +40,9 @@ impl AppClient {
 
 /// `http://<addr><path_and_query>`.
 pub fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
-    Ok(http::Uri::builder()
+    http::Uri::builder()
         .scheme("http")
         .authority(addr.to_string())
         .path_and_query(path_and_query)
-        .build()?)
+        .build()
 }

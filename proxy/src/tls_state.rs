@@ -25,6 +25,9 @@ use crate::detect::MESH_ALPNS;
 /// Most client configs cached (one per expected-identity set and ALPN).
 const CLIENT_CACHE_MAX: usize = 1024;
 
+/// Client configs are per (expected identities, ALPN).
+type ClientKey = (BTreeSet<SpiffeId>, &'static [u8]);
+
 /// Server and client TLS configurations for the current credentials.
 #[derive(Debug)]
 pub struct TlsState {
@@ -34,7 +37,7 @@ pub struct TlsState {
     pub server: Arc<ServerConfig>,
     provider: Arc<CryptoProvider>,
     revocation: Arc<dyn Revocation>,
-    clients: Mutex<HashMap<(BTreeSet<SpiffeId>, &'static [u8]), Arc<ClientConfig>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
 }
 
 /// Revocation backed by the policy in force.

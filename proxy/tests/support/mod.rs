@@ -244,19 +244,22 @@ pub type AppBody = BoxBody<Bytes, Infallible>;
 pub async fn http_app() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(app))
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(serve_http_app(l));
     addr
+}
+
+/// Serves the echo app on `l` forever.
+pub async fn serve_http_app(l: TcpListener) {
+    loop {
+        let Ok((s, _)) = l.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), hyper::service::service_fn(app))
+                .await;
+        });
+    }
 }
 
 async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {

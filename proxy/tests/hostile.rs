@@ -1,0 +1,342 @@
+//! Hostile input: request smuggling, oversized and slow headers, HTTP/2 abuse, connection
+//! floods, and a 100 MB body that must stream through without being buffered.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod support;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use support::*;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+const ALLOW_ALL: &str = r#"
+inbound:
+  - {policy: t/all, action: allow, from: [authenticated, unauthenticated]}
+"#;
+
+async fn target(mesh: &Mesh, extra: &[&str]) -> vigil_proxy::Proxy {
+    let app = http_app().await;
+    let mut args = vec!["--app".to_string(), app.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy(mesh, "orders", ALLOW_ALL, &args).await.0
+}
+
+/// Sends raw bytes over mesh mTLS and returns everything the proxy answers.
+async fn raw_mtls(mesh: &Mesh, p: &vigil_proxy::Proxy, bytes: &[u8]) -> String {
+    let s = mtls(
+        p.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    raw_exchange(s, bytes, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn smuggling_attempts_get_400_and_never_reach_the_app() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &[]).await;
+    let cases: &[&[u8]] = &[
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        b"GET /a HTTP/1.1\nHost: x\n\n",
+        b"GET /a HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n",
+    ];
+    for case in cases {
+        let out = raw_mtls(&mesh, &p, case).await;
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{}\n=> {out}",
+            String::from_utf8_lossy(case)
+        );
+        assert!(!out.contains("smuggled"), "{out}");
+    }
+    // Bad chunking after an accepted head: the connection is dropped, no 200.
+    let out = raw_mtls(&mesh, &p, b"POST /count HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n0\r\n\r\n").await;
+    assert!(!out.contains("200 OK"), "{out}");
+    // The same smuggling attempts in plaintext are refused the same way.
+    let mut s = TcpStream::connect(p.inbound).await.unwrap();
+    s.write_all(cases[0]).await.unwrap();
+    let mut out = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut out)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let m = http_get(p.admin, "/metrics").await.unwrap().1;
+    assert!(!m.contains("status=\"2xx\""), "nothing was forwarded: {m}");
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &[]).await;
+    let big = format!(
+        "GET /a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(32 * 1024)
+    );
+    let out = raw_mtls(&mesh, &p, big.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &["--header-read-timeout", "300ms"]).await;
+    let mut s = mtls(
+        p.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap(); // ...and never finish
+    let mut out = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(
+        r.is_ok(),
+        "the proxy must close a connection whose head never completes"
+    );
+    assert!(!String::from_utf8_lossy(&out).contains("200"));
+}
+
+#[tokio::test]
+async fn http2_stream_limit_and_rapid_reset() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &["--max-concurrent-streams", "4"]).await;
+    let tls = mtls(
+        p.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1+h2",
+    )
+    .await
+    .unwrap();
+    let (client, conn) = h2::client::handshake(tls).await.unwrap();
+    let conn_task = tokio::spawn(conn);
+    let mut client = client.ready().await.unwrap();
+    let (resp, _) = client
+        .send_request(Request::get("http://o/a").body(()).unwrap(), true)
+        .unwrap();
+    assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        client.current_max_send_streams(),
+        4,
+        "the stream limit is advertised"
+    );
+
+    // Rapid reset: open and cancel streams as fast as possible.
+    let mut refused = false;
+    for _ in 0..2000 {
+        let Ok(c) = client.clone().ready().await else {
+            refused = true;
+            break;
+        };
+        client = c;
+        match client.send_request(Request::get("http://o/slow").body(()).unwrap(), false) {
+            Ok((resp, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                drop(resp);
+            }
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn_task).await;
+    println!(
+        "rapid reset: refused={refused} connection ended={:?}",
+        ended
+            .as_ref()
+            .map(|r| r.as_ref().map(|c| c.as_ref().err().map(|e| e.to_string())))
+    );
+    assert!(
+        refused || ended.is_ok(),
+        "a rapid-reset flood must end the connection"
+    );
+    // The proxy is unharmed.
+    let mut c = h1_over_mtls(p.inbound, &mesh.client_creds("web"), &[&wid("orders")])
+        .await
+        .unwrap();
+    assert_eq!(send(&mut c, get("/a")).await.unwrap().0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connection_limit_closes_the_excess() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &["--max-connections", "2"]).await;
+    let c1 = mtls(
+        p.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    let c2 = mtls(
+        p.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    let mut extra = TcpStream::connect(p.inbound).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(n, Ok(0) | Err(_)),
+        "the third connection is closed"
+    );
+    drop((c1, c2));
+    let m = http_get(p.admin, "/metrics").await.unwrap().1;
+    assert!(
+        m.contains(
+            "vigil_proxy_rejected_total{direction=\"inbound\",reason=\"connection_limit\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+/// Runs the real binary and streams 100 MB through it; its peak RSS stays far below the
+/// body size, so the body was streamed, not buffered.
+#[tokio::test]
+async fn a_100_mb_body_streams_through_without_buffering() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    let creds = mesh.write_creds("orders");
+    let policy = mesh.write_policy("orders", ALLOW_ALL);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let inbound = listener.local_addr().unwrap();
+    drop(listener);
+    let admin_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = admin_l.local_addr().unwrap();
+    drop(admin_l);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
+        .args([
+            "run",
+            "--inbound",
+            &inbound.to_string(),
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            &admin.to_string(),
+        ])
+        .args(["--svid", &creds.join("svid.pem").display().to_string()])
+        .args(["--key", &creds.join("key.pem").display().to_string()])
+        .args(["--bundle", &creds.join("bundle.pem").display().to_string()])
+        .args([
+            "--policy",
+            &policy.display().to_string(),
+            "--app",
+            &app.to_string(),
+            "--access-log",
+            "off",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _kill = KillOnDrop(child.id());
+    wait_ready(admin).await;
+
+    const TOTAL: usize = 100 * 1024 * 1024;
+    let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+    let (tx, body) = http_body_channel();
+    let sender_task = tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < TOTAL {
+            if tx.send(chunk.clone()).await.is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+    });
+    let tls = mtls(
+        inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::post("/count")
+        .header("host", "o")
+        .body(body)
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let n = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    sender_task.await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&n), TOTAL.to_string());
+
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    println!("proxy peak RSS while streaming 100 MB: {} KiB", hwm_kb);
+    assert!(
+        hwm_kb < 48 * 1024,
+        "peak RSS {hwm_kb} KiB: the body must stream, not buffer"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+struct KillOnDrop(u32);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-9")
+            .arg(self.0.to_string())
+            .status();
+    }
+}
+
+/// A streaming request body fed through a channel.
+fn http_body_channel() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    (tx, ChannelBody(rx))
+}
+
+struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
