@@ -229,7 +229,7 @@ async fn a_100_mb_body_streams_through_without_buffering() {
     let admin_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = admin_l.local_addr().unwrap();
     drop(admin_l);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
+    let child = Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
         .args([
             "run",
             "--inbound",
@@ -254,7 +254,7 @@ async fn a_100_mb_body_streams_through_without_buffering() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _kill = KillOnDrop(child.id());
+    let child = KillOnDrop(child);
     wait_ready(admin).await;
 
     const TOTAL: usize = 100 * 1024 * 1024;
@@ -294,7 +294,7 @@ async fn a_100_mb_body_streams_through_without_buffering() {
     sender_task.await.unwrap();
     assert_eq!(String::from_utf8_lossy(&n), TOTAL.to_string());
 
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
     let hwm_kb: u64 = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -306,17 +306,14 @@ async fn a_100_mb_body_streams_through_without_buffering() {
         hwm_kb < 48 * 1024,
         "peak RSS {hwm_kb} KiB: the body must stream, not buffer"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
-struct KillOnDrop(u32);
+/// Kills the child process when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-9")
-            .arg(self.0.to_string())
-            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
