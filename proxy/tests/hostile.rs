@@ -254,7 +254,7 @@ async fn a_100_mb_body_streams_through_without_buffering() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let child = KillOnDrop(child);
+    let child = ChildGuard(Some(child));
     wait_ready(admin).await;
 
     const TOTAL: usize = 100 * 1024 * 1024;
@@ -294,7 +294,9 @@ async fn a_100_mb_body_streams_through_without_buffering() {
     sender_task.await.unwrap();
     assert_eq!(String::from_utf8_lossy(&n), TOTAL.to_string());
 
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.0.id())).unwrap();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.0.as_ref().unwrap().id()))
+            .unwrap();
     let hwm_kb: u64 = status
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
@@ -306,15 +308,6 @@ async fn a_100_mb_body_streams_through_without_buffering() {
         hwm_kb < 48 * 1024,
         "peak RSS {hwm_kb} KiB: the body must stream, not buffer"
     );
-}
-
-/// Kills the child process when the test ends, pass or fail.
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A streaming request body fed through a channel.

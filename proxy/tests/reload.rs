@@ -448,3 +448,121 @@ async fn drain_finishes_in_flight_requests() {
         "no new connections after the drain"
     );
 }
+
+#[tokio::test]
+async fn opaque_connections_are_reauthorized_on_policy_change() {
+    let mesh = Mesh::new();
+    let echo = tcp_echo().await;
+    let (b, _) = proxy(
+        &mesh,
+        "orders",
+        ALLOW_WEB,
+        &["--app".into(), echo.to_string()],
+    )
+    .await;
+    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
+    let (a, _) = proxy(
+        &mesh,
+        "web",
+        "inbound: []\n",
+        &["--outbound-route".into(), route],
+    )
+    .await;
+    let mut tunnel = TcpStream::connect(a.routes[0]).await.unwrap();
+    tunnel.write_all(b"\x00ping").await.unwrap();
+    let mut buf = [0u8; 5];
+    tunnel.read_exact(&mut buf).await.unwrap();
+    // An unrelated change keeps the connection...
+    mesh.write_policy(
+        "orders",
+        &ALLOW_WEB.replace("generation: 1", "generation: 2"),
+    );
+    wait_for(
+        async || {
+            http_get(b.admin, "/metrics")
+                .await
+                .unwrap()
+                .1
+                .contains("vigil_proxy_policy_generation 2")
+        },
+        "gen 2",
+    )
+    .await;
+    tunnel.write_all(b"\x00pong").await.unwrap();
+    tunnel.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"\x00pong");
+    // ...removing the allow closes it.
+    mesh.write_policy("orders", "generation: 3\ninbound: []\n");
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut rest)).await;
+    assert!(
+        r.is_ok(),
+        "the tunnel is closed once policy no longer allows it"
+    );
+    let m = http_get(b.admin, "/metrics").await.unwrap().1;
+    assert!(
+        m.contains(
+            "vigil_proxy_connections_closed_total{direction=\"inbound\",reason=\"policy\"} 1"
+        ),
+        "{m}"
+    );
+}
+
+/// The real binary: SIGTERM drains an in-flight request, then exits 0.
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    let creds = mesh.write_creds("orders");
+    let policy = mesh.write_policy("orders", ALLOW_WEB);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (inbound, admin) = (free(), free());
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
+        .args([
+            "run",
+            "--inbound",
+            &inbound.to_string(),
+            "--outbound",
+            "127.0.0.1:0",
+            "--admin",
+            &admin.to_string(),
+        ])
+        .args(["--svid", &creds.join("svid.pem").display().to_string()])
+        .args(["--key", &creds.join("key.pem").display().to_string()])
+        .args(["--bundle", &creds.join("bundle.pem").display().to_string()])
+        .args([
+            "--policy",
+            &policy.display().to_string(),
+            "--app",
+            &app.to_string(),
+            "--access-log",
+            "off",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(child));
+    wait_ready(admin).await;
+    let web = mesh.client_creds("web");
+    let mut c = h1_over_mtls(inbound, &web, &[&wid("orders")])
+        .await
+        .unwrap();
+    let slow = tokio::spawn(async move { send(&mut c, get("/slow")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(guard.0.as_ref().unwrap().id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let (status, _, body) = slow.await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "slow done"));
+    let mut child = guard.0.take().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}

@@ -506,3 +506,15 @@ pub async fn raw_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Kills a child process when the test ends, pass or fail.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
