@@ -102,146 +102,85 @@ impl Rule {
 /// The rules of the two chains, in order (without chain creation or jumps).
 pub fn chain_rules(a: &InitArgs) -> Vec<Rule> {
     let mut rules = Vec::new();
-    let mut skip_in: Vec<u16> = a.skip_inbound_ports.clone();
+    let mut skip_in = a.skip_inbound_ports.clone();
     skip_in.push(a.admin_port);
-    skip_in.sort_unstable();
-    skip_in.dedup();
-    for chunk in skip_in.chunks(MULTIPORT_MAX) {
-        let ports = join(chunk);
-        rules.push(Rule::new(&[
-            "-t",
-            "nat",
-            "-A",
-            INBOUND_CHAIN,
+    rules.extend(skip_ports(INBOUND_CHAIN, skip_in));
+    rules.push(append(
+        INBOUND_CHAIN,
+        &[
             "-p",
             "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            &ports,
             "-j",
-            "RETURN",
-        ]));
-    }
-    let inbound = a.inbound_port.to_string();
-    rules.push(Rule::new(&[
-        "-t",
-        "nat",
-        "-A",
-        INBOUND_CHAIN,
-        "-p",
-        "tcp",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        &inbound,
-    ]));
+            "REDIRECT",
+            "--to-ports",
+            &a.inbound_port.to_string(),
+        ],
+    ));
 
     let uid = a.proxy_uid.to_string();
-    rules.push(Rule::new(&[
-        "-t",
-        "nat",
-        "-A",
+    rules.push(append(
         OUTBOUND_CHAIN,
-        "-m",
-        "owner",
-        "--uid-owner",
-        &uid,
-        "-j",
-        "RETURN",
-    ]));
-    rules.push(Rule::new(&[
-        "-t",
-        "nat",
-        "-A",
-        OUTBOUND_CHAIN,
-        "-o",
-        "lo",
-        "-j",
-        "RETURN",
-    ]));
+        &["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"],
+    ));
+    rules.push(append(OUTBOUND_CHAIN, &["-o", "lo", "-j", "RETURN"]));
     let loopback = format!("{}/8", Ipv4Addr::new(127, 0, 0, 0));
-    rules.push(Rule::new(&[
-        "-t",
-        "nat",
-        "-A",
-        OUTBOUND_CHAIN,
-        "-d",
-        &loopback,
-        "-j",
-        "RETURN",
-    ]));
+    rules.push(append(OUTBOUND_CHAIN, &["-d", &loopback, "-j", "RETURN"]));
     for cidr in &a.skip_cidrs {
-        let c = cidr.trunc().to_string();
-        rules.push(Rule::new(&[
-            "-t",
-            "nat",
-            "-A",
+        rules.push(append(
             OUTBOUND_CHAIN,
-            "-d",
-            &c,
-            "-j",
-            "RETURN",
-        ]));
+            &["-d", &cidr.trunc().to_string(), "-j", "RETURN"],
+        ));
     }
-    let mut skip_out = a.skip_outbound_ports.clone();
-    skip_out.sort_unstable();
-    skip_out.dedup();
-    for chunk in skip_out.chunks(MULTIPORT_MAX) {
-        let ports = join(chunk);
-        rules.push(Rule::new(&[
-            "-t",
-            "nat",
-            "-A",
-            OUTBOUND_CHAIN,
+    rules.extend(skip_ports(OUTBOUND_CHAIN, a.skip_outbound_ports.clone()));
+    rules.push(append(
+        OUTBOUND_CHAIN,
+        &[
             "-p",
             "tcp",
-            "-m",
-            "multiport",
-            "--dports",
-            &ports,
             "-j",
-            "RETURN",
-        ]));
-    }
-    let outbound = a.outbound_port.to_string();
-    rules.push(Rule::new(&[
-        "-t",
-        "nat",
-        "-A",
-        OUTBOUND_CHAIN,
-        "-p",
-        "tcp",
-        "-j",
-        "REDIRECT",
-        "--to-ports",
-        &outbound,
-    ]));
+            "REDIRECT",
+            "--to-ports",
+            &a.outbound_port.to_string(),
+        ],
+    ));
     rules
+}
+
+/// `-t nat -A <chain> <args...>`.
+fn append(chain: &str, args: &[&str]) -> Rule {
+    let mut v = vec!["-t", "nat", "-A", chain];
+    v.extend_from_slice(args);
+    Rule::new(&v)
+}
+
+/// RETURN rules for `ports`, 15 per rule (the multiport limit).
+fn skip_ports(chain: &str, mut ports: Vec<u16>) -> Vec<Rule> {
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+        .chunks(MULTIPORT_MAX)
+        .map(|chunk| {
+            append(
+                chain,
+                &[
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "multiport",
+                    "--dports",
+                    &join(chunk),
+                    "-j",
+                    "RETURN",
+                ],
+            )
+        })
+        .collect()
 }
 
 fn jumps() -> [Rule; 2] {
     [
-        Rule::new(&[
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-p",
-            "tcp",
-            "-j",
-            INBOUND_CHAIN,
-        ]),
-        Rule::new(&[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-j",
-            OUTBOUND_CHAIN,
-        ]),
+        append("PREROUTING", &["-p", "tcp", "-j", INBOUND_CHAIN]),
+        append("OUTPUT", &["-p", "tcp", "-j", OUTBOUND_CHAIN]),
     ]
 }
 

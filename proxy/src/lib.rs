@@ -27,6 +27,7 @@ pub mod outbound;
 pub mod path;
 pub mod policy_store;
 pub mod ratelimit;
+mod serve;
 pub mod shared;
 pub mod strict_h1;
 pub mod tls_errors;

@@ -168,6 +168,22 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Counts one HTTP request and observes its latency.
+    pub fn record_request(
+        &self,
+        direction: &str,
+        decision: &str,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        self.requests
+            .with_label_values(&[direction, decision, status_class(status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[direction])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// An open-connection guard: increments now, decrements on drop.
     pub fn open(&self, direction: &'static str) -> OpenGuard {
         let g = self.open_connections.with_label_values(&[direction]);

@@ -45,6 +45,27 @@ impl Shared {
         self.policy.borrow().clone()
     }
 
+    /// Records a finished TCP connection: byte counters and its access-log line.
+    pub fn finish_tcp(
+        &self,
+        direction: &'static str,
+        mut entry: crate::access_log::Entry,
+        counts: &crate::io::ByteCounts,
+        start: std::time::Instant,
+    ) {
+        let bytes = &self.metrics.bytes;
+        bytes
+            .with_label_values(&[direction, "rx"])
+            .inc_by(counts.read());
+        bytes
+            .with_label_values(&[direction, "tx"])
+            .inc_by(counts.written());
+        entry.bytes_rx = counts.read();
+        entry.bytes_tx = counts.written();
+        entry.latency_ms = start.elapsed().as_secs_f64() * 1e3;
+        self.log.log(entry);
+    }
+
     /// The TLS state in force, if credentials are loaded.
     pub fn tls(&self) -> Option<Arc<TlsState>> {
         self.tls.borrow().clone()

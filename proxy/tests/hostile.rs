@@ -5,10 +5,7 @@
 
 mod support;
 
-use std::{
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -221,41 +218,7 @@ async fn connection_limit_closes_the_excess() {
 async fn a_100_mb_body_streams_through_without_buffering() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let creds = mesh.write_creds("orders");
-    let policy = mesh.write_policy("orders", ALLOW_ALL);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let inbound = listener.local_addr().unwrap();
-    drop(listener);
-    let admin_l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let admin = admin_l.local_addr().unwrap();
-    drop(admin_l);
-    let child = Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
-        .args([
-            "run",
-            "--inbound",
-            &inbound.to_string(),
-            "--outbound",
-            "127.0.0.1:0",
-            "--admin",
-            &admin.to_string(),
-        ])
-        .args(["--svid", &creds.join("svid.pem").display().to_string()])
-        .args(["--key", &creds.join("key.pem").display().to_string()])
-        .args(["--bundle", &creds.join("bundle.pem").display().to_string()])
-        .args([
-            "--policy",
-            &policy.display().to_string(),
-            "--app",
-            &app.to_string(),
-            "--access-log",
-            "off",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let child = ChildGuard(Some(child));
-    wait_ready(admin).await;
+    let (child, inbound, _admin) = spawn_proxy_binary(&mesh, "orders", ALLOW_ALL, app).await;
 
     const TOTAL: usize = 100 * 1024 * 1024;
     let chunk = Bytes::from(vec![7u8; 64 * 1024]);

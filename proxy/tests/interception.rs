@@ -197,7 +197,11 @@ fn transparent_interception_both_directions_with_original_destination() {
         children: vec![],
     };
     for ns in [&a, &b, &c] {
-        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        // A leftover from an aborted run with the same pid is removed first.
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
         sh(&["ip", "netns", "add", ns]);
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
     }

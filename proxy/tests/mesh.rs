@@ -18,12 +18,6 @@ use tokio::{
     net::TcpStream,
 };
 
-const ALLOW_WEB: &str = r#"
-generation: 1
-inbound:
-  - {policy: shop/web, action: allow, from: [{id: "spiffe://cluster.local/ns/shop/sa/web"}]}
-"#;
-
 /// Proxy B for `orders` in front of `app`, and proxy A for `web` with a route to it.
 /// Returns A's route listener.
 async fn pair(

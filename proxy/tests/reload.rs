@@ -22,12 +22,6 @@ use tokio::{
     net::TcpStream,
 };
 
-const ALLOW_WEB: &str = r#"
-generation: 1
-inbound:
-  - {policy: shop/web, action: allow, from: [{id: "spiffe://cluster.local/ns/shop/sa/web"}]}
-"#;
-
 /// Counts successes and failures of a request loop until stopped.
 #[derive(Clone, Default)]
 struct Load {
@@ -513,42 +507,7 @@ async fn opaque_connections_are_reauthorized_on_policy_change() {
 async fn sigterm_drains_and_exits_zero() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let creds = mesh.write_creds("orders");
-    let policy = mesh.write_policy("orders", ALLOW_WEB);
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    };
-    let (inbound, admin) = (free(), free());
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
-        .args([
-            "run",
-            "--inbound",
-            &inbound.to_string(),
-            "--outbound",
-            "127.0.0.1:0",
-            "--admin",
-            &admin.to_string(),
-        ])
-        .args(["--svid", &creds.join("svid.pem").display().to_string()])
-        .args(["--key", &creds.join("key.pem").display().to_string()])
-        .args(["--bundle", &creds.join("bundle.pem").display().to_string()])
-        .args([
-            "--policy",
-            &policy.display().to_string(),
-            "--app",
-            &app.to_string(),
-            "--access-log",
-            "off",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut guard = ChildGuard(Some(child));
-    wait_ready(admin).await;
+    let (mut guard, inbound, _admin) = spawn_proxy_binary(&mesh, "orders", ALLOW_WEB, app).await;
     let web = mesh.client_creds("web");
     let mut c = h1_over_mtls(inbound, &web, &[&wid("orders")])
         .await

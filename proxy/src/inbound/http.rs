@@ -6,7 +6,6 @@ use std::{convert::Infallible, sync::Arc, time::Instant};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Reason, Request as AuthzRequest};
 
@@ -16,11 +15,10 @@ use crate::{
     detect::Proto,
     forward::app_uri,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
-    metrics::status_class,
     path,
     ratelimit::RateLimiter,
+    serve,
     shared::{Source, closed_by_policy, unix_now},
-    strict_h1::StrictH1,
 };
 
 /// Serves one HTTP connection until it ends, the proxy drains, or policy closes it.
@@ -29,51 +27,14 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.shared.clone();
-    let cfg = &shared.cfg;
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
-    let closer = closed_by_policy(shared.policy.clone(), {
-        let source = ctx.source.clone();
-        move |p| connection_killer(p, &source)
+    let source = ctx.source.clone();
+    let closer = closed_by_policy(shared.policy.clone(), move |p| {
+        connection_killer(p, &source)
     });
-    tokio::pin!(closer);
-    match ctx.proto {
-        Proto::Http1 => {
-            let io = TokioIo::new(StrictH1::new(io, cfg.max_header_bytes));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(cfg.header_read_timeout)
-                .max_buf_size(cfg.max_header_bytes)
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shared.shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                reason = &mut closer => closed(&ctx, reason),
-            }
-        }
-        _ => {
-            let io = TokioIo::new(io);
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_concurrent_streams(cfg.max_concurrent_streams)
-                .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-                .max_pending_accept_reset_streams(Some(32))
-                .max_local_error_reset_streams(Some(256))
-                .serve_connection(io, service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shared.shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-                reason = &mut closer => closed(&ctx, reason),
-            }
-        }
+    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, closer).await {
+        closed(&ctx, reason);
     }
 }
 
@@ -119,14 +80,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     let elapsed = start.elapsed();
     shared
         .metrics
-        .requests
-        .with_label_values(&[DIRECTION, decision, status_class(status)])
-        .inc();
-    shared
-        .metrics
-        .request_duration
-        .with_label_values(&[DIRECTION])
-        .observe(elapsed.as_secs_f64());
+        .record_request(DIRECTION, decision, status, elapsed);
     entry.status = Some(status);
     entry.decision = decision;
     entry.latency_ms = elapsed.as_secs_f64() * 1e3;

@@ -45,36 +45,7 @@ pub(crate) struct ConnCtx {
 
 /// Accepts inbound connections until shutdown.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, src) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "inbound accept failed");
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared
-                .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "connection_limit"])
-                .inc();
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared2 = shared.clone();
-        shared.tracker.spawn(async move {
-            let _permit = permit;
-            let _open = shared2.metrics.open(DIRECTION);
-            handle(stream, src, shared2).await;
-        });
-    }
+    crate::serve::accept_loop(listener, shared, DIRECTION, handle).await;
 }
 
 async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {

@@ -117,18 +117,5 @@ where
             entry.reason = format!("{}; closed: {reason}", entry.reason);
         }
     }
-    shared
-        .metrics
-        .bytes
-        .with_label_values(&[DIRECTION, "rx"])
-        .inc_by(counts.read());
-    shared
-        .metrics
-        .bytes
-        .with_label_values(&[DIRECTION, "tx"])
-        .inc_by(counts.written());
-    entry.bytes_rx = counts.read();
-    entry.bytes_tx = counts.written();
-    entry.latency_ms = start.elapsed().as_secs_f64() * 1e3;
-    shared.log.log(entry);
+    shared.finish_tcp(DIRECTION, entry, &counts, start);
 }

@@ -7,7 +7,6 @@ use std::{convert::Infallible, sync::Arc, time::Instant};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{DIRECTION, OutCtx};
@@ -15,9 +14,8 @@ use crate::{
     access_log::Entry,
     detect::Proto,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
-    metrics::status_class,
+    serve,
     shared::closed_by_policy,
-    strict_h1::StrictH1,
 };
 
 pub(super) async fn serve<S>(io: S, ctx: Arc<OutCtx>)
@@ -25,41 +23,13 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.shared.clone();
-    let cfg = &shared.cfg;
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
     let closer = closed_by_policy(shared.policy.clone(), |p| {
         p.is_quarantined().then_some("quarantine")
     });
-    tokio::pin!(closer);
-    if ctx.proto == Proto::Http1 {
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
-            .max_buf_size(cfg.max_header_bytes)
-            .serve_connection(
-                TokioIo::new(StrictH1::new(io, cfg.max_header_bytes)),
-                service,
-            );
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = shared.shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-            reason = &mut closer => closed(&ctx, reason),
-        }
-    } else {
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(cfg.max_concurrent_streams)
-            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(Some(32))
-            .serve_connection(TokioIo::new(io), service);
-        tokio::pin!(conn);
-        tokio::select! {
-            _ = conn.as_mut() => {}
-            _ = shared.shutdown.cancelled() => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-            reason = &mut closer => closed(&ctx, reason),
-        }
+    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, closer).await {
+        closed(&ctx, reason);
     }
 }
 
@@ -115,14 +85,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
     let elapsed = start.elapsed();
     shared
         .metrics
-        .requests
-        .with_label_values(&[DIRECTION, entry.decision, status_class(status)])
-        .inc();
-    shared
-        .metrics
-        .request_duration
-        .with_label_values(&[DIRECTION])
-        .observe(elapsed.as_secs_f64());
+        .record_request(DIRECTION, entry.decision, status, elapsed);
     entry.status = Some(status);
     entry.latency_ms = elapsed.as_secs_f64() * 1e3;
     shared.log.log(entry);

@@ -53,35 +53,10 @@ pub async fn serve_route(listener: TcpListener, shared: Arc<Shared>, index: usiz
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, route: Option<usize>) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
-            a = listener.accept() => a,
-        };
-        let (stream, src) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbound accept failed");
-                continue;
-            }
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared
-                .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "connection_limit"])
-                .inc();
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let shared2 = shared.clone();
-        shared.tracker.spawn(async move {
-            let _permit = permit;
-            let _open = shared2.metrics.open(DIRECTION);
-            handle(stream, src, shared2, route).await;
-        });
-    }
+    crate::serve::accept_loop(listener, shared, DIRECTION, move |stream, src, shared| {
+        handle(stream, src, shared, route)
+    })
+    .await;
 }
 
 async fn handle(mut stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, route: Option<usize>) {

@@ -65,7 +65,7 @@ where
             entry.reason = "closed by policy".into();
         }
     }
-    finish(shared, entry, &counts, start);
+    shared.finish_tcp(DIRECTION, entry, &counts, start);
 }
 
 /// Plaintext to a destination outside the mesh, if policy permits; else the connection
@@ -124,22 +124,5 @@ pub(super) async fn passthrough(
             shared.metrics.closed.with_label_values(&[DIRECTION, reason]).inc();
         }
     }
-    finish(&shared, entry, &counts, start);
-}
-
-fn finish(shared: &Shared, mut entry: Entry, counts: &ByteCounts, start: Instant) {
-    shared
-        .metrics
-        .bytes
-        .with_label_values(&[DIRECTION, "rx"])
-        .inc_by(counts.read());
-    shared
-        .metrics
-        .bytes
-        .with_label_values(&[DIRECTION, "tx"])
-        .inc_by(counts.written());
-    entry.bytes_rx = counts.read();
-    entry.bytes_tx = counts.written();
-    entry.latency_ms = start.elapsed().as_secs_f64() * 1e3;
-    shared.log.log(entry);
+    shared.finish_tcp(DIRECTION, entry, &counts, start);
 }

@@ -518,3 +518,63 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// A policy admitting `web` (and nothing else) on every port.
+pub const ALLOW_WEB: &str = r#"
+generation: 1
+inbound:
+  - {policy: shop/web, action: allow, from: [{id: "spiffe://cluster.local/ns/shop/sa/web"}]}
+"#;
+
+/// The real `vigil-proxy` binary for workload `name` in front of `app`, on free loopback
+/// ports. Returns the process (killed on drop), its inbound and admin addresses; it is
+/// ready when this returns.
+pub async fn spawn_proxy_binary(
+    mesh: &Mesh,
+    name: &str,
+    policy_yaml: &str,
+    app: SocketAddr,
+) -> (ChildGuard, SocketAddr, SocketAddr) {
+    let creds = mesh.write_creds(name);
+    let policy = mesh.write_policy(name, policy_yaml);
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (inbound, admin) = (free(), free());
+    let path = |f: &str| creds.join(f).display().to_string();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
+        .args([
+            "run",
+            "--inbound",
+            &inbound.to_string(),
+            "--outbound",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--admin",
+            &admin.to_string(),
+            "--app",
+            &app.to_string(),
+            "--access-log",
+            "off",
+        ])
+        .args([
+            "--svid",
+            &path("svid.pem"),
+            "--key",
+            &path("key.pem"),
+            "--bundle",
+            &path("bundle.pem"),
+        ])
+        .args(["--policy", &policy.display().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(Some(child));
+    wait_ready(admin).await;
+    (guard, inbound, admin)
+}

@@ -1,0 +1,115 @@
+//! Serving plumbing shared by both directions: the accept loop (connection limit, drain)
+//! and driving a hyper server connection (HTTP/1 behind strict framing, or HTTP/2 with
+//! its limits) until it ends, the proxy drains, or policy closes it.
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use hyper::{body::Incoming, service::HttpService};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::graceful::GracefulConnection,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
+
+use crate::{detect::Proto, http_util::Body, shared::Shared, strict_h1::StrictH1};
+
+/// Accepts until shutdown; each connection runs `handle` as a tracked task, under the
+/// per-listener connection limit (excess connections are closed at once and counted).
+pub(crate) async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    direction: &'static str,
+    handle: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Arc<Shared>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, src) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, direction, "accept failed");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            shared
+                .metrics
+                .rejected
+                .with_label_values(&[direction, "connection_limit"])
+                .inc();
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let open = shared.metrics.open(direction);
+        let task = handle(stream, src, shared.clone());
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            let _open = open;
+            task.await;
+        });
+    }
+}
+
+/// Serves HTTP (`proto` says which version) on `io` with `service`. Returns the reason if
+/// `closer` ended the connection.
+pub(crate) async fn http<I, S>(
+    io: I,
+    proto: Proto,
+    shared: &Shared,
+    service: S,
+    closer: impl Future<Output = &'static str>,
+) -> Option<&'static str>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let cfg = &shared.cfg;
+    if proto == Proto::Http1 {
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_read_timeout)
+            .max_buf_size(cfg.max_header_bytes)
+            .serve_connection(
+                TokioIo::new(StrictH1::new(io, cfg.max_header_bytes)),
+                service,
+            );
+        drive(conn, shared, closer).await
+    } else {
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(cfg.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
+            .max_pending_accept_reset_streams(Some(32))
+            .max_local_error_reset_streams(Some(256))
+            .serve_connection(TokioIo::new(io), service);
+        drive(conn, shared, closer).await
+    }
+}
+
+async fn drive<C: GracefulConnection>(
+    conn: C,
+    shared: &Shared,
+    closer: impl Future<Output = &'static str>,
+) -> Option<&'static str> {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => None,
+        _ = shared.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+            None
+        }
+        reason = closer => Some(reason),
+    }
+}
