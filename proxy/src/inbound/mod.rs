@@ -69,6 +69,9 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
         Ok(d) => d,
         Err(_) => return,
     };
+    // A client that said nothing during outer detection is server-first: opaque, without
+    // waiting a second detection timeout.
+    let silent = prefix.is_empty();
     let io = PrefixedIo::new(prefix, stream);
     let opaque_port = cfg.opaque_ports.contains(&port);
     match outer {
@@ -147,7 +150,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
             .await;
         }
         Outer::Plaintext => {
-            let hint = opaque_port.then_some(Proto::Opaque);
+            let hint = (opaque_port || silent).then_some(Proto::Opaque);
             route(io, hint, Source::Plain, src, port, app, shared).await;
         }
     }
