@@ -1,12 +1,12 @@
 # Vigil developer entry points. `make test` is what CI runs (via .ci/run).
 #
-# Targets that later issues add (generate, check-generated, demo, chart-lint, e2e,
-# bench-full) appear here when they work; none is a placeholder.
+# Targets that later issues add (demo, chart-lint, e2e, bench-full) appear here when
+# they work; none is a placeholder.
 
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build test lint fmt bench clean
+.PHONY: all build test lint fmt bench generate check-generated clean
 
 all: build
 
@@ -26,6 +26,16 @@ lint:
 ## fmt: format the code
 fmt:
 	$(CARGO) fmt --all
+
+## generate: write crds/*.yaml from the Rust CRD types
+generate:
+	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-crds --bin crdgen -- crds
+
+## check-generated: fail if crds/ differs from what `generate` would write
+check-generated:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-crds --bin crdgen -- "$$tmp" >/dev/null && \
+	diff -ru -x README.md crds "$$tmp" && echo "crds/ is up to date"
 
 ## bench: criterion micro-benchmarks; prints `ratio=... target=... pass=...` lines
 bench:
