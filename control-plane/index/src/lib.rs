@@ -1,0 +1,19 @@
+//! The policy index: from resources to one compiled policy per workload.
+//!
+//! - [`resources`]: what sources feed in (CRDs, workloads, namespace metadata);
+//! - [`compile`]: resources -> a [`vigil_policy::ProxyPolicy`] per workload, plus a
+//!   verdict (accepted / rejected with reason / targets) per resource;
+//! - [`index`]: the live index: generations, a `watch` channel per workload, acks and
+//!   status. Sources call [`Index::apply`] / [`Index::delete`] / [`Index::replace`]; the
+//!   gRPC server hands out [`Index::watch`] receivers.
+//!
+//! No I/O and no Kubernetes client here: everything is testable synchronously.
+
+pub mod compile;
+pub mod index;
+pub mod resources;
+pub mod selector;
+
+pub use compile::{Compiled, Settings, Verdict, compile};
+pub use index::{Index, Snapshot, WorkloadStatus};
+pub use resources::{Kind, NamespaceMeta, ObjectKey, Resource, Resources};

@@ -1,0 +1,171 @@
+//! The resources the index compiles: policy CRDs, workloads and namespace labels.
+//!
+//! Sources (the local directory today, Kubernetes watches later) feed [`Resource`]s in; the
+//! compiler only reads [`Resources`].
+
+use std::{collections::BTreeMap, fmt};
+
+use kube::ResourceExt;
+use vigil_crds::{AccessPolicy, Quarantine, Segment, Workload};
+
+/// `namespace/name` of a namespaced object.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// A key.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of a Kubernetes object (namespace `default` if unset).
+    pub fn of<K: kube::Resource>(obj: &K) -> Self {
+        Self::new(
+            obj.namespace().unwrap_or_else(|| "default".into()),
+            obj.name_any(),
+        )
+    }
+
+    /// Parses `namespace/name`, or `name` relative to `default_ns`.
+    pub fn parse_relative(s: &str, default_ns: &str) -> Self {
+        match s.split_once('/') {
+            Some((ns, name)) => Self::new(ns, name),
+            None => Self::new(default_ns, s),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The kinds the index understands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `Segment`.
+    Segment,
+    /// `AccessPolicy`.
+    AccessPolicy,
+    /// `Quarantine`.
+    Quarantine,
+    /// `Workload` (local mode) or a Pod (Kubernetes).
+    Workload,
+    /// A namespace's labels and annotations.
+    Namespace,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Segment => "Segment",
+            Self::AccessPolicy => "AccessPolicy",
+            Self::Quarantine => "Quarantine",
+            Self::Workload => "Workload",
+            Self::Namespace => "Namespace",
+        })
+    }
+}
+
+/// Labels and annotations of a namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NamespaceMeta {
+    /// Labels (for namespace selectors).
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (`vigil.dev/default-policy`).
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// One resource.
+#[derive(Clone, Debug)]
+pub enum Resource {
+    /// A Segment.
+    Segment(Segment),
+    /// An AccessPolicy.
+    AccessPolicy(AccessPolicy),
+    /// A Quarantine.
+    Quarantine(Quarantine),
+    /// A Workload.
+    Workload(Workload),
+    /// A namespace (name, metadata).
+    Namespace(String, NamespaceMeta),
+}
+
+impl Resource {
+    /// The kind and key.
+    pub fn id(&self) -> (Kind, ObjectKey) {
+        match self {
+            Self::Segment(r) => (Kind::Segment, ObjectKey::of(r)),
+            Self::AccessPolicy(r) => (Kind::AccessPolicy, ObjectKey::of(r)),
+            Self::Quarantine(r) => (Kind::Quarantine, ObjectKey::of(r)),
+            Self::Workload(r) => (Kind::Workload, ObjectKey::of(r)),
+            Self::Namespace(name, _) => (Kind::Namespace, ObjectKey::new("", name.clone())),
+        }
+    }
+}
+
+/// Every resource, by kind and key.
+#[derive(Clone, Debug, Default)]
+pub struct Resources {
+    /// Segments.
+    pub segments: BTreeMap<ObjectKey, Segment>,
+    /// Access policies.
+    pub policies: BTreeMap<ObjectKey, AccessPolicy>,
+    /// Quarantines.
+    pub quarantines: BTreeMap<ObjectKey, Quarantine>,
+    /// Workloads.
+    pub workloads: BTreeMap<ObjectKey, Workload>,
+    /// Namespace metadata, by namespace name.
+    pub namespaces: BTreeMap<String, NamespaceMeta>,
+}
+
+impl Resources {
+    /// Adds or replaces a resource.
+    pub fn apply(&mut self, r: Resource) {
+        let (_, key) = r.id();
+        match r {
+            Resource::Segment(x) => {
+                self.segments.insert(key, x);
+            }
+            Resource::AccessPolicy(x) => {
+                self.policies.insert(key, x);
+            }
+            Resource::Quarantine(x) => {
+                self.quarantines.insert(key, x);
+            }
+            Resource::Workload(x) => {
+                self.workloads.insert(key, x);
+            }
+            Resource::Namespace(name, meta) => {
+                self.namespaces.insert(name, meta);
+            }
+        }
+    }
+
+    /// Removes a resource; true if it existed.
+    pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
+        match kind {
+            Kind::Segment => self.segments.remove(key).is_some(),
+            Kind::AccessPolicy => self.policies.remove(key).is_some(),
+            Kind::Quarantine => self.quarantines.remove(key).is_some(),
+            Kind::Workload => self.workloads.remove(key).is_some(),
+            Kind::Namespace => self.namespaces.remove(&key.name).is_some(),
+        }
+    }
+
+    /// A workload's labels: `metadata.labels` overlaid with `spec.labels`.
+    pub fn workload_labels(w: &Workload) -> BTreeMap<String, String> {
+        let mut labels = w.labels().clone();
+        labels.extend(w.spec.labels.clone());
+        labels
+    }
+}
