@@ -17,10 +17,11 @@ use rustls::{
 };
 
 use crate::{
+    bundle::TrustBundle,
     creds::Credentials,
     spiffe::SpiffeId,
     svid::{self, SvidInfo},
-    verify::{Revocation, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError},
+    verify::{NoRevocation, Revocation, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError},
 };
 
 /// ALPN protocol ID of Vigil's mesh TLS.
@@ -90,6 +91,54 @@ pub fn client_config(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(config)
+}
+
+/// The controller API's server config: presents the controller's SVID, accepts clients
+/// with a valid SVID (renewals, policy streams) *or* without any certificate (a proxy's
+/// first, bootstrap-token call). Handlers decide what each kind of caller may do. HTTP/2.
+pub fn control_server_config(
+    creds: &Credentials,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, VerifierError> {
+    let verifier =
+        SpiffeClientVerifier::optional(&creds.bundle, provider.clone(), Arc::new(NoRevocation))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| VerifierError::Build(e.to_string()))?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
+            creds.certified.clone(),
+        )));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(config)
+}
+
+/// The client config for talking to the controller: verifies the controller's identity
+/// against `bundle`, presents `creds` if the workload has an SVID yet. HTTP/2.
+pub fn control_client_config(
+    bundle: &TrustBundle,
+    creds: Option<&Credentials>,
+    controller: SpiffeId,
+    provider: Arc<CryptoProvider>,
+) -> Result<ClientConfig, VerifierError> {
+    let verifier =
+        SpiffeServerVerifier::new(bundle, [controller], &provider, Arc::new(NoRevocation))?;
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| VerifierError::Build(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
+    let mut config = match creds {
+        Some(c) => builder.with_client_cert_resolver(Arc::new(
+            rustls::sign::SingleCertAndKey::from(c.certified.clone()),
+        )),
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
     config.resumption = rustls::client::Resumption::disabled();
     Ok(config)
 }

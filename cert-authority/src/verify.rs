@@ -84,12 +84,14 @@ pub enum VerifierError {
     NoExpectedIdentities,
 }
 
-/// Requires and verifies client SVIDs from one trust bundle.
+/// Verifies client SVIDs from one trust bundle; requires them unless built with
+/// [`SpiffeClientVerifier::optional`].
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     trust_domain: TrustDomain,
     revocation: Arc<dyn Revocation>,
+    mandatory: bool,
 }
 
 /// Verifies that a server presents one of an expected set of SPIFFE IDs.
@@ -143,6 +145,21 @@ impl SpiffeClientVerifier {
             inner,
             trust_domain: bundle.trust_domain().clone(),
             revocation,
+            mandatory: true,
+        })
+    }
+
+    /// Like [`Self::new`], but a client may also connect *without* a certificate (the
+    /// controller's API, where a proxy's first call comes before it has an SVID). A
+    /// certificate that is presented is verified exactly as strictly.
+    pub fn optional(
+        bundle: &TrustBundle,
+        provider: Arc<CryptoProvider>,
+        revocation: Arc<dyn Revocation>,
+    ) -> Result<Self, VerifierError> {
+        Ok(Self {
+            mandatory: false,
+            ..Self::new(bundle, provider, revocation)?
         })
     }
 }
@@ -153,7 +170,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        self.mandatory
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {

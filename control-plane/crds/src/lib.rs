@@ -55,3 +55,61 @@ pub fn validate<K: kube::CustomResourceExt + serde::Serialize>(
             .collect()
     })
 }
+
+/// Fields in `doc` that the CRD's schema does not define (what the apiserver would prune
+/// silently). Local mode refuses them, so a typo such as `validUnti` is an error rather than
+/// a policy that never expires. Paths look like `spec.target.segmnt`; `metadata` is not
+/// checked (its schema is Kubernetes' own).
+pub fn unknown_fields<K: kube::CustomResourceExt>(doc: &serde_json::Value) -> Vec<String> {
+    let crd = K::crd();
+    let schema = crd
+        .spec
+        .versions
+        .first()
+        .and_then(|v| v.schema.as_ref())
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    if let (Some(props), Some(obj)) = (schema.get("properties"), doc.as_object()) {
+        for (k, v) in obj {
+            match k.as_str() {
+                "apiVersion" | "kind" | "metadata" => {}
+                _ => match props.get(k) {
+                    Some(s) => walk(s, v, k, &mut out),
+                    None => out.push(k.clone()),
+                },
+            }
+        }
+    }
+    out
+}
+
+fn walk(schema: &serde_json::Value, value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true)) {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(obj) => {
+            let props = schema.get("properties");
+            let additional = schema.get("additionalProperties");
+            for (k, v) in obj {
+                let p = format!("{path}.{k}");
+                match (props.and_then(|p| p.get(k)), additional) {
+                    (Some(s), _) => walk(s, v, &p, out),
+                    (None, Some(a)) if a.is_object() => walk(a, v, &p, out),
+                    (None, Some(serde_json::Value::Bool(true))) => {}
+                    _ => out.push(p),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, v) in items.iter().enumerate() {
+                    walk(s, v, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}

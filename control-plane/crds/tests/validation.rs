@@ -173,3 +173,39 @@ fn committed_crds_are_up_to_date() {
         );
     }
 }
+
+#[test]
+fn unknown_fields_are_found_where_the_apiserver_would_prune_them() {
+    let doc: serde_json::Value = serde_saphyr::from_str(
+        r#"
+apiVersion: policy.vigil.dev/v1alpha1
+kind: AccessPolicy
+metadata: {name: p, namespace: shop, labels: {anything: goes}}
+spec:
+  target: {segmnt: orders}
+  action: Allow
+  from: [{segment: web, namspace: x}]
+  rules: [{paths: [{prefix: /a}], headers: [{name: x, exact: y, regexx: z}]}]
+  validUnti: "2026-01-01T00:00:00Z"
+extra: 1
+"#,
+    )
+    .unwrap();
+    let mut unknown = vigil_crds::unknown_fields::<AccessPolicy>(&doc);
+    unknown.sort();
+    assert_eq!(
+        unknown,
+        [
+            "extra",
+            "spec.from[0].namspace",
+            "spec.rules[0].headers[0].regexx",
+            "spec.target.segmnt",
+            "spec.validUnti"
+        ]
+    );
+    let ok: serde_json::Value = serde_saphyr::from_str(
+        "apiVersion: policy.vigil.dev/v1alpha1\nkind: Segment\nmetadata: {name: s}\nspec: {podSelector: {matchLabels: {app: web}, matchExpressions: [{key: a, operator: In, values: [b]}]}}\n",
+    )
+    .unwrap();
+    assert!(vigil_crds::unknown_fields::<Segment>(&ok).is_empty());
+}

@@ -1,0 +1,182 @@
+//! Wiring: CA, index, local source and its watcher, the gRPC and admin servers, and the
+//! background tasks (JIT recompiles, CA maintenance).
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use notify::{RecursiveMode, Watcher};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_util::sync::CancellationToken;
+use vigil_cert_authority::{SpiffeId, ttl::TtlPolicy};
+use vigil_index::{Index, Settings};
+use vigil_policy::model::DefaultPolicy;
+
+use crate::{
+    admin, ca,
+    config::{ControllerArgs, DefaultPolicyArg, EgressArg},
+    grpc,
+    local::LocalSource,
+    metrics::Metrics,
+    state::{State, unix_now},
+};
+
+/// A running controller.
+pub struct Controller {
+    /// Bound gRPC address.
+    pub grpc: SocketAddr,
+    /// Bound admin address.
+    pub admin: SocketAddr,
+    /// Shared state (index, CA, metrics).
+    pub state: Arc<State>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _watcher: notify::RecommendedWatcher,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("grpc", &self.grpc)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Loads everything and starts serving.
+    pub async fn start(args: ControllerArgs) -> anyhow::Result<Self> {
+        let ttl_policy = if args.allow_short_ttl {
+            TtlPolicy::default().allow_short()
+        } else {
+            TtlPolicy::default()
+        };
+        ttl_policy
+            .resolve(Some(args.svid_ttl))
+            .with_context(|| "--svid-ttl".to_string())?;
+        let ca = ca::open_or_init(&args.state_dir, &args.trust_domain, ttl_policy)?;
+        let identity = match args.identity {
+            Some(id) => id,
+            None => SpiffeId::workload(&args.trust_domain, "vigil-system", "vigil-controller")?,
+        };
+        let creds = ca::controller_credentials(&ca, &identity)
+            .context("issuing the controller's certificate")?;
+        let settings = Settings {
+            trust_domain: args.trust_domain.clone(),
+            default_policy: match args.default_policy {
+                DefaultPolicyArg::Deny => DefaultPolicy::Deny,
+                DefaultPolicyArg::Audit => DefaultPolicy::Audit,
+                DefaultPolicyArg::AllowAuthenticated => DefaultPolicy::AllowAuthenticated,
+            },
+            egress_passthrough: args.egress == EgressArg::Passthrough,
+        };
+        let mut source = LocalSource::new(&args.local);
+        let (resources, errors) = source.load();
+        for e in &errors {
+            tracing::error!(error = %e, "policy file rejected");
+        }
+        let mut index = Index::new(settings);
+        index.replace(resources, unix_now());
+        let metrics = Metrics::new();
+        metrics
+            .source_errors
+            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        let state = Arc::new(State {
+            index: Mutex::new(index),
+            bundle: watch::Sender::new(ca.bundle()),
+            ca: Mutex::new(ca),
+            creds: watch::Sender::new(Arc::new(creds)),
+            identity,
+            metrics,
+            svid_ttl: Some(args.svid_ttl),
+            connected: Mutex::default(),
+            cert_expiry: Mutex::default(),
+            source_errors: Mutex::new(errors),
+        });
+        state.publish_generation();
+
+        let grpc_l = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding the gRPC listener on {}", args.listen))?;
+        let admin_l = TcpListener::bind(args.admin)
+            .await
+            .with_context(|| format!("binding the admin listener on {}", args.admin))?;
+        let (grpc_addr, admin_addr) = (grpc_l.local_addr()?, admin_l.local_addr()?);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
+
+        // The local directory, reloaded on change.
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if ev.is_ok() {
+                let _ = reload_tx.send(());
+            }
+        })?;
+        watcher
+            .watch(&args.local, RecursiveMode::NonRecursive)
+            .with_context(|| format!("watching {}", args.local.display()))?;
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            while reload_rx.recv().await.is_some() {
+                // Debounce: editors write in several steps.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while reload_rx.try_recv().is_ok() {}
+                let (resources, errors) = source.load();
+                st.metrics
+                    .source_errors
+                    .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+                *st.source_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+                st.index().replace(resources, unix_now());
+                st.publish_generation();
+                tracing::info!(
+                    generation = st.index().generation(),
+                    "local policy directory reloaded"
+                );
+            }
+        }));
+
+        // JIT windows: recompile when one opens or closes, without any other event.
+        let st = state.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if st.index().tick(unix_now()) {
+                    st.publish_generation();
+                    tracing::info!("a policy validity window opened or closed; recompiled");
+                }
+            }
+        }));
+        tasks.push(tokio::spawn(ca::run_maintenance(state.clone())));
+        tasks.push(tokio::spawn(admin::serve(admin_l, state.clone())));
+        let st = state.clone();
+        let sd = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = grpc::serve(grpc_l, st, sd).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        }));
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, dir = %args.local.display(), "vigil-controller started");
+        Ok(Self {
+            grpc: grpc_addr,
+            admin: admin_addr,
+            state,
+            shutdown,
+            tasks,
+            _watcher: watcher,
+        })
+    }
+
+    /// Stops serving (open policy streams end; proxies keep their last policy).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
