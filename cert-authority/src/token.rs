@@ -39,6 +39,16 @@ pub struct TokenClaims {
     pub jti: String,
 }
 
+impl TokenClaims {
+    /// Reads a token's claims **without verifying it** — for the holder to learn which
+    /// identity its token is for. Never use this to make an authorization decision.
+    pub fn peek_unverified(token: &str) -> Option<Self> {
+        let (signed, _) = token.trim().rsplit_once('.')?;
+        let body = signed.strip_prefix(PREFIX)?;
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+    }
+}
+
 /// Why a token is refused. Each case is distinct so operators can tell them apart.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -241,6 +251,19 @@ mod tests {
         let tag = hmac::sign(&key.0, signed.as_bytes());
         let t = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()));
         assert_eq!(key.verify(&t, &web, now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn holders_can_read_their_identity() {
+        let key = TokenKey::from_bytes(&[7; KEY_LEN]);
+        let web = id("spiffe://td/ns/shop/sa/web");
+        let t = key.mint(
+            &web,
+            Duration::from_secs(60),
+            UNIX_EPOCH + Duration::from_secs(5),
+        );
+        assert_eq!(TokenClaims::peek_unverified(&t).unwrap().sub, web);
+        assert_eq!(TokenClaims::peek_unverified("garbage"), None);
     }
 
     #[test]

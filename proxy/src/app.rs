@@ -10,12 +10,13 @@ use std::{net::SocketAddr, sync::Arc};
 use anyhow::Context;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use vigil_cert_authority::creds::CredentialStore;
+use vigil_cert_authority::{SpiffeId, TrustBundle, creds::CredentialStore, token::TokenClaims};
 
 use crate::{
     access_log::AccessLog,
     admin::{self, Admin},
     config::{AccessLogTarget, Config},
+    control::{self, Control},
     files,
     forward::AppClient,
     http_util::RequestIds,
@@ -97,12 +98,16 @@ impl Proxy {
             }),
             _ => None,
         };
-        let identity = match (&cfg.identity, &files) {
-            (Some(id), _) => id.clone(),
-            (None, Some(f)) => f
-                .identity()
-                .context("reading the workload identity from --svid")?,
-            (None, None) => anyhow::bail!("no identity: pass --identity or --svid"),
+        let identity = match (&cfg.identity, &files, &cfg.controller) {
+            (Some(id), _, _) => id.clone(),
+            (None, Some(f), _) => f.identity().context("reading the workload identity from --svid")?,
+            (None, None, Some(c)) => c
+                .bootstrap_token
+                .as_deref()
+                .and_then(TokenClaims::peek_unverified)
+                .map(|claims| claims.sub)
+                .context("the bootstrap token is malformed; pass --identity or a token from `vigil ca token`")?,
+            (None, None, None) => anyhow::bail!("no identity: pass --identity or --svid"),
         };
         let creds = Arc::new(CredentialStore::new(identity));
         if let Some(f) = files {
@@ -127,6 +132,37 @@ impl Proxy {
                 })
                 .context("watching credential files")?,
             );
+        }
+
+        // Controller mode: certificates and policy come from the controller.
+        if let Some(c) = &cfg.controller {
+            let bundle_path = cfg
+                .bundle
+                .as_ref()
+                .context("controller mode needs --bundle")?;
+            let pem = std::fs::read_to_string(bundle_path)
+                .with_context(|| format!("reading {}", bundle_path.display()))?;
+            let bundle = TrustBundle::from_pem(creds.id().trust_domain(), &pem)
+                .with_context(|| format!("{} is not a trust bundle", bundle_path.display()))?;
+            let controller_id = match &c.identity {
+                Some(id) => id.clone(),
+                None => SpiffeId::workload(
+                    &creds.id().trust_domain(),
+                    "vigil-system",
+                    "vigil-controller",
+                )?,
+            };
+            let ctl = Arc::new(Control::new(
+                c.address.clone(),
+                controller_id,
+                c.workload.clone(),
+                c.bootstrap_token.clone(),
+                bundle,
+                creds.clone(),
+                policy_store.clone(),
+            ));
+            tokio::spawn(control::run_identity(ctl.clone(), background.clone()));
+            tokio::spawn(control::run_policy(ctl, background.clone()));
         }
 
         // TLS configs follow credentials; verifiers follow policy (revocations).

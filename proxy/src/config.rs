@@ -47,6 +47,29 @@ pub struct RunArgs {
     #[arg(long, env = "VIGIL_PROXY_POLICY")]
     pub policy: Option<PathBuf>,
 
+    /// Controller mode: get certificates and policy from the controller at this address
+    /// (host:port) instead of files. Needs --workload, --bundle and a bootstrap token.
+    #[arg(long, env = "VIGIL_PROXY_CONTROLLER", conflicts_with_all = ["svid", "key", "policy"])]
+    pub controller: Option<String>,
+    /// The controller's SPIFFE ID (verified on every connection). Default:
+    /// spiffe://<trust-domain>/ns/vigil-system/sa/vigil-controller.
+    #[arg(long, env = "VIGIL_PROXY_CONTROLLER_IDENTITY", value_parser = parse_id)]
+    pub controller_identity: Option<SpiffeId>,
+    /// This workload, `namespace/name` (controller mode).
+    #[arg(long, env = "VIGIL_PROXY_WORKLOAD")]
+    pub workload: Option<String>,
+    /// Bootstrap token (`vigil ca token`) proving this workload's identity for its first
+    /// certificate (controller mode, local). Prefer --bootstrap-token-file.
+    #[arg(long, env = "VIGIL_PROXY_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    pub bootstrap_token: Option<String>,
+    /// File holding the bootstrap token.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_BOOTSTRAP_TOKEN_FILE",
+        conflicts_with = "bootstrap_token"
+    )]
+    pub bootstrap_token_file: Option<PathBuf>,
+
     /// Forward inbound traffic to this address (non-transparent use). Without it, inbound
     /// traffic goes to 127.0.0.1:<original destination port>.
     #[arg(long, env = "VIGIL_PROXY_APP")]
@@ -224,6 +247,8 @@ pub struct Config {
     pub bundle: Option<PathBuf>,
     /// Expected identity.
     pub identity: Option<SpiffeId>,
+    /// Controller mode settings (None in file mode).
+    pub controller: Option<ControlConfig>,
     /// Policy file.
     pub policy: Option<PathBuf>,
     /// Inbound forwarding target.
@@ -266,6 +291,24 @@ pub struct Config {
     pub threads: usize,
 }
 
+/// Controller mode.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControlConfig {
+    /// Controller address, host:port.
+    pub address: String,
+    /// The controller's SPIFFE ID (None: derived from this workload's trust domain).
+    pub identity: Option<SpiffeId>,
+    /// This workload, namespace/name.
+    pub workload: String,
+    /// The bootstrap token (never shown).
+    #[serde(serialize_with = "redacted")]
+    pub bootstrap_token: Option<String>,
+}
+
+fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if v.is_some() { "<redacted>" } else { "<none>" })
+}
+
 /// Configuration errors, all reported together.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -275,11 +318,61 @@ impl RunArgs {
     /// Validates the flags; every problem is reported at once.
     pub fn validate(self) -> Result<Config, ConfigError> {
         let mut errors = Vec::new();
-        if self.svid.is_none() {
-            errors.push("no credentials: pass --svid, --key and --bundle (file mode)".into());
-        }
-        if self.policy.is_none() {
-            errors.push("no policy: pass --policy FILE".into());
+        let mut controller = None;
+        match &self.controller {
+            None => {
+                if self.svid.is_none() {
+                    errors.push("no credentials: pass --svid, --key and --bundle (file mode), or --controller".into());
+                }
+                if self.policy.is_none() {
+                    errors
+                        .push("no policy: pass --policy FILE (file mode), or --controller".into());
+                }
+            }
+            Some(address) => {
+                if self.bundle.is_none() {
+                    errors.push(
+                        "controller mode needs --bundle (the roots that verify the controller)"
+                            .into(),
+                    );
+                }
+                let workload = match &self.workload {
+                    Some(w)
+                        if w.split_once('/')
+                            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) =>
+                    {
+                        w.clone()
+                    }
+                    Some(w) => {
+                        errors.push(format!("--workload {w:?} must be namespace/name"));
+                        String::new()
+                    }
+                    None => {
+                        errors.push("controller mode needs --workload namespace/name".into());
+                        String::new()
+                    }
+                };
+                let token = match (&self.bootstrap_token, &self.bootstrap_token_file) {
+                    (Some(t), _) => Some(t.trim().to_string()),
+                    (None, Some(f)) => match std::fs::read_to_string(f) {
+                        Ok(t) => Some(t.trim().to_string()),
+                        Err(e) => {
+                            errors.push(format!("--bootstrap-token-file {}: {e}", f.display()));
+                            None
+                        }
+                    },
+                    (None, None) => None,
+                };
+                if token.is_none() && self.identity.is_none() {
+                    errors.push("controller mode needs a bootstrap token (--bootstrap-token[-file]) or --identity".into());
+                }
+                controller = Some(ControlConfig {
+                    address: address.clone(),
+                    identity: self.controller_identity.clone(),
+                    workload,
+                    bootstrap_token: token,
+                });
+            }
         }
         if self.threads == 0 {
             errors.push("--threads must be at least 1".into());
@@ -310,6 +403,7 @@ impl RunArgs {
             key: self.key,
             bundle: self.bundle,
             identity: self.identity,
+            controller,
             policy: self.policy,
             app: self.app,
             outbound_routes: self.outbound_routes,

@@ -14,6 +14,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod detect;
 pub mod files;
 pub mod forward;

@@ -95,6 +95,7 @@ impl Controller {
             connected: Mutex::default(),
             cert_expiry: Mutex::default(),
             source_errors: Mutex::new(errors),
+            shutdown: CancellationToken::new(),
         });
         state.publish_generation();
 
@@ -105,7 +106,7 @@ impl Controller {
             .await
             .with_context(|| format!("binding the admin listener on {}", args.admin))?;
         let (grpc_addr, admin_addr) = (grpc_l.local_addr()?, admin_l.local_addr()?);
-        let shutdown = CancellationToken::new();
+        let shutdown = state.shutdown.clone();
         let mut tasks = Vec::new();
 
         // The local directory, reloaded on change.

@@ -71,6 +71,7 @@ impl pb::policy_server::Policy for PolicyService {
         // only the latest value, so it receives the newest snapshot, never a backlog.
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let guard = self.state.connect(key.clone());
+        let shutdown = self.state.shutdown.clone();
         tracing::info!(workload = %key, "policy stream opened");
         tokio::spawn(async move {
             let _guard = guard;
@@ -91,6 +92,7 @@ impl pb::policy_server::Policy for PolicyService {
                     r = policy_rx.changed() => if r.is_err() { break },
                     r = bundle_rx.changed() => if r.is_err() { break },
                     _ = tx.closed() => break,
+                    _ = shutdown.cancelled() => break,
                 }
             }
             tracing::info!(workload = %key, "policy stream closed");

@@ -1,0 +1,299 @@
+//! A controller and real proxies in one process on loopback.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr
+)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use clap::Parser;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::net::{TcpListener, TcpStream};
+use tonic::transport::{Channel, Endpoint};
+use vigil_cert_authority::{SpiffeId, creds::Credentials, tls};
+use vigil_controller::{Controller, ControllerArgs};
+use vigil_proxy::{Proxy, access_log::AccessLog};
+
+pub const TD: &str = "cluster.local";
+
+pub fn id(sa: &str) -> SpiffeId {
+    SpiffeId::parse(&format!("spiffe://{TD}/ns/shop/sa/{sa}")).unwrap()
+}
+
+#[derive(Parser)]
+struct CtlCli {
+    #[command(flatten)]
+    args: ControllerArgs,
+}
+
+#[derive(Parser)]
+struct ProxyCli {
+    #[command(flatten)]
+    args: vigil_proxy::config::RunArgs,
+}
+
+/// A controller with its state and policy directories.
+pub struct Plane {
+    pub dir: tempfile::TempDir,
+    pub ctl: Option<Controller>,
+    pub grpc: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Plane {
+    pub fn policy_dir(&self) -> PathBuf {
+        self.dir.path().join("policy")
+    }
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub async fn start() -> Self {
+        if std::env::var_os("VIGIL_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info")
+                .with_test_writer()
+                .try_init();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("policy")).unwrap();
+        let mut plane = Self {
+            dir,
+            ctl: None,
+            grpc: "127.0.0.1:0".parse().unwrap(),
+            admin: "127.0.0.1:0".parse().unwrap(),
+        };
+        plane.restart().await;
+        plane
+    }
+
+    /// (Re)starts the controller on the same state dir and (after the first start) the
+    /// same ports.
+    pub async fn restart(&mut self) {
+        let args = CtlCli::parse_from([
+            "vigil-controller".to_string(),
+            "--local".into(),
+            self.policy_dir().display().to_string(),
+            "--state-dir".into(),
+            self.state_dir().display().to_string(),
+            "--listen".into(),
+            self.grpc.to_string(),
+            "--admin".into(),
+            self.admin.to_string(),
+            "--svid-ttl".into(),
+            "1m".into(),
+            "--allow-short-ttl".into(),
+        ])
+        .args;
+        let mut last = None;
+        for _ in 0..50 {
+            match Controller::start(args.clone()).await {
+                Ok(c) => {
+                    self.grpc = c.grpc;
+                    self.admin = c.admin;
+                    self.ctl = Some(c);
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("controller did not start: {:?}", last);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(c) = self.ctl.take() {
+            c.stop().await;
+        }
+    }
+
+    pub fn ctl(&self) -> &Controller {
+        self.ctl.as_ref().unwrap()
+    }
+
+    /// A bootstrap token for `sa` in namespace shop.
+    pub fn token(&self, sa: &str) -> String {
+        self.ctl()
+            .state
+            .ca()
+            .token_key()
+            .mint(&id(sa), Duration::from_secs(600), SystemTime::now())
+    }
+
+    /// Writes the trust bundle for proxies; returns its path.
+    pub fn bundle_file(&self) -> PathBuf {
+        let p = self.dir.path().join("bundle.pem");
+        std::fs::write(&p, self.ctl().state.ca().bundle().to_pem()).unwrap();
+        p
+    }
+
+    /// Writes a policy file atomically (the controller watches the directory).
+    pub fn write(&self, name: &str, yaml: &str) {
+        vigil_cert_authority::state::write_private_file(
+            &self.policy_dir().join(name),
+            yaml.as_bytes(),
+        )
+        .unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        let _ = std::fs::remove_file(self.policy_dir().join(name));
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        let (_, body) = http_get(self.admin, "/status").await.unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Starts a proxy for `shop/<name>` (service account `name`) in controller mode.
+    pub async fn proxy(&self, name: &str, extra: &[String]) -> Proxy {
+        let mut args = vec![
+            "vigil-proxy".to_string(),
+            "--inbound".into(),
+            "127.0.0.1:0".into(),
+            "--outbound".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--detect-timeout".into(),
+            "200ms".into(),
+            "--controller".into(),
+            self.grpc.to_string(),
+            "--workload".into(),
+            format!("shop/{name}"),
+            "--bundle".into(),
+            self.bundle_file().display().to_string(),
+            "--bootstrap-token".into(),
+            self.token(name),
+        ];
+        args.extend(extra.iter().cloned());
+        let cfg = ProxyCli::parse_from(args).args.validate().unwrap();
+        Proxy::start_with_log(cfg, AccessLog::off()).await.unwrap()
+    }
+}
+
+/// Workload + segment documents for shop/<name> (labels app=<name>) at `addr`.
+pub fn workload(name: &str, addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: local.vigil.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}\nspec: {{serviceAccount: {name}, addresses: ['{addr}']}}\n---\napiVersion: policy.vigil.dev/v1alpha1\nkind: Segment\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{podSelector: {{matchLabels: {{app: {name}}}}}}}\n"
+    )
+}
+
+pub fn allow(name: &str, target: &str, from: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: policy.vigil.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  target: {{segment: {target}}}\n  action: Allow\n  from: [{{segment: {from}}}]\n{extra}"
+    )
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(http::StatusCode, String)> {
+    use http_body_util::BodyExt;
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", "x")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A trivial HTTP app answering 200 "hello from <name>".
+pub async fn app(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |_req: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(format!(
+                                "hello from {name}"
+                            ))),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Polls `f` until true (panics after `secs`).
+pub async fn eventually(secs: u64, what: &str, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out after {secs}s waiting for: {what}");
+}
+
+/// A gRPC channel to the controller, presenting `creds` if given.
+pub async fn channel(plane: &Plane, creds: Option<&Credentials>) -> Channel {
+    let bundle = plane.ctl().state.ca().bundle();
+    let controller = SpiffeId::parse(&format!(
+        "spiffe://{TD}/ns/vigil-system/sa/vigil-controller"
+    ))
+    .unwrap();
+    let config =
+        Arc::new(tls::control_client_config(&bundle, creds, controller, tls::provider()).unwrap());
+    let addr = plane.grpc;
+    Endpoint::from_static("http://vigil-controller")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let config = config.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let name = ServerName::try_from("x.invalid").unwrap();
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+/// Credentials for `sa` issued directly by the plane's CA (a would-be impostor's).
+pub fn creds_for(plane: &Plane, sa: &str) -> Credentials {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap();
+    let ca = plane.ctl().state.ca();
+    let svid = ca.issue(csr.der(), &id(sa), None).unwrap();
+    let key = vigil_cert_authority::pemfile::decode_private_key(&key.serialize_pem()).unwrap();
+    Credentials::new(
+        svid.cert_chain(),
+        key,
+        ca.bundle(),
+        &id(sa),
+        &tls::provider(),
+        SystemTime::now(),
+    )
+    .unwrap()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,136 @@
+//! Controller mode: certificates from `Identity.Certify`, policy from `Policy.Watch`,
+//! published into the same stores file mode uses.
+//!
+//! - identity ([`identity`]): a fresh P-256 key and CSR per certificate, kept in memory
+//!   only; the first certificate is proven with the bootstrap token, renewals with the
+//!   current SVID over mTLS; renewal at 50 % ± 10 % of the lifetime; failures back off
+//!   (capped, jittered) while the current certificate stays in use.
+//! - policy ([`policy`]): one stream per connection; every snapshot is applied (an invalid
+//!   one becomes deny-all) and acknowledged; when the controller is unreachable the last
+//!   policy stays in force (fail static) and the stream is re-opened with backoff.
+//!
+//! Every connection to the controller verifies its SPIFFE ID against the trust bundle.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpStream;
+use tonic::transport::{Channel, Endpoint};
+use vigil_cert_authority::{SpiffeId, TrustBundle, creds::CredentialStore, tls};
+
+use crate::policy_store::PolicyStore;
+
+mod identity;
+mod policy;
+
+pub use identity::run_identity;
+pub use policy::run_policy;
+
+/// What both loops share.
+pub struct Control {
+    /// Controller address, host:port.
+    pub address: String,
+    /// The controller's SPIFFE ID.
+    pub controller_id: SpiffeId,
+    /// This workload, namespace/name.
+    pub workload: String,
+    /// Bootstrap token, if any.
+    pub token: Option<String>,
+    /// Where certificates go.
+    pub creds: Arc<CredentialStore>,
+    /// Where policy goes.
+    pub policy: Arc<PolicyStore>,
+    /// The latest trust bundle (initially from `--bundle`).
+    bundle: Mutex<TrustBundle>,
+    /// The current SVID chain and key, to republish with a new bundle.
+    svid: Mutex<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("address", &self.address)
+            .field("workload", &self.workload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long connecting to the controller may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Control {
+    /// Shared state for the two loops.
+    pub fn new(
+        address: String,
+        controller_id: SpiffeId,
+        workload: String,
+        token: Option<String>,
+        bundle: TrustBundle,
+        creds: Arc<CredentialStore>,
+        policy: Arc<PolicyStore>,
+    ) -> Self {
+        Self {
+            address,
+            controller_id,
+            workload,
+            token,
+            creds,
+            policy,
+            bundle: Mutex::new(bundle),
+            svid: Mutex::new(None),
+        }
+    }
+
+    fn bundle(&self) -> TrustBundle {
+        self.bundle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A channel to the controller, presenting the current SVID if there is one and
+    /// `with_svid` is set.
+    async fn channel(&self, with_svid: bool) -> anyhow::Result<Channel> {
+        let current = if with_svid {
+            self.creds.current()
+        } else {
+            None
+        };
+        let config = Arc::new(tls::control_client_config(
+            &self.bundle(),
+            current.as_deref(),
+            self.controller_id.clone(),
+            tls::provider(),
+        )?);
+        let address = self.address.clone();
+        let channel = Endpoint::from_static("http://vigil-controller")
+            .connect_timeout(CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_with_connector(tower::service_fn(move |_| {
+                let (address, config) = (address.clone(), config.clone());
+                async move {
+                    let tcp = TcpStream::connect(&address).await?;
+                    let _ = tcp.set_nodelay(true);
+                    let name = ServerName::try_from("vigil-controller.invalid")
+                        .map_err(std::io::Error::other)?;
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            }))
+            .await?;
+        Ok(channel)
+    }
+}
+
+/// A uniformly random jitter in -1.0..=1.0 for the rotation functions.
+fn jitter() -> f64 {
+    let b = vigil_cert_authority::keys::random_bytes::<4>(false);
+    f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX) * 2.0 - 1.0
+}

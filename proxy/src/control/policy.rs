@@ -1,0 +1,144 @@
+//! The policy loop: watch, apply (fail closed on invalid), acknowledge, reconnect.
+
+use std::{sync::Arc, time::SystemTime};
+
+use tokio_util::sync::CancellationToken;
+use vigil_api::{
+    convert::bundle_from_wire,
+    pb::{self, policy_client::PolicyClient},
+};
+use vigil_cert_authority::{rotation::Backoff, tls};
+use vigil_policy::ProxyPolicy;
+
+use super::{Control, jitter};
+
+/// Keeps the policy store in step with the controller until `stop` is cancelled. While the
+/// controller is unreachable the last policy stays in force (fail static).
+pub async fn run_policy(ctl: Arc<Control>, stop: CancellationToken) {
+    let backoff = Backoff::default();
+    let mut attempt = 0u32;
+    let mut creds_rx = ctl.creds.subscribe();
+    loop {
+        // Policy streams need an SVID (the controller checks who is asking).
+        while ctl.creds.current().is_none() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = creds_rx.changed() => if r.is_err() { return },
+            }
+        }
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => return,
+            o = watch_once(&ctl) => o,
+        };
+        match outcome {
+            Ok(n) if n > 0 => attempt = 0,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "policy stream failed; keeping the current policy")
+            }
+        }
+        let delay = backoff.delay(attempt, jitter());
+        attempt = attempt.saturating_add(1);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One stream; returns how many snapshots it applied.
+async fn watch_once(ctl: &Control) -> anyhow::Result<u64> {
+    let channel = ctl.channel(true).await?;
+    let mut client = PolicyClient::new(channel);
+    let mut stream = client
+        .watch(pb::WatchRequest {
+            workload: ctl.workload.clone(),
+        })
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "controller refused the policy stream: {} ({:?})",
+                s.message(),
+                s.code()
+            )
+        })?
+        .into_inner();
+    let mut applied = 0;
+    while let Some(snapshot) = stream.message().await? {
+        let generation = snapshot.generation;
+        let (valid, error) = apply(ctl, snapshot);
+        applied += 1;
+        let cert_not_after = ctl
+            .creds
+            .current()
+            .and_then(|c| c.info.not_after.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        client
+            .ack(pb::AckRequest {
+                workload: ctl.workload.clone(),
+                generation,
+                valid,
+                error,
+                cert_not_after_unix: cert_not_after,
+            })
+            .await?;
+    }
+    Ok(applied)
+}
+
+/// Applies a snapshot; returns (valid, error) for the ack.
+fn apply(ctl: &Control, snapshot: pb::Snapshot) -> (bool, String) {
+    if let Some(b) = snapshot.bundle {
+        match bundle_from_wire(b) {
+            Ok(bundle) if bundle != ctl.bundle() => {
+                // New roots (a root rotation): republish the current SVID with them so new
+                // handshakes verify peers against the new set.
+                let svid = ctl
+                    .svid
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .map(|(chain, key)| (chain.clone(), key.clone_key()));
+                if let Some((chain, key)) = svid {
+                    match ctl.creds.publish(
+                        chain,
+                        key,
+                        bundle.clone(),
+                        &tls::provider(),
+                        SystemTime::now(),
+                    ) {
+                        Ok(_) => {
+                            tracing::info!(sequence = bundle.sequence(), "trust bundle updated")
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "new trust bundle does not verify our certificate; keeping the old one until renewal")
+                        }
+                    }
+                }
+                *ctl.bundle.lock().unwrap_or_else(|p| p.into_inner()) = bundle;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "invalid trust bundle in snapshot; ignored"),
+        }
+    }
+    let generation = snapshot.generation;
+    match snapshot.policy.map(ProxyPolicy::try_from) {
+        Some(Ok(model)) => match ctl.policy.apply(model) {
+            Ok(p) => {
+                tracing::info!(generation = p.generation(), "policy applied");
+                (true, String::new())
+            }
+            Err(e) => (false, e.to_string()),
+        },
+        Some(Err(e)) => {
+            ctl.policy
+                .apply_unparseable(format!("generation {generation}: {e}"));
+            (false, e.to_string())
+        }
+        None => {
+            ctl.policy
+                .apply_unparseable(format!("generation {generation}: snapshot without policy"));
+            (false, "snapshot without policy".into())
+        }
+    }
+}
