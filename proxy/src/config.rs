@@ -200,7 +200,8 @@ impl FromStr for ProbeRoute {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (port, path) = s.split_once(':').ok_or("expected PORT:PATH")?;
         let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
-        let normalized = crate::path::normalize(path).map_err(|e| format!("path {path:?}: {e}"))?;
+        let normalized =
+            vigil_policy::path::normalize(path).map_err(|e| format!("path {path:?}: {e}"))?;
         if normalized != path {
             return Err(format!(
                 "probe path {path:?} must be normalised (e.g. {normalized:?})"

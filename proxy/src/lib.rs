@@ -3,7 +3,7 @@
 //! Owns everything between the workload and the network: interception ([`init`]), the
 //! [`inbound`] and [`outbound`] listeners, mTLS with SPIFFE identities ([`tls_state`]),
 //! protocol [`detect`]ion, per-request authorization with the one policy evaluator
-//! (`vigil-policy`), strict HTTP/1 framing ([`strict_h1`]) and [`path`] normalisation,
+//! (`vigil-policy`, which also owns path normalisation), strict HTTP/1 framing ([`strict_h1`]),
 //! forwarding, hot reload of credentials and policy ([`identity`], [`policy_store`],
 //! [`files`]), the [`admin`] server, [`metrics`] and the [`access_log`].
 //!
@@ -25,7 +25,6 @@ pub mod init;
 pub mod io;
 pub mod metrics;
 pub mod outbound;
-pub mod path;
 pub mod policy_store;
 pub mod ratelimit;
 mod serve;

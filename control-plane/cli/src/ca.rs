@@ -52,7 +52,7 @@ pub(crate) struct InitArgs {
     #[command(flatten)]
     state: StateDirArg,
     /// Trust domain of every identity this CA issues.
-    #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = parse_trust_domain)]
+    #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
     trust_domain: TrustDomain,
     #[command(flatten)]
     root: RootArgs,
@@ -266,10 +266,6 @@ fn write(path: &Path, contents: &[u8]) -> Result<()> {
 
 fn parse_spiffe_id(s: &str) -> Result<SpiffeId, String> {
     SpiffeId::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
-    TrustDomain::new(s).map_err(|e| e.to_string())
 }
 
 fn parse_key_algorithm(s: &str) -> Result<KeyAlgorithm, String> {

@@ -5,7 +5,9 @@
 //! - [`Policy::compile`]: validation and indexing (fail closed: an invalid document is an
 //!   error, and callers use [`Policy::deny_all`]);
 //! - [`Policy::evaluate`]: allow or deny for a request or connection, with the rule that
-//!   decided — used by the proxy, `vigil explain` and `vigil policy test` alike.
+//!   decided — used by the proxy, `vigil explain` and `vigil policy test` alike;
+//! - [`path::normalize`]: the canonical form of request paths that policy is matched
+//!   against (and that the proxy forwards).
 //!
 //! It does not know about CRDs, Kubernetes or the network: the controller compiles CRDs
 //! into [`ProxyPolicy`]; the proxy supplies requests.
@@ -15,6 +17,7 @@ pub mod evaluate;
 pub mod http_match;
 mod index;
 pub mod model;
+pub mod path;
 pub mod pattern;
 
 pub use compile::{Destination, Policy, PolicyError};

@@ -15,7 +15,6 @@ use crate::{
     detect::Proto,
     forward::app_uri,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
-    path,
     ratelimit::RateLimiter,
     serve,
     shared::{Source, closed_by_policy, unix_now},
@@ -109,7 +108,7 @@ async fn authorize_and_forward(
     if req.method() == Method::CONNECT {
         return reject("connect_method", StatusCode::METHOD_NOT_ALLOWED, entry);
     }
-    let normalized = match path::normalize(req.uri().path()) {
+    let normalized = match vigil_policy::path::normalize(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, path = req.uri().path(), "refusing ambiguous path");

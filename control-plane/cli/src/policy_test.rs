@@ -1,0 +1,117 @@
+//! `vigil policy test`: policy as code — a file of expected decisions, checked against a
+//! policy directory (in users' own CI).
+
+use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Deserialize;
+use vigil_cert_authority::TrustDomain;
+
+use crate::local_policy::{Case, Loaded};
+
+/// Flags of `vigil policy test`.
+#[derive(Debug, Args)]
+pub(crate) struct PolicyTestArgs {
+    /// The cases (YAML list).
+    pub(crate) file: PathBuf,
+    /// Policy directory.
+    #[arg(long, env = "VIGIL_POLICY_DIR")]
+    pub(crate) dir: PathBuf,
+    /// Trust domain.
+    #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
+    pub(crate) trust_domain: TrustDomain,
+}
+
+/// One case.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    /// Optional label.
+    #[serde(default)]
+    name: Option<String>,
+    from: String,
+    to: String,
+    port: u16,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    source_ip: Option<std::net::IpAddr>,
+    /// RFC 3339; default now.
+    #[serde(default)]
+    at: Option<String>,
+    /// `allow`, `deny` or `audit`.
+    expect: Expect,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Expect {
+    Allow,
+    Deny,
+    Audit,
+}
+
+/// Exit code: 0 all pass, 1 any mismatch.
+pub(crate) fn run(a: PolicyTestArgs) -> Result<u8> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let cases: Vec<TestCase> = serde_saphyr::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", a.file.display(), e.without_snippet()))?;
+    let loaded = Loaded::read(
+        &a.dir,
+        &a.trust_domain,
+        vigil_policy::model::DefaultPolicy::Deny,
+    )?;
+    for e in &loaded.errors {
+        eprintln!("warning: skipped (the controller keeps its last good version): {e}");
+    }
+    let mut failed = 0;
+    for (i, c) in cases.iter().enumerate() {
+        let label = c.name.clone().unwrap_or_else(|| format!("case {}", i + 1));
+        let at = match &c.at {
+            Some(t) => {
+                humantime::parse_rfc3339_weak(t).with_context(|| format!("{label}: at {t:?}"))?
+            }
+            None => SystemTime::now(),
+        };
+        let case = Case {
+            from: c.from.clone(),
+            to: c.to.clone(),
+            port: c.port,
+            method: c.method.clone(),
+            path: c.path.clone(),
+            headers: c
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            source_ip: c.source_ip,
+            at: at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        };
+        let got = loaded.decide(&case).with_context(|| label.clone())?;
+        let got_kind = match got.decision {
+            "allow" => Expect::Allow,
+            "audit" => Expect::Audit,
+            _ => Expect::Deny,
+        };
+        if got_kind == c.expect {
+            println!("ok   {label}");
+        } else {
+            failed += 1;
+            println!(
+                "FAIL {label}: expected {:?}, got {} ({})",
+                c.expect, got.decision, got.reason
+            );
+        }
+    }
+    println!("{} passed, {failed} failed", cases.len() - failed);
+    Ok(u8::from(failed > 0))
+}
