@@ -122,28 +122,22 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
         out.verdicts.insert((Kind::Workload, key.clone()), v);
     }
 
-    let segment_members = |seg_key: &ObjectKey| -> Option<BTreeSet<ObjectKey>> {
-        let seg = res.segments.get(seg_key)?;
-        Some(
-            infos
-                .iter()
-                .filter(|(k, info)| {
-                    let ns_ok = match &seg.spec.namespace_selector {
-                        None => k.namespace == seg_key.namespace,
-                        Some(sel) => selector::matches(
-                            sel,
-                            &res.namespaces
-                                .get(&k.namespace)
-                                .map(|n| n.labels.clone())
-                                .unwrap_or_default(),
-                        ),
-                    };
-                    ns_ok && selector::matches(&seg.spec.pod_selector, &info.labels)
-                })
-                .map(|(k, _)| k.clone())
-                .collect(),
-        )
-    };
+    // Membership of every segment, computed once, through a label index so a selector
+    // with matchLabels touches only the workloads carrying those labels.
+    let pods = PodIndex::new(&infos);
+    let members: BTreeMap<ObjectKey, BTreeSet<ObjectKey>> = res
+        .segments
+        .iter()
+        .map(|(seg_key, seg)| {
+            let ns_labels = |ns: &str| res.namespaces.get(ns).map(|n| n.labels.clone()).unwrap_or_default();
+            let set = pods.select(&seg.spec.pod_selector, |k| match &seg.spec.namespace_selector {
+                None => k.namespace == seg_key.namespace,
+                Some(sel) => selector::matches(sel, &ns_labels(&k.namespace)),
+            });
+            (seg_key.clone(), set)
+        })
+        .collect();
+    let segment_members = |seg_key: &ObjectKey| -> Option<BTreeSet<ObjectKey>> { members.get(seg_key).cloned() };
     for key in res.segments.keys() {
         let members = segment_members(key).unwrap_or_default();
         out.verdicts.insert(
@@ -195,7 +189,7 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
     let mut inbound: BTreeMap<ObjectKey, Vec<Rule>> = BTreeMap::new();
     for (key, p) in &res.policies {
         let mut verdict = Verdict::default();
-        let targets = policy_targets(key, p, &infos, &segment_members, &mut verdict);
+        let targets = policy_targets(key, p, &pods, &segment_members, &mut verdict);
         let compiled = policy_rules(key, p, td, &segment_members, &infos, &mut verdict);
         match compiled {
             Ok(rules) => {
@@ -280,67 +274,151 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
         );
     }
 
-    // Outbound: the destinations whose inbound policy admits each workload.
-    let snapshot: Vec<(ObjectKey, CompiledWorkload)> = out
+    // Outbound: the destinations whose inbound policy admits each workload. Computed by
+    // inverting the allow rules (who may reach X), not by testing every pair.
+    let reachable = reachability(&out.workloads);
+    let tables: BTreeMap<ObjectKey, Vec<Destination>> = out
         .workloads
         .iter()
-        .map(|(k, c)| (k.clone(), c.clone()))
-        .collect();
-    for (key, cw) in out.workloads.iter_mut() {
-        if cw.policy.quarantined {
-            continue;
-        }
-        let mut seen = BTreeSet::new();
-        for (other_key, other) in &snapshot {
-            if other_key == key || !admits(&other.policy, &cw.identity) {
-                continue;
-            }
-            let Some(info) = infos.get(other_key) else {
-                continue;
-            };
-            let proxy = info
-                .workload
-                .spec
-                .proxy
-                .as_deref()
-                .and_then(|p| p.parse().ok());
-            for addr in &info.workload.spec.addresses {
-                let Ok(address) = addr.parse() else {
-                    if let Some(v) = out.verdicts.get_mut(&(Kind::Workload, other_key.clone())) {
-                        v.warnings
-                            .push(format!("address {addr:?} is not host:port"));
-                    }
+        .filter(|(_, cw)| !cw.policy.quarantined)
+        .map(|(key, _)| {
+            let mut seen = BTreeSet::new();
+            let mut dests = Vec::new();
+            for other_key in reachable.open.iter().chain(reachable.by_caller.get(key).into_iter().flatten()) {
+                if other_key == key {
+                    continue;
+                }
+                let (Some(info), Some(other)) = (infos.get(other_key), out.workloads.get(other_key)) else {
                     continue;
                 };
-                if seen.insert(address) {
-                    cw.policy.outbound.destinations.push(Destination {
-                        address,
-                        proxy,
-                        identities: vec![other.identity.to_string()],
-                    });
+                let proxy = info.workload.spec.proxy.as_deref().and_then(|p| p.parse().ok());
+                for addr in &info.workload.spec.addresses {
+                    if let Ok(address) = addr.parse()
+                        && seen.insert(address)
+                    {
+                        dests.push(Destination {
+                            address,
+                            proxy,
+                            identities: vec![other.identity.to_string()],
+                        });
+                    }
                 }
+            }
+            (key.clone(), dests)
+        })
+        .collect();
+    for (key, dests) in tables {
+        if let Some(cw) = out.workloads.get_mut(&key) {
+            cw.policy.outbound.destinations = dests;
+        }
+    }
+    for (key, info) in &infos {
+        for addr in &info.workload.spec.addresses {
+            if addr.parse::<std::net::SocketAddr>().is_err()
+                && let Some(v) = out.verdicts.get_mut(&(Kind::Workload, key.clone()))
+            {
+                v.warnings.push(format!("address {addr:?} is not host:port"));
             }
         }
     }
     out
 }
 
-/// Could `policy` (someone's inbound) let `caller` in at all (ignoring ports and L7)?
-fn admits(policy: &ProxyPolicy, caller: &SpiffeId) -> bool {
-    if policy.quarantined || policy.revoked.ids.iter().any(|r| r == caller.as_str()) {
-        return false;
+/// Who may reach whom: workloads open to every mesh identity, and per caller the
+/// workloads whose allow rules name it.
+struct Reachability {
+    open: BTreeSet<ObjectKey>,
+    by_caller: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+}
+
+fn reachability(workloads: &BTreeMap<ObjectKey, CompiledWorkload>) -> Reachability {
+    let mut by_identity: BTreeMap<&str, Vec<&ObjectKey>> = BTreeMap::new();
+    for (k, cw) in workloads {
+        by_identity.entry(cw.identity.as_str()).or_default().push(k);
     }
-    if policy.default_policy != DefaultPolicy::Deny {
-        return true;
+    let mut r = Reachability {
+        open: BTreeSet::new(),
+        by_caller: BTreeMap::new(),
+    };
+    for (target, cw) in workloads {
+        let p = &cw.policy;
+        if p.quarantined {
+            continue;
+        }
+        if p.default_policy != DefaultPolicy::Deny {
+            r.open.insert(target.clone());
+            continue;
+        }
+        for rule in p.inbound.iter().filter(|r| r.action == Action::Allow) {
+            for s in &rule.from {
+                match s {
+                    Source::Authenticated => {
+                        r.open.insert(target.clone());
+                    }
+                    Source::Id(pattern) => {
+                        let Ok(pat) = SpiffePattern::parse(pattern) else { continue };
+                        let callers: Vec<&&ObjectKey> = if pat.is_exact() {
+                            by_identity.get(pattern.as_str()).into_iter().flatten().collect()
+                        } else {
+                            by_identity
+                                .iter()
+                                .filter(|(id, _)| SpiffeId::parse(id).is_ok_and(|id| pat.matches(&id)))
+                                .flat_map(|(_, ks)| ks.iter())
+                                .collect()
+                        };
+                        for c in callers {
+                            r.by_caller.entry((*c).clone()).or_default().insert(target.clone());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
-    policy.inbound.iter().any(|r| {
-        r.action == Action::Allow
-            && r.from.iter().any(|s| match s {
-                Source::Id(p) => SpiffePattern::parse(p).is_ok_and(|p| p.matches(caller)),
-                Source::Authenticated => true,
-                _ => false,
-            })
-    })
+    r
+}
+
+/// Workloads by label, for selectors.
+struct PodIndex<'i, 'w> {
+    infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>,
+    by_label: BTreeMap<(&'i str, &'i str), BTreeSet<&'i ObjectKey>>,
+}
+
+impl<'i, 'w> PodIndex<'i, 'w> {
+    fn new(infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>) -> Self {
+        let mut by_label: BTreeMap<(&str, &str), BTreeSet<&ObjectKey>> = BTreeMap::new();
+        for (k, info) in infos {
+            for (lk, lv) in &info.labels {
+                by_label.entry((lk.as_str(), lv.as_str())).or_default().insert(k);
+            }
+        }
+        Self { infos, by_label }
+    }
+
+    /// Workloads matching `sel` and `keep`.
+    fn select(&self, sel: &vigil_crds::LabelSelector, keep: impl Fn(&ObjectKey) -> bool) -> BTreeSet<ObjectKey> {
+        let wanted = sel.match_labels.as_ref().filter(|m| !m.is_empty());
+        let candidates: Vec<&ObjectKey> = match wanted {
+            Some(labels) => {
+                // Intersect the smallest posting lists first.
+                let mut lists: Vec<&BTreeSet<&ObjectKey>> = Vec::new();
+                for (k, v) in labels {
+                    match self.by_label.get(&(k.as_str(), v.as_str())) {
+                        Some(l) => lists.push(l),
+                        None => return BTreeSet::new(),
+                    }
+                }
+                lists.sort_by_key(|l| l.len());
+                lists[0].iter().copied().filter(|k| lists[1..].iter().all(|l| l.contains(k))).collect()
+            }
+            None => self.infos.keys().collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|k| keep(k) && self.infos.get(*k).is_some_and(|i| selector::matches(sel, &i.labels)))
+            .cloned()
+            .collect()
+    }
 }
 
 fn workload_default(
@@ -369,7 +447,7 @@ fn workload_default(
 fn policy_targets(
     key: &ObjectKey,
     p: &AccessPolicy,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    pods: &PodIndex<'_, '_>,
     segment_members: &impl Fn(&ObjectKey) -> Option<BTreeSet<ObjectKey>>,
     verdict: &mut Verdict,
 ) -> BTreeSet<ObjectKey> {
@@ -383,13 +461,7 @@ fn policy_targets(
                 BTreeSet::new()
             })
         }
-        (None, Some(sel)) => infos
-            .iter()
-            .filter(|(k, info)| {
-                k.namespace == key.namespace && selector::matches(sel, &info.labels)
-            })
-            .map(|(k, _)| k.clone())
-            .collect(),
+        (None, Some(sel)) => pods.select(sel, |k| k.namespace == key.namespace),
         (None, None) => BTreeSet::new(),
     }
 }

@@ -11,15 +11,10 @@
 //!
 //! Every connection to the controller verifies its SPIFFE ID against the trust bundle.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex};
 
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::net::TcpStream;
-use tonic::transport::{Channel, Endpoint};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::Channel;
 use vigil_cert_authority::{SpiffeId, TrustBundle, creds::CredentialStore, tls};
 
 use crate::policy_store::PolicyStore;
@@ -58,9 +53,6 @@ impl std::fmt::Debug for Control {
             .finish_non_exhaustive()
     }
 }
-
-/// How long connecting to the controller may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Control {
     /// Shared state for the two loops.
@@ -106,25 +98,7 @@ impl Control {
             self.controller_id.clone(),
             tls::provider(),
         )?);
-        let address = self.address.clone();
-        let channel = Endpoint::from_static("http://vigil-controller")
-            .connect_timeout(CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(Duration::from_secs(20))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .connect_with_connector(tower::service_fn(move |_| {
-                let (address, config) = (address.clone(), config.clone());
-                async move {
-                    let tcp = TcpStream::connect(&address).await?;
-                    let _ = tcp.set_nodelay(true);
-                    let name = ServerName::try_from("vigil-controller.invalid")
-                        .map_err(std::io::Error::other)?;
-                    let tls = tokio_rustls::TlsConnector::from(config)
-                        .connect(name, tcp)
-                        .await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await?;
+        let channel = vigil_api::connect(&self.address, config).await?;
         Ok(channel)
     }
 }

@@ -16,9 +16,8 @@ use std::{
 
 use clap::Parser;
 use hyper_util::rt::TokioIo;
-use rustls_pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use vigil_cert_authority::{SpiffeId, creds::Credentials, tls};
 use vigil_controller::{Controller, ControllerArgs};
 use vigil_proxy::{Proxy, access_log::AccessLog};
@@ -257,21 +256,7 @@ pub async fn channel(plane: &Plane, creds: Option<&Credentials>) -> Channel {
     .unwrap();
     let config =
         Arc::new(tls::control_client_config(&bundle, creds, controller, tls::provider()).unwrap());
-    let addr = plane.grpc;
-    Endpoint::from_static("http://vigil-controller")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let config = config.clone();
-            async move {
-                let tcp = TcpStream::connect(addr).await?;
-                let name = ServerName::try_from("x.invalid").unwrap();
-                let tls = tokio_rustls::TlsConnector::from(config)
-                    .connect(name, tcp)
-                    .await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await
-        .unwrap()
+    vigil_api::connect(&plane.grpc.to_string(), config).await.unwrap()
 }
 
 /// Credentials for `sa` issued directly by the plane's CA (a would-be impostor's).
