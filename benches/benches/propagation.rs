@@ -8,7 +8,13 @@
 //! snapshot's arrival. Reports p99 over all rounds. Targets: p99 <= 100 ms at N = 1,000,
 //! <= 1 s at 10,000 (the 10,000 run is the full tier: VIGIL_BENCH_FULL=1).
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::{
     path::PathBuf,
@@ -43,7 +49,11 @@ fn main() {
     if std::env::var_os("VIGIL_BENCH_FULL").is_some() {
         sizes.push(10_000);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     for n in sizes {
         let (p50, p99, max) = rt.block_on(run(n));
         let target = if n <= 1_000 { 100.0 } else { 1_000.0 };
@@ -102,7 +112,9 @@ async fn run(n: usize) -> (f64, f64, f64) {
     let ctl = Controller::start(args).await.unwrap();
     let per_sa = n.div_ceil(MAX_CONNECTIONS);
     let groups = n.div_ceil(per_sa);
-    ctl.state.index().replace(workloads_doc(n, per_sa), unix_now());
+    ctl.state
+        .index()
+        .replace(workloads_doc(n, per_sa), unix_now());
 
     // One SVID and one mTLS connection per service account.
     let td = TrustDomain::default();
@@ -111,7 +123,9 @@ async fn run(n: usize) -> (f64, f64, f64) {
     for g in 0..groups {
         let id = SpiffeId::workload(&td, "bench", &format!("sa{g}")).unwrap();
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let csr = rcgen::CertificateParams::default().serialize_request(&key).unwrap();
+        let csr = rcgen::CertificateParams::default()
+            .serialize_request(&key)
+            .unwrap();
         let (svid, bundle) = {
             let ca = ctl.state.ca();
             (ca.issue(csr.der(), &id, None).unwrap(), ca.bundle())
@@ -125,8 +139,18 @@ async fn run(n: usize) -> (f64, f64, f64) {
             SystemTime::now(),
         )
         .unwrap();
-        let config = tls::control_client_config(&bundle, Some(&creds), controller_id.clone(), tls::provider()).unwrap();
-        channels.push(vigil_api::connect(&ctl.grpc.to_string(), Arc::new(config)).await.unwrap());
+        let config = tls::control_client_config(
+            &bundle,
+            Some(&creds),
+            controller_id.clone(),
+            tls::provider(),
+        )
+        .unwrap();
+        channels.push(
+            vigil_api::connect(&ctl.grpc.to_string(), Arc::new(config))
+                .await
+                .unwrap(),
+        );
     }
 
     // N simulated proxies: receive, report (generation, arrival), acknowledge.
@@ -138,7 +162,9 @@ async fn run(n: usize) -> (f64, f64, f64) {
             let workload = format!("bench/w{i}");
             let mut client = PolicyClient::new(channel);
             let mut stream = client
-                .watch(pb::WatchRequest { workload: workload.clone() })
+                .watch(pb::WatchRequest {
+                    workload: workload.clone(),
+                })
                 .await
                 .unwrap()
                 .into_inner();
@@ -159,7 +185,10 @@ async fn run(n: usize) -> (f64, f64, f64) {
     let g0 = ctl.state.index().generation();
     let mut got = 0;
     while got < n {
-        let (g, _) = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.unwrap().unwrap();
+        let (g, _) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
         if g == g0 {
             got += 1;
         }
@@ -181,7 +210,10 @@ async fn run(n: usize) -> (f64, f64, f64) {
         let want = ctl.state.index().generation();
         let mut arrived = 0;
         while arrived < n {
-            let (g, at) = tokio::time::timeout(Duration::from_secs(120), rx.recv()).await.unwrap().unwrap();
+            let (g, at) = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
             if g == want {
                 latencies.push(at.duration_since(t0).as_secs_f64() * 1e3);
                 arrived += 1;
@@ -189,13 +221,23 @@ async fn run(n: usize) -> (f64, f64, f64) {
         }
     }
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p).ceil() as usize).saturating_sub(1).min(latencies.len() - 1)];
+    let pct = |p: f64| {
+        latencies[((latencies.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(latencies.len() - 1)]
+    };
     let out = (pct(0.5), pct(0.99), *latencies.last().unwrap());
-    eprintln!("B10: N={n}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {ROUNDS} changes", out.0, out.1, out.2);
+    eprintln!(
+        "B10: N={n}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {ROUNDS} changes",
+        out.0, out.1, out.2
+    );
     ctl.stop().await;
     out
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

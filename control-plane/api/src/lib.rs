@@ -23,7 +23,10 @@ pub mod pb {
 /// A gRPC channel to the controller at `address` (host:port) over TLS with `config` (see
 /// `vigil_cert_authority::tls::control_client_config`, which verifies the controller's
 /// SPIFFE ID — the TLS server name is not used).
-pub async fn connect(address: &str, config: Arc<rustls::ClientConfig>) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Channel, tonic::transport::Error> {
     let address = address.to_string();
     Endpoint::from_static("http://vigil-controller")
         .connect_timeout(Duration::from_secs(5))
@@ -34,8 +37,11 @@ pub async fn connect(address: &str, config: Arc<rustls::ClientConfig>) -> Result
             async move {
                 let tcp = tokio::net::TcpStream::connect(&address).await?;
                 let _ = tcp.set_nodelay(true);
-                let name = ServerName::try_from("vigil-controller.invalid").map_err(std::io::Error::other)?;
-                let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+                let name = ServerName::try_from("vigil-controller.invalid")
+                    .map_err(std::io::Error::other)?;
+                let tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
         }))

@@ -129,15 +129,23 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
         .segments
         .iter()
         .map(|(seg_key, seg)| {
-            let ns_labels = |ns: &str| res.namespaces.get(ns).map(|n| n.labels.clone()).unwrap_or_default();
-            let set = pods.select(&seg.spec.pod_selector, |k| match &seg.spec.namespace_selector {
-                None => k.namespace == seg_key.namespace,
-                Some(sel) => selector::matches(sel, &ns_labels(&k.namespace)),
+            let ns_labels = |ns: &str| {
+                res.namespaces
+                    .get(ns)
+                    .map(|n| n.labels.clone())
+                    .unwrap_or_default()
+            };
+            let set = pods.select(&seg.spec.pod_selector, |k| {
+                match &seg.spec.namespace_selector {
+                    None => k.namespace == seg_key.namespace,
+                    Some(sel) => selector::matches(sel, &ns_labels(&k.namespace)),
+                }
             });
             (seg_key.clone(), set)
         })
         .collect();
-    let segment_members = |seg_key: &ObjectKey| -> Option<BTreeSet<ObjectKey>> { members.get(seg_key).cloned() };
+    let segment_members =
+        |seg_key: &ObjectKey| -> Option<BTreeSet<ObjectKey>> { members.get(seg_key).cloned() };
     for key in res.segments.keys() {
         let members = segment_members(key).unwrap_or_default();
         out.verdicts.insert(
@@ -284,14 +292,25 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
         .map(|(key, _)| {
             let mut seen = BTreeSet::new();
             let mut dests = Vec::new();
-            for other_key in reachable.open.iter().chain(reachable.by_caller.get(key).into_iter().flatten()) {
+            for other_key in reachable
+                .open
+                .iter()
+                .chain(reachable.by_caller.get(key).into_iter().flatten())
+            {
                 if other_key == key {
                     continue;
                 }
-                let (Some(info), Some(other)) = (infos.get(other_key), out.workloads.get(other_key)) else {
+                let (Some(info), Some(other)) =
+                    (infos.get(other_key), out.workloads.get(other_key))
+                else {
                     continue;
                 };
-                let proxy = info.workload.spec.proxy.as_deref().and_then(|p| p.parse().ok());
+                let proxy = info
+                    .workload
+                    .spec
+                    .proxy
+                    .as_deref()
+                    .and_then(|p| p.parse().ok());
                 for addr in &info.workload.spec.addresses {
                     if let Ok(address) = addr.parse()
                         && seen.insert(address)
@@ -317,7 +336,8 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
             if addr.parse::<std::net::SocketAddr>().is_err()
                 && let Some(v) = out.verdicts.get_mut(&(Kind::Workload, key.clone()))
             {
-                v.warnings.push(format!("address {addr:?} is not host:port"));
+                v.warnings
+                    .push(format!("address {addr:?} is not host:port"));
             }
         }
     }
@@ -356,18 +376,29 @@ fn reachability(workloads: &BTreeMap<ObjectKey, CompiledWorkload>) -> Reachabili
                         r.open.insert(target.clone());
                     }
                     Source::Id(pattern) => {
-                        let Ok(pat) = SpiffePattern::parse(pattern) else { continue };
+                        let Ok(pat) = SpiffePattern::parse(pattern) else {
+                            continue;
+                        };
                         let callers: Vec<&&ObjectKey> = if pat.is_exact() {
-                            by_identity.get(pattern.as_str()).into_iter().flatten().collect()
+                            by_identity
+                                .get(pattern.as_str())
+                                .into_iter()
+                                .flatten()
+                                .collect()
                         } else {
                             by_identity
                                 .iter()
-                                .filter(|(id, _)| SpiffeId::parse(id).is_ok_and(|id| pat.matches(&id)))
+                                .filter(|(id, _)| {
+                                    SpiffeId::parse(id).is_ok_and(|id| pat.matches(&id))
+                                })
                                 .flat_map(|(_, ks)| ks.iter())
                                 .collect()
                         };
                         for c in callers {
-                            r.by_caller.entry((*c).clone()).or_default().insert(target.clone());
+                            r.by_caller
+                                .entry((*c).clone())
+                                .or_default()
+                                .insert(target.clone());
                         }
                     }
                     _ => {}
@@ -389,14 +420,21 @@ impl<'i, 'w> PodIndex<'i, 'w> {
         let mut by_label: BTreeMap<(&str, &str), BTreeSet<&ObjectKey>> = BTreeMap::new();
         for (k, info) in infos {
             for (lk, lv) in &info.labels {
-                by_label.entry((lk.as_str(), lv.as_str())).or_default().insert(k);
+                by_label
+                    .entry((lk.as_str(), lv.as_str()))
+                    .or_default()
+                    .insert(k);
             }
         }
         Self { infos, by_label }
     }
 
     /// Workloads matching `sel` and `keep`.
-    fn select(&self, sel: &vigil_crds::LabelSelector, keep: impl Fn(&ObjectKey) -> bool) -> BTreeSet<ObjectKey> {
+    fn select(
+        &self,
+        sel: &vigil_crds::LabelSelector,
+        keep: impl Fn(&ObjectKey) -> bool,
+    ) -> BTreeSet<ObjectKey> {
         let wanted = sel.match_labels.as_ref().filter(|m| !m.is_empty());
         let candidates: Vec<&ObjectKey> = match wanted {
             Some(labels) => {
@@ -409,13 +447,23 @@ impl<'i, 'w> PodIndex<'i, 'w> {
                     }
                 }
                 lists.sort_by_key(|l| l.len());
-                lists[0].iter().copied().filter(|k| lists[1..].iter().all(|l| l.contains(k))).collect()
+                lists[0]
+                    .iter()
+                    .copied()
+                    .filter(|k| lists[1..].iter().all(|l| l.contains(k)))
+                    .collect()
             }
             None => self.infos.keys().collect(),
         };
         candidates
             .into_iter()
-            .filter(|k| keep(k) && self.infos.get(*k).is_some_and(|i| selector::matches(sel, &i.labels)))
+            .filter(|k| {
+                keep(k)
+                    && self
+                        .infos
+                        .get(*k)
+                        .is_some_and(|i| selector::matches(sel, &i.labels))
+            })
             .cloned()
             .collect()
     }

@@ -256,7 +256,9 @@ pub async fn channel(plane: &Plane, creds: Option<&Credentials>) -> Channel {
     .unwrap();
     let config =
         Arc::new(tls::control_client_config(&bundle, creds, controller, tls::provider()).unwrap());
-    vigil_api::connect(&plane.grpc.to_string(), config).await.unwrap()
+    vigil_api::connect(&plane.grpc.to_string(), config)
+        .await
+        .unwrap()
 }
 
 /// Credentials for `sa` issued directly by the plane's CA (a would-be impostor's).
