@@ -1,18 +1,23 @@
 # Vigil developer entry points. `make test` is what CI runs (via .ci/run).
 #
-# Targets that later issues add (demo, chart-lint, e2e, bench-full) appear here when
-# they work; none is a placeholder.
+# Targets that later issues add (chart-lint, e2e, bench-full) appear here when they
+# work; none is a placeholder.
 
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build test lint fmt bench generate check-generated clean
+.PHONY: all build demo test lint fmt bench generate check-generated clean
 
 all: build
 
 ## build: compile every crate and binary (debug)
 build:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --all-targets
+
+## demo: build and run `vigil demo` (the whole mesh on loopback; no Kubernetes, no root)
+demo:
+	$(CARGO) build $(CARGO_FLAGS) -q -p vigil-cli --bin vigil
+	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-cli --bin vigil -- demo $(DEMO_FLAGS)
 
 ## test: the full test suite (unit, integration, CLI; needs openssl on PATH)
 test:

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use vigil_cert_authority::TrustDomain;
 
 mod ca;
+mod demo;
 mod explain;
 mod local_policy;
 mod policy_test;
@@ -28,6 +29,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the whole mesh on this machine and show what it does (start here).
+    Demo(demo::DemoArgs),
     /// Administer the certificate authority (local mode and tests).
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // `explain` and `policy test` use 1 for "deny"/"mismatch", so their errors exit 2.
     let (result, error_code) = match cli.command {
+        Command::Demo(a) => (demo::run(a), 1),
         Command::Ca(cmd) => (ca::run(cmd).map(|()| 0), 1),
         Command::Explain(a) => (explain::run(a), 2),
         Command::Policy(PolicyCommand::Test(a)) => (policy_test::run(a), 2),

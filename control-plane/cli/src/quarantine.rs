@@ -1,7 +1,7 @@
 //! `vigil quarantine` / `vigil unquarantine` (local mode): write or remove a Quarantine
 //! document in the policy directory; the controller applies it within a second.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -58,46 +58,79 @@ fn check_name(s: &str, what: &str) -> Result<()> {
 }
 
 pub(crate) fn quarantine(a: QuarantineArgs) -> Result<u8> {
-    check_name(&a.namespace, "namespace")?;
     let (field, target) = match (&a.workload, &a.service_account) {
-        (Some(w), _) => ("workload", w.as_str()),
-        (_, Some(sa)) => ("serviceAccount", sa.as_str()),
+        (Some(w), _) => (Field::Workload, w.as_str()),
+        (_, Some(sa)) => (Field::ServiceAccount, sa.as_str()),
         _ => bail!("pass --workload or --service-account"),
     };
-    check_name(target, field)?;
-    if a.reason.trim().is_empty() {
-        bail!("--reason must not be empty");
-    }
-    let doc = format!(
-        "# Written by `vigil quarantine`; `vigil unquarantine -n {ns} {target}` removes it.\napiVersion: policy.vigil.dev/v1alpha1\nkind: Quarantine\nmetadata:\n  name: {target}\n  namespace: {ns}\nspec:\n  {field}: {target}\n  reason: {reason}\n",
-        ns = a.namespace,
-        reason = serde_json::to_string(&a.reason)?,
-    );
-    let path = a.dir.join(file_name(&a.namespace, target));
-    vigil_cert_authority::state::write_private_file(&path, doc.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let path = write(&a.dir, &a.namespace, field, target, &a.reason)?;
     println!(
-        "quarantined {}/{target} ({field}): {}",
+        "quarantined {}/{target} ({}): {}",
         a.namespace,
+        field.as_str(),
         path.display()
     );
     Ok(0)
 }
 
 pub(crate) fn unquarantine(a: UnquarantineArgs) -> Result<u8> {
-    check_name(&a.namespace, "namespace")?;
-    check_name(&a.target, "target")?;
-    let path = a.dir.join(file_name(&a.namespace, &a.target));
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            println!("lifted quarantine of {}/{}", a.namespace, a.target);
-            Ok(0)
+    remove(&a.dir, &a.namespace, &a.target)?;
+    println!("lifted quarantine of {}/{}", a.namespace, a.target);
+    Ok(0)
+}
+
+/// What a quarantine selects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Field {
+    /// One workload by name.
+    Workload,
+    /// Every workload of a service account.
+    ServiceAccount,
+}
+
+impl Field {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Workload => "workload",
+            Self::ServiceAccount => "serviceAccount",
         }
+    }
+}
+
+/// Writes the Quarantine document into `dir`; returns its path.
+pub(crate) fn write(
+    dir: &Path,
+    namespace: &str,
+    field: Field,
+    target: &str,
+    reason: &str,
+) -> Result<PathBuf> {
+    check_name(namespace, "namespace")?;
+    check_name(target, field.as_str())?;
+    if reason.trim().is_empty() {
+        bail!("--reason must not be empty");
+    }
+    let doc = format!(
+        "# Written by `vigil quarantine`; `vigil unquarantine -n {namespace} {target}` removes it.\napiVersion: policy.vigil.dev/v1alpha1\nkind: Quarantine\nmetadata:\n  name: {target}\n  namespace: {namespace}\nspec:\n  {field}: {target}\n  reason: {reason}\n",
+        field = field.as_str(),
+        reason = serde_json::to_string(reason)?,
+    );
+    let path = dir.join(file_name(namespace, target));
+    vigil_cert_authority::state::write_private_file(&path, doc.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Removes a Quarantine written by [`write`]; returns its path.
+pub(crate) fn remove(dir: &Path, namespace: &str, target: &str) -> Result<PathBuf> {
+    check_name(namespace, "namespace")?;
+    check_name(target, "target")?;
+    let path = dir.join(file_name(namespace, target));
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!(
-                "no quarantine written by `vigil quarantine` for {}/{} ({} does not exist)",
-                a.namespace,
-                a.target,
+                "no quarantine written by `vigil quarantine` for {namespace}/{target} ({} does not exist)",
                 path.display()
             )
         }
