@@ -1,12 +1,12 @@
 # Vigil developer entry points. `make test` is what CI runs (via .ci/run).
 #
-# Targets that later issues add (chart-lint, e2e, bench-full) appear here when they
-# work; none is a placeholder.
+# Targets that later issues add (chart-lint, bench-full) appear here when they work;
+# none is a placeholder.
 
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test lint fmt bench generate check-generated clean
+.PHONY: all build demo test e2e lint fmt bench generate check-generated clean
 
 all: build
 
@@ -19,9 +19,18 @@ demo:
 	$(CARGO) build $(CARGO_FLAGS) -q -p vigil-cli --bin vigil
 	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-cli --bin vigil -- demo $(DEMO_FLAGS)
 
-## test: the full test suite (unit, integration, CLI; needs openssl on PATH)
+## test: the full test suite: unit, integration, CLI, the demo, and (as root) the
+## network-namespace e2e suite. Needs openssl, and for e2e iproute2, iptables, setpriv,
+## tcpdump and tshark (.ci/run installs them). The e2e tests run the built binaries, so
+## they are built first.
 test:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) --workspace
+
+## e2e: only the network-namespace end-to-end suite (root), printing its measurements
+e2e:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e -- --nocapture
 
 ## lint: formatting and clippy with warnings as errors
 lint:

@@ -23,7 +23,7 @@ use crate::{
     identity::CredentialFiles,
     inbound,
     metrics::Metrics,
-    outbound::{self, MeshClient, MeshConnector},
+    outbound::{self, MeshClient, MeshConnector, discovery::Discovery},
     policy_store::{self, PolicyStore},
     ratelimit::RateLimiter,
     shared::Shared,
@@ -134,7 +134,9 @@ impl Proxy {
             );
         }
 
-        // Controller mode: certificates and policy come from the controller.
+        // Controller mode: certificates and policy come from the controller, and so do
+        // answers about destinations the pushed table does not list.
+        let mut discovery = Discovery::off();
         if let Some(c) = &cfg.controller {
             let bundle_path = cfg
                 .bundle
@@ -162,7 +164,11 @@ impl Proxy {
                 policy_store.clone(),
             ));
             tokio::spawn(control::run_identity(ctl.clone(), background.clone()));
-            tokio::spawn(control::run_policy(ctl, background.clone()));
+            tokio::spawn(control::run_policy(ctl.clone(), background.clone()));
+            discovery = Discovery::new(Arc::new(move |addr| {
+                let ctl = ctl.clone();
+                Box::pin(async move { control::resolve(&ctl, addr).await })
+            }));
         }
 
         // TLS configs follow credentials; verifiers follow policy (revocations).
@@ -186,6 +192,7 @@ impl Proxy {
             policy_store.subscribe(),
             cfg.connect_timeout,
             cfg.handshake_timeout,
+            Arc::new(discovery),
         );
         let shared = Arc::new(Shared {
             tls: tls_rx,

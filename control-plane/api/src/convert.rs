@@ -29,6 +29,16 @@ fn bad(what: impl Into<String>, why: impl Into<String>) -> WireError {
 
 // === domain -> wire ===
 
+impl From<&Destination> for pb::Destination {
+    fn from(d: &Destination) -> Self {
+        Self {
+            address: d.address.to_string(),
+            proxy: d.proxy.map(|a| a.to_string()).unwrap_or_default(),
+            identities: d.identities.clone(),
+        }
+    }
+}
+
 impl From<&ProxyPolicy> for pb::WorkloadPolicy {
     fn from(p: &ProxyPolicy) -> Self {
         Self {
@@ -51,11 +61,7 @@ impl From<&ProxyPolicy> for pb::WorkloadPolicy {
                     .outbound
                     .destinations
                     .iter()
-                    .map(|d| pb::Destination {
-                        address: d.address.to_string(),
-                        proxy: d.proxy.map(|a| a.to_string()).unwrap_or_default(),
-                        identities: d.identities.clone(),
-                    })
+                    .map(pb::Destination::from)
                     .collect(),
             }),
         }
@@ -165,18 +171,7 @@ impl TryFrom<pb::WorkloadPolicy> for ProxyPolicy {
             .destinations
             .into_iter()
             .enumerate()
-            .map(|(i, d)| {
-                let at = format!("outbound.destinations[{i}]");
-                Ok(Destination {
-                    address: parse_addr(&d.address, &at)?,
-                    proxy: if d.proxy.is_empty() {
-                        None
-                    } else {
-                        Some(parse_addr(&d.proxy, &at)?)
-                    },
-                    identities: d.identities,
-                })
-            })
+            .map(|(i, d)| destination_from_wire(d, &format!("outbound.destinations[{i}]")))
             .collect::<Result<_, WireError>>()?;
         Ok(Self {
             generation: p.generation,
@@ -292,6 +287,20 @@ pub fn bundle_from_wire(b: pb::TrustBundle) -> Result<TrustBundle, WireError> {
         TrustDomain::new(&b.trust_domain).map_err(|e| bad("bundle.trust_domain", e.to_string()))?;
     let roots = b.roots.into_iter().map(Into::into).collect();
     TrustBundle::new(td, roots, b.sequence).map_err(|e| bad("bundle", e.to_string()))
+}
+
+/// A destination (in a snapshot's table, or a `Resolve` answer); `at` names it in errors.
+/// Identities are checked when the policy compiles it.
+pub fn destination_from_wire(d: pb::Destination, at: &str) -> Result<Destination, WireError> {
+    Ok(Destination {
+        address: parse_addr(&d.address, at)?,
+        proxy: if d.proxy.is_empty() {
+            None
+        } else {
+            Some(parse_addr(&d.proxy, at)?)
+        },
+        identities: d.identities,
+    })
 }
 
 fn parse_addr(s: &str, at: &str) -> Result<SocketAddr, WireError> {

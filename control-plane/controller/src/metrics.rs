@@ -27,6 +27,9 @@ pub struct Metrics {
     pub source_errors: IntGauge,
     /// `vigil_controller_policy_watch_refused_total{reason}`.
     pub watch_refused: IntCounterVec,
+    /// `vigil_controller_resolves_total{result}`: `Policy.Resolve` answers (`mesh`,
+    /// `not_mesh`).
+    pub resolves: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,9 +91,16 @@ impl Metrics {
         let watch_refused = reg!(IntCounterVec::new(
             Opts::new(
                 "vigil_controller_policy_watch_refused_total",
-                "Policy.Watch calls refused, by reason"
+                "Policy service calls (Watch, Ack, Resolve) refused, by reason"
             ),
             &["reason"]
+        ));
+        let resolves = reg!(IntCounterVec::new(
+            Opts::new(
+                "vigil_controller_resolves_total",
+                "Policy.Resolve answers: mesh (a workload serves the address) or not_mesh"
+            ),
+            &["result"]
         ));
         let _ = registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -106,6 +116,7 @@ impl Metrics {
             issuer_expiry,
             source_errors,
             watch_refused,
+            resolves,
         }
     }
 

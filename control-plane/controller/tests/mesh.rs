@@ -464,7 +464,53 @@ async fn hostile_callers_get_nothing() {
     let snap = stream.message().await.unwrap().unwrap();
     assert_eq!(snap.policy.unwrap().workload_id, id("web").to_string());
 
+    // Resolve: which workload serves an address, for enrolled callers only.
+    let resolve = |workload: &str, address: &str| pb::ResolveRequest {
+        workload: workload.into(),
+        address: address.into(),
+    };
+    let orders_addr = "127.0.0.1:1";
+    let found = policy
+        .resolve(resolve("shop/web", orders_addr))
+        .await
+        .unwrap()
+        .into_inner()
+        .destination
+        .expect("orders serves its address");
+    assert_eq!(found.identities, vec![id("orders").to_string()]);
+    assert_eq!(found.address, orders_addr);
+    let none = policy
+        .resolve(resolve("shop/web", "127.0.0.1:9"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(none.destination, None, "no workload there");
+    let err = policy
+        .resolve(resolve("shop/web", "not-an-address"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    let err = anon
+        .resolve(resolve("shop/web", orders_addr))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::Unauthenticated,
+        "no SVID, no answers"
+    );
+    let err = policy
+        .resolve(resolve("shop/orders", orders_addr))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "only as itself");
+
     let metrics = http_get(plane.admin, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("vigil_controller_resolves_total{result=\"mesh\"} 1")
+            && metrics.contains("vigil_controller_resolves_total{result=\"not_mesh\"} 1"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(
             "vigil_controller_certificate_requests_refused_total{reason=\"bad_token\"} 4"

@@ -8,6 +8,8 @@
 //!                   -> rules in each target's `inbound`
 //!   Quarantine ── members -> `quarantined: true` on them, their identities revoked everywhere
 //!   outbound ── for each workload, the destinations whose policy admits it
+//!   addresses ── every workload address -> its identity (on-demand discovery, so a call
+//!                to a mesh workload outside the table still goes over mTLS)
 //! ```
 //!
 //! A policy that does not compile is rejected (its status says why) — and if it is a
@@ -54,6 +56,8 @@ pub struct Compiled {
     pub verdicts: BTreeMap<(Kind, ObjectKey), Verdict>,
     /// The next time (unix seconds) a validity window opens or closes.
     pub next_change: Option<u64>,
+    /// Every workload address, to the destination it is (answers `Policy.Resolve`).
+    pub addresses: BTreeMap<std::net::SocketAddr, Destination>,
 }
 
 /// One workload's result.
@@ -305,12 +309,7 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
                 else {
                     continue;
                 };
-                let proxy = info
-                    .workload
-                    .spec
-                    .proxy
-                    .as_deref()
-                    .and_then(|p| p.parse().ok());
+                let proxy = proxy_of(info);
                 for addr in &info.workload.spec.addresses {
                     if let Ok(address) = addr.parse()
                         && seen.insert(address)
@@ -332,16 +331,42 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
         }
     }
     for (key, info) in &infos {
+        let proxy = proxy_of(info);
         for addr in &info.workload.spec.addresses {
-            if addr.parse::<std::net::SocketAddr>().is_err()
+            let warning = match addr.parse::<std::net::SocketAddr>() {
+                Err(_) => Some(format!("address {addr:?} is not host:port")),
+                Ok(address) => match out.addresses.entry(address) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(Destination {
+                            address,
+                            proxy,
+                            identities: vec![info.identity.to_string()],
+                        });
+                        None
+                    }
+                    std::collections::btree_map::Entry::Occupied(e) => Some(format!(
+                        "address {addr} is also claimed by a workload running as {}; calls to it go there",
+                        e.get().identities.join(", ")
+                    )),
+                },
+            };
+            if let Some(w) = warning
                 && let Some(v) = out.verdicts.get_mut(&(Kind::Workload, key.clone()))
             {
-                v.warnings
-                    .push(format!("address {addr:?} is not host:port"));
+                v.warnings.push(w);
             }
         }
     }
     out
+}
+
+/// Where a workload's inbound proxy listens, when callers must be sent there explicitly.
+fn proxy_of(info: &WorkloadInfo<'_>) -> Option<std::net::SocketAddr> {
+    info.workload
+        .spec
+        .proxy
+        .as_deref()
+        .and_then(|p| p.parse().ok())
 }
 
 /// Who may reach whom: workloads open to every mesh identity, and per caller the

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use tokio::sync::watch;
 use vigil_cert_authority::SpiffeId;
-use vigil_policy::model::ProxyPolicy;
+use vigil_policy::model::{Destination, ProxyPolicy};
 
 use crate::{
     compile::{Compiled, Settings, Verdict, compile},
@@ -149,6 +149,11 @@ impl Index {
     /// The identity of a known workload.
     pub fn identity(&self, workload: &ObjectKey) -> Option<&SpiffeId> {
         self.compiled.workloads.get(workload).map(|w| &w.identity)
+    }
+
+    /// The mesh workload serving `address`, if any (for `Policy.Resolve`).
+    pub fn resolve(&self, address: &std::net::SocketAddr) -> Option<&Destination> {
+        self.compiled.addresses.get(address)
     }
 
     /// Records that `workload`'s proxy applied `generation`. Returns how long it took since

@@ -410,3 +410,44 @@ fn acks_and_status() {
         "an old generation is not the current one"
     );
 }
+
+#[test]
+fn every_workload_address_resolves_to_its_identity_and_collisions_are_reported() {
+    let mut ix = shop();
+    // No policy lets web reach db, so db is not in web's pushed table...
+    let web = ix.watch(&key("web"));
+    let table = &web.borrow().policy.outbound.destinations;
+    assert!(!table.iter().any(|d| d.address.port() == 5432), "{table:?}");
+    // ...but Resolve knows who serves db's address (so web's proxy still uses mTLS).
+    let db = ix.resolve(&"127.0.0.1:5432".parse().unwrap()).unwrap();
+    assert_eq!(db.identities, vec![id("db").to_string()]);
+    assert_eq!(db.proxy, None);
+    assert!(ix.resolve(&"127.0.0.1:9".parse().unwrap()).is_none());
+
+    // A second workload claiming the same address: the first (by key) keeps it, and the
+    // second's status says so.
+    ix.apply(
+        workload("shop", "zz-copy", "copy", "copy", "127.0.0.1:5432"),
+        NOW,
+    );
+    assert_eq!(
+        ix.resolve(&"127.0.0.1:5432".parse().unwrap())
+            .unwrap()
+            .identities,
+        vec![id("db").to_string()]
+    );
+    let v = &ix.verdicts()[&(Kind::Workload, key("zz-copy"))];
+    assert!(
+        v.warnings.iter().any(|w| w.contains("also claimed")),
+        "{v:?}"
+    );
+    // Removing the workload removes its address.
+    ix.delete(Kind::Workload, &key("db"), NOW);
+    assert_eq!(
+        ix.resolve(&"127.0.0.1:5432".parse().unwrap())
+            .unwrap()
+            .identities,
+        vec![id("copy").to_string()],
+        "the other claimant now serves it"
+    );
+}

@@ -43,6 +43,29 @@ pub struct Destination {
     pub identities: BTreeSet<SpiffeId>,
 }
 
+impl Destination {
+    /// Validates a destination document (`at` names it in errors): at least one identity,
+    /// each an exact SPIFFE ID. Used for the pushed table and for destinations the proxy
+    /// discovers on demand.
+    pub fn compile(d: &crate::model::Destination, at: &str) -> Result<Self, PolicyError> {
+        if d.identities.is_empty() {
+            return Err(PolicyError::Invalid {
+                at: at.to_string(),
+                what: "a mesh destination needs at least one identity".into(),
+            });
+        }
+        let identities = d
+            .identities
+            .iter()
+            .map(|id| exact_id(id, at))
+            .collect::<Result<BTreeSet<_>, _>>()?;
+        Ok(Self {
+            proxy: d.proxy.unwrap_or(d.address),
+            identities,
+        })
+    }
+}
+
 /// One rule, compiled.
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
@@ -172,21 +195,7 @@ impl Policy {
         let mut destinations = FxHashMap::default();
         for (i, d) in model.outbound.destinations.iter().enumerate() {
             let at = format!("outbound.destinations[{i}]");
-            if d.identities.is_empty() {
-                return Err(PolicyError::Invalid {
-                    at,
-                    what: "a mesh destination needs at least one identity".into(),
-                });
-            }
-            let identities = d
-                .identities
-                .iter()
-                .map(|id| exact_id(id, &at))
-                .collect::<Result<BTreeSet<_>, _>>()?;
-            let dest = Destination {
-                proxy: d.proxy.unwrap_or(d.address),
-                identities,
-            };
+            let dest = Destination::compile(d, &at)?;
             if destinations.insert(d.address, dest).is_some() {
                 return Err(PolicyError::Invalid {
                     at,

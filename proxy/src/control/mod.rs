@@ -21,9 +21,11 @@ use crate::policy_store::PolicyStore;
 
 mod identity;
 mod policy;
+mod resolve;
 
 pub use identity::run_identity;
 pub use policy::run_policy;
+pub use resolve::resolve;
 
 /// What both loops share.
 pub struct Control {
@@ -43,6 +45,8 @@ pub struct Control {
     bundle: Mutex<TrustBundle>,
     /// The current SVID chain and key, to republish with a new bundle.
     svid: Mutex<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
+    /// A channel for unary calls (`Resolve`), with the serial of the SVID it presents.
+    unary: tokio::sync::Mutex<Option<(Channel, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Control {
@@ -74,6 +78,7 @@ impl Control {
             policy,
             bundle: Mutex::new(bundle),
             svid: Mutex::new(None),
+            unary: tokio::sync::Mutex::new(None),
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Target {
 #[derive(Clone, Debug)]
 pub struct MeshConnector {
     routes: Arc<Vec<OutboundRoute>>,
+    /// Destinations outside the pushed table.
+    pub discovery: Arc<super::discovery::Discovery>,
     tls: watch::Receiver<Option<Arc<TlsState>>>,
     policy: watch::Receiver<Arc<Policy>>,
     connect_timeout: std::time::Duration,
@@ -93,9 +95,11 @@ impl MeshConnector {
         policy: watch::Receiver<Arc<Policy>>,
         connect_timeout: std::time::Duration,
         handshake_timeout: std::time::Duration,
+        discovery: Arc<super::discovery::Discovery>,
     ) -> Self {
         Self {
             routes: Arc::new(routes),
+            discovery,
             tls,
             policy,
             connect_timeout,
@@ -108,7 +112,8 @@ impl MeshConnector {
         format!("r{index}{ROUTE_HOST}")
     }
 
-    /// Resolves an authority (`r<N>.route.vigil` or `ip:port`) to a destination.
+    /// Resolves an authority (`r<N>.route.vigil` or `ip:port`) to a destination: a
+    /// static route, the pushed table, or a discovered destination already cached.
     pub fn resolve(&self, authority: &str) -> Option<Target> {
         if let Some(n) = authority
             .strip_suffix(ROUTE_HOST)
@@ -121,11 +126,11 @@ impl MeshConnector {
             });
         }
         let addr: SocketAddr = authority.parse().ok()?;
-        let policy = self.policy.borrow();
-        policy.destination(&addr).map(|d| Target {
+        let listed = self.policy.borrow().destination(&addr).map(|d| Target {
             proxy: d.proxy,
             identities: d.identities.clone(),
-        })
+        });
+        listed.or_else(|| self.discovery.cached(&addr))
     }
 
     /// Connects to `target` with mTLS offering `alpn`; the server must present one of the

@@ -6,6 +6,10 @@
 //!                                              └─ not in the mesh ─► plaintext passthrough, or refused (strict egress)
 //! ```
 //!
+//! A mesh destination is a static route, an entry of the pushed table (what policy lets
+//! this workload reach), or — for any other address — what [`discovery`] learns from the
+//! controller, so every call to a mesh workload is mTLS even when its policy will deny it.
+//!
 //! The server must present one of the SPIFFE IDs the policy (or route) names for the
 //! destination. A quarantined workload's outbound traffic is refused and its open
 //! connections are closed.
@@ -21,6 +25,7 @@ use crate::{
 };
 
 mod connect;
+pub mod discovery;
 mod http;
 mod tcp;
 
@@ -87,8 +92,13 @@ async fn handle(mut stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, rou
             }
         },
     };
-    let Some(target) = shared.mesh.connector.resolve(&authority) else {
-        return tcp::passthrough(stream, src, dst, shared).await;
+    let target = match shared.mesh.connector.resolve(&authority) {
+        Some(t) => t,
+        None => match shared.mesh.connector.discovery.lookup(dst).await {
+            discovery::Found::Mesh(t) => t,
+            discovery::Found::NotMesh => return tcp::passthrough(stream, src, dst, shared).await,
+            discovery::Found::Unknown(why) => return tcp::refuse_unknown(src, dst, &shared, why),
+        },
     };
     let (proto, prefix) = if shared.cfg.opaque_ports.contains(&dst.port()) {
         (Proto::Opaque, bytes::Bytes::new())

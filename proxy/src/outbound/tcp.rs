@@ -68,6 +68,37 @@ where
     shared.finish_tcp(DIRECTION, entry, &counts, start);
 }
 
+/// Refuses a connection to an address nobody could classify (the controller did not
+/// answer and nothing is cached): it may be a mesh workload, so plaintext is not safe.
+pub(super) fn refuse_unknown(src: SocketAddr, dst: SocketAddr, shared: &Shared, why: String) {
+    tracing::warn!(%dst, error = %why, "cannot tell whether the destination is in the mesh; refusing");
+    shared
+        .metrics
+        .rejected
+        .with_label_values(&[DIRECTION, "discovery_unavailable"])
+        .inc();
+    shared.log.log(Entry {
+        decision: "deny",
+        reason: format!("destination unknown (controller unreachable: {why})"),
+        ..plain_entry(src, dst, shared)
+    });
+}
+
+/// The log line of a plaintext (non-mesh) connection from this workload.
+fn plain_entry(src: SocketAddr, dst: SocketAddr, shared: &Shared) -> Entry {
+    Entry {
+        direction: DIRECTION,
+        protocol: "tcp",
+        src_addr: Some(src.to_string()),
+        src_id: shared
+            .tls()
+            .map(|t| t.creds.info.id.to_string())
+            .unwrap_or_default(),
+        dst_addr: Some(dst.to_string()),
+        ..Entry::default()
+    }
+}
+
 /// Plaintext to a destination outside the mesh, if policy permits; else the connection
 /// is refused.
 pub(super) async fn passthrough(
@@ -78,17 +109,9 @@ pub(super) async fn passthrough(
 ) {
     let start = Instant::now();
     let mut entry = Entry {
-        direction: DIRECTION,
-        protocol: "tcp",
-        src_addr: Some(src.to_string()),
-        src_id: shared
-            .tls()
-            .map(|t| t.creds.info.id.to_string())
-            .unwrap_or_default(),
-        dst_addr: Some(dst.to_string()),
         decision: "allow",
         reason: "passthrough (not a mesh destination)".into(),
-        ..Entry::default()
+        ..plain_entry(src, dst, &shared)
     };
     if !shared.policy().passthrough() {
         shared

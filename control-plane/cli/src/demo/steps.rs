@@ -456,7 +456,10 @@ impl Demo {
                 Some(t) => format!(
                     "contained in {} (open connection closed, new calls {}); restored in {}",
                     secs(t),
-                    outcome(&again),
+                    match &again {
+                        Ok(r) => format!("answered {}", r.status.as_u16()),
+                        Err(_) => "refused".into(),
+                    },
                     secs(restored)
                 ),
                 None => "the open connection survived the quarantine".to_string(),

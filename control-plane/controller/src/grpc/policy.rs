@@ -1,4 +1,5 @@
-//! `Policy.Watch` and `Policy.Ack`: snapshots to the workload's own proxy, acks back.
+//! `Policy.Watch` and `Policy.Ack`: snapshots to the workload's own proxy, acks back;
+//! `Policy.Resolve`: which mesh workload serves an address.
 
 use std::sync::Arc;
 
@@ -98,6 +99,33 @@ impl pb::policy_server::Policy for PolicyService {
             tracing::info!(workload = %key, "policy stream closed");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn resolve(
+        &self,
+        req: Request<pb::ResolveRequest>,
+    ) -> Result<Response<pb::ResolveResponse>, Status> {
+        self.authorize(&req, &req.get_ref().workload)?;
+        let address: std::net::SocketAddr = req
+            .get_ref()
+            .address
+            .parse()
+            .map_err(|_| Status::invalid_argument("address must be ip:port"))?;
+        let destination = self
+            .state
+            .index()
+            .resolve(&address)
+            .map(pb::Destination::from);
+        self.state
+            .metrics
+            .resolves
+            .with_label_values(&[if destination.is_some() {
+                "mesh"
+            } else {
+                "not_mesh"
+            }])
+            .inc();
+        Ok(Response::new(pb::ResolveResponse { destination }))
     }
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
