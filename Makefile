@@ -1,12 +1,12 @@
 # Vigil developer entry points. `make test` is what CI runs (via .ci/run).
 #
-# Targets that later issues add (chart-lint, bench-full) appear here when they work;
+# Targets that later issues add (bench-full) appear here when they work;
 # none is a placeholder.
 
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test e2e lint fmt bench generate check-generated clean
+.PHONY: all build demo test test-k8s e2e lint fmt bench generate check-generated chart-lint clean
 
 all: build
 
@@ -41,15 +41,28 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-## generate: write crds/*.yaml from the Rust CRD types
+## generate: write crds/*.yaml from the Rust CRD types, and copy them into the chart
 generate:
 	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-crds --bin crdgen -- crds
+	rm -f charts/vigil/crds/*.yaml && cp crds/*.yaml charts/vigil/crds/
 
-## check-generated: fail if crds/ differs from what `generate` would write
+## check-generated: fail if crds/ or charts/vigil/crds/ differ from what `generate` writes
 check-generated:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-crds --bin crdgen -- "$$tmp" >/dev/null && \
-	diff -ru -x README.md crds "$$tmp" && echo "crds/ is up to date"
+	diff -ru -x README.md crds "$$tmp" && diff -ru -x README.md charts/vigil/crds "$$tmp" && \
+	echo "crds/ and charts/vigil/crds/ are up to date"
+
+## chart-lint: helm lint the chart (default and HA values, --strict); builds helm if needed
+chart-lint:
+	@helm=$$(e2e/k8s/testbin/build.sh | tail -n 1)/helm && \
+	$$helm lint --strict charts/vigil && $$helm lint --strict charts/vigil -f charts/vigil/values-ha.yaml
+
+## test-k8s: only the Kubernetes tests (real kube-apiserver + etcd + helm, built by
+## e2e/k8s/testbin/build.sh on first use; `make test` runs them too)
+test-k8s:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test k8s_crds --test k8s_helm --test k8s_mesh
 
 ## bench: criterion micro-benchmarks; prints `ratio=... target=... pass=...` lines
 bench:

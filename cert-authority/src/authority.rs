@@ -269,6 +269,30 @@ impl CertificateAuthority {
     }
 }
 
+impl CertificateAuthority {
+    /// Signs a TLS server certificate for DNS names / IP addresses over a new key (the
+    /// controller's admission webhook; the apiserver trusts it through the root bundle).
+    /// Returns the chain (leaf, issuer) and the key, PEM. `names` must not be empty.
+    pub fn issue_server_cert(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        now: SystemTime,
+    ) -> Result<(Vec<CertificateDer<'static>>, String), IssueError> {
+        if names.is_empty() {
+            return Err(IssueError::Sign(rcgen::Error::CouldNotParseCertificate));
+        }
+        let issuer = &self.state.issuer;
+        if now < issuer.not_before || now >= issuer.not_after {
+            return Err(IssueError::IssuerNotValid);
+        }
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let (not_before, not_after) = issuer::window(now, ttl, Some(issuer.not_after));
+        let leaf = issuer::sign_server(issuer, &key, names, not_before, not_after)?;
+        Ok((vec![leaf, issuer.cert.clone()], key.serialize_pem()))
+    }
+}
+
 // === impl IssuedSvid ===
 
 impl IssuedSvid {

@@ -128,6 +128,40 @@ pub(crate) fn sign_leaf(
     Ok((cert.der().clone(), serial_bytes))
 }
 
+/// A TLS server leaf for DNS names / IP addresses (no SPIFFE ID, so no mesh peer accepts
+/// it as a workload): the controller's admission-webhook certificate, which the
+/// kube-apiserver verifies against the CA root in the webhook's `caBundle`.
+pub(crate) fn sign_server(
+    issuer: &SigningCa,
+    public_key: &impl PublicKeyData,
+    names: &[String],
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<CertificateDer<'static>, rcgen::Error> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(
+        DnType::CommonName,
+        names.first().cloned().unwrap_or_default(),
+    );
+    params.distinguished_name = dn;
+    params.subject_alt_names = names
+        .iter()
+        .map(|n| match n.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(SanType::IpAddress(ip)),
+            Err(_) => n.clone().try_into().map(SanType::DnsName),
+        })
+        .collect::<Result<_, _>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(keys::random_serial());
+    params.not_before = OffsetDateTime::from(not_before);
+    params.not_after = OffsetDateTime::from(not_after);
+    Ok(params.signed_by(public_key, &issuer.signer)?.der().clone())
+}
+
 fn ca_params(
     td: &TrustDomain,
     common_name: &str,

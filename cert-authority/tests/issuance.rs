@@ -242,3 +242,73 @@ fn der_len(n: usize) -> Vec<u8> {
         _ => vec![0x82, (n >> 8) as u8, n as u8],
     }
 }
+
+/// The webhook certificate: DNS/IP SANs only (never a SPIFFE ID), server auth only, and
+/// it chains to the root for the names it carries — as a web PKI client (the
+/// kube-apiserver) checks it.
+#[test]
+fn server_certificates_carry_names_not_identities_and_verify_for_those_names() {
+    use rustls::client::{WebPkiServerVerifier, danger::ServerCertVerifier};
+    use rustls_pki_types::{ServerName, UnixTime};
+    let (_d, ca) = new_ca();
+    let names = vec![
+        "vigil-controller.vigil-system.svc".to_string(),
+        "127.0.0.1".to_string(),
+    ];
+    let now = SystemTime::now();
+    let (chain, key_pem) = ca
+        .issue_server_cert(&names, Duration::from_secs(3600), now)
+        .unwrap();
+    assert!(key_pem.contains("PRIVATE KEY"));
+    assert_eq!(chain.len(), 2);
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&chain[0]).unwrap();
+    let sans = &cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names;
+    assert_eq!(sans.len(), 2);
+    assert!(matches!(
+        sans[0],
+        GeneralName::DNSName("vigil-controller.vigil-system.svc")
+    ));
+    assert!(matches!(sans[1], GeneralName::IPAddress(&[127, 0, 0, 1])));
+    assert!(!sans.iter().any(|n| matches!(n, GeneralName::URI(_))));
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
+
+    let verifier = WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(ca.bundle().root_store()),
+        vigil_cert_authority::tls::provider(),
+    )
+    .build()
+    .unwrap();
+    let t = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap());
+    for ok in ["vigil-controller.vigil-system.svc", "127.0.0.1"] {
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &ServerName::try_from(ok).unwrap(),
+                &[],
+                t,
+            )
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    assert!(
+        verifier
+            .verify_server_cert(
+                &chain[0],
+                &chain[1..],
+                &ServerName::try_from("evil.example").unwrap(),
+                &[],
+                t
+            )
+            .is_err()
+    );
+    assert!(
+        ca.issue_server_cert(&[], Duration::from_secs(60), now)
+            .is_err()
+    );
+}

@@ -4,5 +4,6 @@
 
 pub mod apps;
 pub mod capture;
+pub mod k8s;
 pub mod mesh;
 pub mod netns;

@@ -16,7 +16,7 @@ use crate::{
     access_log::AccessLog,
     admin::{self, Admin},
     config::{AccessLogTarget, Config},
-    control::{self, Control},
+    control::{self, Control, ProofSource},
     files,
     forward::AppClient,
     http_util::RequestIds,
@@ -101,12 +101,15 @@ impl Proxy {
         let identity = match (&cfg.identity, &files, &cfg.controller) {
             (Some(id), _, _) => id.clone(),
             (None, Some(f), _) => f.identity().context("reading the workload identity from --svid")?,
-            (None, None, Some(c)) => c
-                .bootstrap_token
-                .as_deref()
-                .and_then(TokenClaims::peek_unverified)
-                .map(|claims| claims.sub)
-                .context("the bootstrap token is malformed; pass --identity or a token from `vigil ca token`")?,
+            (None, None, Some(c)) => match &c.service_account_token_file {
+                Some(path) => identity_of_service_account_token(path, c)?,
+                None => c
+                    .bootstrap_token
+                    .as_deref()
+                    .and_then(TokenClaims::peek_unverified)
+                    .map(|claims| claims.sub)
+                    .context("the bootstrap token is malformed; pass --identity or a token from `vigil ca token`")?,
+            },
             (None, None, None) => anyhow::bail!("no identity: pass --identity or --svid"),
         };
         let creds = Arc::new(CredentialStore::new(identity));
@@ -138,14 +141,17 @@ impl Proxy {
         // answers about destinations the pushed table does not list.
         let mut discovery = Discovery::off();
         if let Some(c) = &cfg.controller {
-            let bundle_path = cfg
-                .bundle
-                .as_ref()
-                .context("controller mode needs --bundle")?;
-            let pem = std::fs::read_to_string(bundle_path)
-                .with_context(|| format!("reading {}", bundle_path.display()))?;
+            let (pem, source) = match (&c.trust_anchors, &cfg.bundle) {
+                (Some(pem), _) => (pem.clone(), "--trust-anchors".to_string()),
+                (None, Some(path)) => (
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                    path.display().to_string(),
+                ),
+                (None, None) => anyhow::bail!("controller mode needs --bundle or --trust-anchors"),
+            };
             let bundle = TrustBundle::from_pem(creds.id().trust_domain(), &pem)
-                .with_context(|| format!("{} is not a trust bundle", bundle_path.display()))?;
+                .with_context(|| format!("{source} is not a trust bundle"))?;
             let controller_id = match &c.identity {
                 Some(id) => id.clone(),
                 None => SpiffeId::workload(
@@ -158,7 +164,11 @@ impl Proxy {
                 c.address.clone(),
                 controller_id,
                 c.workload.clone(),
-                c.bootstrap_token.clone(),
+                match (&c.service_account_token_file, &c.bootstrap_token) {
+                    (Some(path), _) => Some(ProofSource::ServiceAccountTokenFile(path.clone())),
+                    (None, Some(t)) => Some(ProofSource::Bootstrap(t.clone())),
+                    (None, None) => None,
+                },
                 bundle,
                 creds.clone(),
                 policy_store.clone(),
@@ -337,4 +347,25 @@ fn spawn_policy_gauge(
             }
         }
     });
+}
+
+/// The identity a Kubernetes service-account token stands for: its service account, in
+/// the trust domain of the controller's identity (`--controller-identity`, which the
+/// injector always sets).
+fn identity_of_service_account_token(
+    path: &std::path::Path,
+    c: &crate::config::ControlConfig,
+) -> anyhow::Result<SpiffeId> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the service-account token {}", path.display()))?;
+    let (ns, sa) = control::service_account_of(&token).with_context(|| {
+        format!(
+            "{} is not a service-account token (no sub claim system:serviceaccount:<ns>:<sa>)",
+            path.display()
+        )
+    })?;
+    let td = c.identity.as_ref().map(SpiffeId::trust_domain).context(
+        "with --service-account-token-file, pass --controller-identity (it names the trust domain)",
+    )?;
+    Ok(SpiffeId::workload(&td, &ns, &sa)?)
 }

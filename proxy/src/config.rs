@@ -70,6 +70,25 @@ pub struct RunArgs {
     )]
     pub bootstrap_token_file: Option<PathBuf>,
 
+    /// Kubernetes: a projected service-account token (audience `vigil-ca`) proving this
+    /// pod's identity for its first certificate. Re-read at every request (the kubelet
+    /// rotates it); the identity is the token's service account.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_SERVICE_ACCOUNT_TOKEN_FILE",
+        conflicts_with_all = ["bootstrap_token", "bootstrap_token_file"]
+    )]
+    pub service_account_token_file: Option<PathBuf>,
+    /// The trust anchors (PEM roots) that verify the controller, inline — what the
+    /// injector sets; an alternative to --bundle.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_TRUST_ANCHORS",
+        conflicts_with = "bundle",
+        hide_env_values = true
+    )]
+    pub trust_anchors: Option<String>,
+
     /// Forward inbound traffic to this address (non-transparent use). Without it, inbound
     /// traffic goes to 127.0.0.1:<original destination port>.
     #[arg(long, env = "VIGIL_PROXY_APP")]
@@ -304,6 +323,10 @@ pub struct ControlConfig {
     /// The bootstrap token (never shown).
     #[serde(serialize_with = "redacted")]
     pub bootstrap_token: Option<String>,
+    /// Projected service-account token file (Kubernetes), re-read at every request.
+    pub service_account_token_file: Option<PathBuf>,
+    /// Inline PEM roots that verify the controller (instead of --bundle).
+    pub trust_anchors: Option<String>,
 }
 
 fn redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -331,9 +354,9 @@ impl RunArgs {
                 }
             }
             Some(address) => {
-                if self.bundle.is_none() {
+                if self.bundle.is_none() && self.trust_anchors.is_none() {
                     errors.push(
-                        "controller mode needs --bundle (the roots that verify the controller)"
+                        "controller mode needs --bundle or --trust-anchors (the roots that verify the controller)"
                             .into(),
                     );
                 }
@@ -364,14 +387,19 @@ impl RunArgs {
                     },
                     (None, None) => None,
                 };
-                if token.is_none() && self.identity.is_none() {
-                    errors.push("controller mode needs a bootstrap token (--bootstrap-token[-file]) or --identity".into());
+                if token.is_none()
+                    && self.service_account_token_file.is_none()
+                    && self.identity.is_none()
+                {
+                    errors.push("controller mode needs a proof of identity: --service-account-token-file (Kubernetes), a bootstrap token (--bootstrap-token[-file]), or --identity".into());
                 }
                 controller = Some(ControlConfig {
                     address: address.clone(),
                     identity: self.controller_identity.clone(),
                     workload,
                     bootstrap_token: token,
+                    service_account_token_file: self.service_account_token_file.clone(),
+                    trust_anchors: self.trust_anchors.clone(),
                 });
             }
         }

@@ -32,5 +32,6 @@ pub mod shared;
 pub mod strict_h1;
 pub mod tls_errors;
 pub mod tls_state;
+pub mod wait_ready;
 
 pub use app::Proxy;

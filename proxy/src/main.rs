@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use vigil_proxy::{Proxy, config::RunArgs, init::InitArgs};
+use vigil_proxy::{Proxy, config::RunArgs, init::InitArgs, wait_ready::WaitReadyArgs};
 
 /// Vigil's sidecar proxy.
 #[derive(Debug, Parser)]
@@ -35,6 +35,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Program iptables so the pod's traffic goes through the proxy (init container).
     Init(InitArgs),
+    /// Wait until the proxy reports ready (the injected postStart hook, where the cluster
+    /// has no native sidecars).
+    WaitReady(WaitReadyArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,16 @@ fn main() -> ExitCode {
                 } else {
                     eprintln!("vigil-proxy init: {} iptables rules applied", lines.len());
                 }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::WaitReady(args) => match vigil_proxy::wait_ready::wait(&args) {
+            Ok(after) => {
+                eprintln!("vigil-proxy wait-ready: ready after {after:?}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

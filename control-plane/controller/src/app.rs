@@ -30,11 +30,13 @@ pub struct Controller {
     pub grpc: SocketAddr,
     /// Bound admin address.
     pub admin: SocketAddr,
+    /// Bound injector webhook address (Kubernetes mode).
+    pub webhook: Option<SocketAddr>,
     /// Shared state (index, CA, metrics).
     pub state: Arc<State>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _watcher: notify::RecommendedWatcher,
+    _watcher: Option<notify::RecommendedWatcher>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -57,7 +59,21 @@ impl Controller {
         ttl_policy
             .resolve(Some(args.svid_ttl))
             .with_context(|| "--svid-ttl".to_string())?;
-        let ca = ca::open_or_init(&args.state_dir, &args.trust_domain, ttl_policy)?;
+        // Kubernetes mode keeps the CA in a Secret: restore it before opening, store a
+        // newly created one after (never overwriting one that appeared meanwhile).
+        let kube = if args.kubernetes {
+            let k = crate::k8s::connect(&args.kube).await?;
+            crate::k8s::prepare_ca(&k, &args.state_dir).await?;
+            Some(k)
+        } else {
+            None
+        };
+        let mut ca = ca::open_or_init(&args.state_dir, &args.trust_domain, ttl_policy)?;
+        if let Some(k) = &kube
+            && crate::k8s::ca_secret::save_if_new(k, &args.state_dir).await?
+        {
+            ca = ca::open_or_init(&args.state_dir, &args.trust_domain, ttl_policy)?;
+        }
         let identity = match args.identity {
             Some(id) => id,
             None => SpiffeId::workload(&args.trust_domain, "vigil-system", "vigil-controller")?,
@@ -73,8 +89,8 @@ impl Controller {
             },
             egress_passthrough: args.egress == EgressArg::Passthrough,
         };
-        let mut source = LocalSource::new(&args.local);
-        let (resources, errors) = source.load();
+        let mut source = args.local.as_ref().map(LocalSource::new);
+        let (resources, errors) = source.as_mut().map(LocalSource::load).unwrap_or_default();
         for e in &errors {
             tracing::error!(error = %e, "policy file rejected");
         }
@@ -95,6 +111,12 @@ impl Controller {
             connected: Mutex::default(),
             cert_expiry: Mutex::default(),
             source_errors: Mutex::new(errors),
+            token_reviewer: kube.as_ref().map(|k| {
+                crate::k8s::token_review::TokenReviewer::new(
+                    k.client.clone(),
+                    k.args.token_audience.clone(),
+                )
+            }),
             shutdown: CancellationToken::new(),
         });
         state.publish_generation();
@@ -109,35 +131,20 @@ impl Controller {
         let shutdown = state.shutdown.clone();
         let mut tasks = Vec::new();
 
-        // The local directory, reloaded on change.
-        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-            if ev.is_ok() {
-                let _ = reload_tx.send(());
+        // The source: the local directory (reloaded on change) or the Kubernetes API.
+        let mut watcher = None;
+        let mut webhook = None;
+        match (source, kube) {
+            (Some(source), _) => {
+                watcher = Some(watch_local(source, state.clone(), &mut tasks)?);
             }
-        })?;
-        watcher
-            .watch(&args.local, RecursiveMode::NonRecursive)
-            .with_context(|| format!("watching {}", args.local.display()))?;
-        let st = state.clone();
-        tasks.push(tokio::spawn(async move {
-            while reload_rx.recv().await.is_some() {
-                // Debounce: editors write in several steps.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                while reload_rx.try_recv().is_ok() {}
-                let (resources, errors) = source.load();
-                st.metrics
-                    .source_errors
-                    .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
-                *st.source_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
-                st.index().replace(resources, unix_now());
-                st.publish_generation();
-                tracing::info!(
-                    generation = st.index().generation(),
-                    "local policy directory reloaded"
-                );
+            (None, Some(k)) => {
+                let started = crate::k8s::start(state.clone(), k, args.state_dir.clone()).await?;
+                tasks.extend(started.tasks);
+                webhook = Some(started.webhook);
             }
-        }));
+            (None, None) => anyhow::bail!("pass --local DIR or --kubernetes"),
+        }
 
         // JIT windows: recompile when one opens or closes, without any other event.
         let st = state.clone();
@@ -159,10 +166,11 @@ impl Controller {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));
-        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, dir = %args.local.display(), "vigil-controller started");
+        tracing::info!(grpc = %grpc_addr, admin = %admin_addr, mode = if webhook.is_some() { "kubernetes" } else { "local" }, "vigil-controller started");
         Ok(Self {
             grpc: grpc_addr,
             admin: admin_addr,
+            webhook,
             state,
             shutdown,
             tasks,
@@ -180,4 +188,43 @@ impl Controller {
             let _ = t.await;
         }
     }
+}
+
+/// Watches the local directory and recompiles on change.
+fn watch_local(
+    mut source: LocalSource,
+    state: Arc<State>,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<notify::RecommendedWatcher> {
+    let dir = source.dir().to_path_buf();
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if ev.is_ok() {
+            let _ = reload_tx.send(());
+        }
+    })?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("watching {}", dir.display()))?;
+    let st = state.clone();
+    tasks.push(tokio::spawn(async move {
+        while reload_rx.recv().await.is_some() {
+            // Debounce: editors write in several steps.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            while reload_rx.try_recv().is_ok() {}
+            let (resources, errors) = source.load();
+            st.metrics
+                .source_errors
+                .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+            *st.source_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
+            st.index().replace(resources, unix_now());
+            st.publish_generation();
+            tracing::info!(
+                generation = st.index().generation(),
+                "local policy directory reloaded"
+            );
+        }
+    }));
+
+    Ok(watcher)
 }

@@ -10,8 +10,21 @@ use vigil_cert_authority::{SpiffeId, TrustDomain};
 pub struct ControllerArgs {
     /// Local mode: read policy and workloads from the YAML files in this directory
     /// (watched; changes apply live).
-    #[arg(long, env = "VIGIL_CONTROLLER_LOCAL")]
-    pub local: PathBuf,
+    #[arg(
+        long,
+        env = "VIGIL_CONTROLLER_LOCAL",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub local: Option<PathBuf>,
+    /// Kubernetes mode: watch Pods, Namespaces, Services/EndpointSlices and the policy
+    /// CRDs; verify service-account tokens with TokenReview; serve the injector webhook;
+    /// keep the CA in a Secret. See the `--kube-*` flags.
+    #[arg(long, env = "VIGIL_CONTROLLER_KUBERNETES")]
+    pub kubernetes: bool,
+    /// Kubernetes mode settings.
+    #[command(flatten)]
+    pub kube: crate::k8s::KubeArgs,
     /// CA state directory (created with a new CA only if it holds no CA state at all).
     #[arg(long, env = "VIGIL_CONTROLLER_STATE_DIR")]
     pub state_dir: PathBuf,

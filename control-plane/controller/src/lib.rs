@@ -16,6 +16,7 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod grpc;
+pub mod k8s;
 pub mod local;
 pub mod metrics;
 pub mod state;

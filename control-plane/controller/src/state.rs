@@ -34,6 +34,8 @@ pub struct State {
     pub cert_expiry: Mutex<BTreeMap<ObjectKey, i64>>,
     /// Current source errors.
     pub source_errors: Mutex<Vec<SourceError>>,
+    /// Kubernetes mode: verifies proxies' service-account tokens.
+    pub token_reviewer: Option<crate::k8s::token_review::TokenReviewer>,
     /// Cancelled when the controller stops: open policy streams end, so proxies notice and
     /// reconnect (to this controller's successor) instead of hanging on a dead one.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -37,17 +37,21 @@ pub struct AccessPolicySpec {
     pub mode: PolicyMode,
     /// Who the policy is about; any entry may match.
     #[x_kube(validation = Rule::new("size(self) > 0").message("from must name at least one source"))]
+    #[schemars(length(max = 64))]
     pub from: Vec<PolicySource>,
     /// L4/L7 conditions; any rule may match. None means: every request on the target ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub rules: Vec<PolicyRule>,
     /// Not in effect before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("timestamp(self) > timestamp('1970-01-01T00:00:00Z')").message("validFrom must be an RFC 3339 time"))]
+    #[schemars(length(max = 64))]
     pub valid_from: Option<String>,
     /// Not in effect from this time on (RFC 3339): just-in-time access expires by itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("timestamp(self) > timestamp('1970-01-01T00:00:00Z')").message("validUntil must be an RFC 3339 time"))]
+    #[schemars(length(max = 64))]
     pub valid_until: Option<String>,
     /// Requests per second (and burst) per source identity; allow policies only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +72,7 @@ pub struct PolicyTarget {
     /// Ports on the target; empty means all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(p, p > 0)").message("ports must be 1-65535"))]
+    #[schemars(length(max = 64))]
     pub ports: Vec<u16>,
 }
 
@@ -129,18 +134,23 @@ pub struct PolicyRule {
     /// Ports (overrides the target's ports for this rule).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(validation = Rule::new("self.all(p, p > 0)").message("ports must be 1-65535"))]
+    #[schemars(length(max = 64))]
     pub ports: Vec<u16>,
     /// HTTP methods, uppercase.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub methods: Vec<String>,
     /// Request paths (normalised before matching).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub paths: Vec<PathMatchSpec>,
     /// Request headers; all must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub headers: Vec<HeaderMatchSpec>,
     /// gRPC services and methods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub grpc: Vec<GrpcMatchSpec>,
 }
 

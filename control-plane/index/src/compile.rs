@@ -325,6 +325,51 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
             (key.clone(), dests)
         })
         .collect();
+    // Services: a virtual address is a mesh destination when every backend is a mesh
+    // workload; it serves the union of their identities. A caller that may reach any
+    // backend gets the service address in its table too.
+    let mut service_dests: BTreeMap<ObjectKey, Vec<Destination>> = BTreeMap::new();
+    for svc in res.services.values() {
+        let identities: Option<BTreeSet<String>> = svc
+            .backends
+            .iter()
+            .map(|b| out.workloads.get(b).map(|cw| cw.identity.to_string()))
+            .collect();
+        let Some(identities) = identities.filter(|i| !i.is_empty()) else {
+            continue;
+        };
+        for address in &svc.addresses {
+            let d = Destination {
+                address: *address,
+                proxy: None,
+                identities: identities.iter().cloned().collect(),
+            };
+            out.addresses.entry(*address).or_insert_with(|| d.clone());
+            for b in &svc.backends {
+                service_dests.entry(b.clone()).or_default().push(d.clone());
+            }
+        }
+    }
+    let mut tables = tables;
+    if !service_dests.is_empty() {
+        for (caller, dests) in &mut tables {
+            let reach: BTreeSet<&ObjectKey> = reachable
+                .open
+                .iter()
+                .chain(reachable.by_caller.get(caller).into_iter().flatten())
+                .filter(|k| *k != caller)
+                .collect();
+            let mut seen: BTreeSet<std::net::SocketAddr> =
+                dests.iter().map(|d| d.address).collect();
+            for b in reach {
+                for d in service_dests.get(b).into_iter().flatten() {
+                    if seen.insert(d.address) {
+                        dests.push(d.clone());
+                    }
+                }
+            }
+        }
+    }
     for (key, dests) in tables {
         if let Some(cw) = out.workloads.get_mut(&key) {
             cw.policy.outbound.destinations = dests;

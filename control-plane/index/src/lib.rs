@@ -16,4 +16,4 @@ pub mod selector;
 
 pub use compile::{Compiled, Settings, Verdict, compile};
 pub use index::{Index, Snapshot, WorkloadStatus};
-pub use resources::{Kind, NamespaceMeta, ObjectKey, Resource, Resources};
+pub use resources::{Kind, NamespaceMeta, ObjectKey, Resource, Resources, ServiceBackends};

@@ -126,6 +126,19 @@ pub struct Resources {
     pub workloads: BTreeMap<ObjectKey, Workload>,
     /// Namespace metadata, by namespace name.
     pub namespaces: BTreeMap<String, NamespaceMeta>,
+    /// Services (Kubernetes): virtual addresses served by workloads.
+    pub services: BTreeMap<ObjectKey, ServiceBackends>,
+}
+
+/// A Service's virtual addresses (ClusterIP:port) and the workloads behind them (from its
+/// EndpointSlices). It is a mesh destination only if every backend is a mesh workload:
+/// mTLS to an endpoint without a proxy would fail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceBackends {
+    /// `ClusterIP:port` for each IP family and port.
+    pub addresses: Vec<std::net::SocketAddr>,
+    /// The pods behind it, as workload keys (mesh or not).
+    pub backends: std::collections::BTreeSet<ObjectKey>,
 }
 
 impl Resources {

@@ -451,3 +451,51 @@ fn every_workload_address_resolves_to_its_identity_and_collisions_are_reported()
         "the other claimant now serves it"
     );
 }
+
+/// A Service is a mesh destination at its ClusterIP when all its backends are mesh
+/// workloads; callers allowed to reach a backend get the service address pushed.
+#[test]
+fn services_resolve_to_their_backends_identities_only_when_fully_meshed() {
+    use vigil_index::ServiceBackends;
+    let mut ix = shop();
+    ix.apply(policy("shop", "web-reads-orders", WEB_READS_ORDERS), NOW);
+    let mut res = ix.resources().clone();
+    let vip: std::net::SocketAddr = "10.0.0.10:80".parse().unwrap();
+    res.services.insert(
+        key("orders-svc"),
+        ServiceBackends {
+            addresses: vec![vip],
+            backends: [key("orders")].into(),
+        },
+    );
+    let mixed: std::net::SocketAddr = "10.0.0.11:80".parse().unwrap();
+    res.services.insert(
+        key("mixed-svc"),
+        ServiceBackends {
+            addresses: vec![mixed],
+            backends: [key("orders"), key("not-in-mesh")].into(),
+        },
+    );
+    ix.replace(res, NOW);
+    assert_eq!(
+        ix.resolve(&vip).unwrap().identities,
+        vec![id("orders").to_string()]
+    );
+    assert!(
+        ix.resolve(&mixed).is_none(),
+        "a backend without a proxy: not a mesh destination"
+    );
+    let web = ix.watch(&key("web"));
+    let table = web.borrow().policy.outbound.destinations.clone();
+    assert!(table.iter().any(|d| d.address == vip), "{table:?}");
+    let db = ix.watch(&key("db"));
+    assert!(
+        !db.borrow()
+            .policy
+            .outbound
+            .destinations
+            .iter()
+            .any(|d| d.address == vip),
+        "db may not reach orders: the service address is not pushed to it"
+    );
+}

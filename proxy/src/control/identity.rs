@@ -5,7 +5,7 @@ use std::{sync::Arc, time::SystemTime};
 use tokio_util::sync::CancellationToken;
 use vigil_api::{
     convert::bundle_from_wire,
-    pb::{self, certify_request::Proof, identity_client::IdentityClient},
+    pb::{self, identity_client::IdentityClient},
 };
 use vigil_cert_authority::{
     issuer::BACKDATE,
@@ -54,7 +54,7 @@ async fn certify(ctl: &Control) -> anyhow::Result<(SystemTime, SystemTime)> {
         .creds
         .current()
         .is_some_and(|c| c.info.not_after > now + std::time::Duration::from_secs(5));
-    let attempts: Vec<bool> = match (renewable, ctl.token.is_some()) {
+    let attempts: Vec<bool> = match (renewable, ctl.proof.is_some()) {
         (true, true) => vec![true, false],
         (true, false) => vec![true],
         (false, _) => vec![false],
@@ -80,10 +80,9 @@ async fn certify_once(ctl: &Control, renewal: bool) -> anyhow::Result<(SystemTim
     // A new key for every certificate, generated here and never written anywhere.
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
-    let proof = if renewal {
-        None
-    } else {
-        ctl.token.clone().map(Proof::BootstrapToken)
+    let proof = match (&ctl.proof, renewal) {
+        (Some(p), false) => Some(p.load()?),
+        _ => None,
     };
     let channel = ctl.channel(renewal).await?;
     let resp = IdentityClient::new(channel)

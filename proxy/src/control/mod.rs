@@ -27,6 +27,60 @@ pub use identity::run_identity;
 pub use policy::run_policy;
 pub use resolve::resolve;
 
+/// How a proxy proves its identity for a first certificate.
+#[derive(Clone)]
+pub enum ProofSource {
+    /// A bootstrap token (local mode, `vigil ca token`).
+    Bootstrap(String),
+    /// A projected service-account token file (Kubernetes), re-read at every use: the
+    /// kubelet rotates it.
+    ServiceAccountTokenFile(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for ProofSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bootstrap(_) => f.write_str("Bootstrap(<redacted>)"),
+            Self::ServiceAccountTokenFile(p) => {
+                write!(f, "ServiceAccountTokenFile({})", p.display())
+            }
+        }
+    }
+}
+
+impl ProofSource {
+    /// The proof to send now.
+    pub fn load(&self) -> anyhow::Result<vigil_api::pb::certify_request::Proof> {
+        use vigil_api::pb::certify_request::Proof;
+        Ok(match self {
+            Self::Bootstrap(t) => Proof::BootstrapToken(t.clone()),
+            Self::ServiceAccountTokenFile(path) => {
+                let token = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("reading the service-account token {}: {e}", path.display())
+                })?;
+                Proof::ServiceAccountToken(token.trim().to_string())
+            }
+        })
+    }
+}
+
+/// The service account a Kubernetes service-account token is for (its `sub` claim,
+/// `system:serviceaccount:<ns>:<sa>`), read WITHOUT verifying it: only to know which
+/// identity to expect. The controller verifies the token (TokenReview).
+pub fn service_account_of(token: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let payload = token.trim().split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let sub = claims.get("sub")?.as_str()?;
+    let rest = sub.strip_prefix("system:serviceaccount:")?;
+    let (ns, sa) = rest.split_once(':')?;
+    (!ns.is_empty() && !sa.is_empty() && !sa.contains(':'))
+        .then(|| (ns.to_string(), sa.to_string()))
+}
+
 /// What both loops share.
 pub struct Control {
     /// Controller address, host:port.
@@ -35,8 +89,8 @@ pub struct Control {
     pub controller_id: SpiffeId,
     /// This workload, namespace/name.
     pub workload: String,
-    /// Bootstrap token, if any.
-    pub token: Option<String>,
+    /// How the first certificate is proven, if at all.
+    pub proof: Option<ProofSource>,
     /// Where certificates go.
     pub creds: Arc<CredentialStore>,
     /// Where policy goes.
@@ -64,7 +118,7 @@ impl Control {
         address: String,
         controller_id: SpiffeId,
         workload: String,
-        token: Option<String>,
+        proof: Option<ProofSource>,
         bundle: TrustBundle,
         creds: Arc<CredentialStore>,
         policy: Arc<PolicyStore>,
@@ -73,7 +127,7 @@ impl Control {
             address,
             controller_id,
             workload,
-            token,
+            proof,
             creds,
             policy,
             bundle: Mutex::new(bundle),
@@ -112,4 +166,37 @@ impl Control {
 fn jitter() -> f64 {
     let b = vigil_cert_authority::keys::random_bytes::<4>(false);
     f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX) * 2.0 - 1.0
+}
+
+#[cfg(test)]
+mod sa_token_tests {
+    use base64::Engine;
+
+    use super::service_account_of;
+
+    fn jwt(claims: &str) -> String {
+        let b = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        format!("{}.{}.sig", b(r#"{"alg":"ES256"}"#), b(claims))
+    }
+
+    #[test]
+    fn the_subject_names_the_service_account_and_anything_else_is_refused() {
+        assert_eq!(
+            service_account_of(&jwt(
+                r#"{"sub":"system:serviceaccount:shop:web","aud":["vigil-ca"]}"#
+            )),
+            Some(("shop".into(), "web".into()))
+        );
+        for bad in [
+            jwt(r#"{"sub":"system:node:n1"}"#),
+            jwt(r#"{"sub":"system:serviceaccount:shop"}"#),
+            jwt(r#"{"sub":"system:serviceaccount::web"}"#),
+            jwt(r#"{"sub":"system:serviceaccount:a:b:c"}"#),
+            jwt(r#"{"aud":"x"}"#),
+            "not-a-jwt".to_string(),
+            "a.!!!.c".to_string(),
+        ] {
+            assert_eq!(service_account_of(&bad), None, "{bad}");
+        }
+    }
 }

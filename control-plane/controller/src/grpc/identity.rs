@@ -28,6 +28,59 @@ impl IdentityService {
     }
 }
 
+impl IdentityService {
+    /// The token must authenticate (TokenReview, our audience) the service account the
+    /// workload runs as, in its namespace, and — for pod-bound tokens — that very pod.
+    async fn check_service_account_token(
+        &self,
+        reviewer: &crate::k8s::token_review::TokenReviewer,
+        token: &str,
+        key: &vigil_index::ObjectKey,
+        identity: &vigil_cert_authority::SpiffeId,
+    ) -> Result<(), Status> {
+        use crate::k8s::token_review::ReviewError;
+        let reviewed = match reviewer.review(token).await {
+            Ok(r) => r,
+            Err(ReviewError::Api(e)) => {
+                tracing::error!(workload = %key, error = %e, "TokenReview call failed");
+                return Err(self.refuse(
+                    "token_review_failed",
+                    Status::unavailable(format!("cannot verify the token now: {e}")),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(workload = %key, error = %e, "service-account token refused");
+                return Err(self.refuse("bad_token", Status::unauthenticated(e.to_string())));
+            }
+        };
+        let claimed = vigil_cert_authority::SpiffeId::workload(
+            &identity.trust_domain(),
+            &reviewed.namespace,
+            &reviewed.service_account,
+        )
+        .map_err(|e| self.refuse("bad_token", Status::unauthenticated(e.to_string())))?;
+        if claimed != *identity || reviewed.namespace != key.namespace {
+            tracing::warn!(workload = %key, token_for = %claimed, "service-account token for another identity");
+            return Err(self.refuse(
+                "wrong_identity",
+                Status::permission_denied(format!(
+                    "the token is for service account {}/{}, but workload {key} runs as {identity}",
+                    reviewed.namespace, reviewed.service_account
+                )),
+            ));
+        }
+        if let Some(pod) = &reviewed.pod
+            && *pod != key.name
+        {
+            return Err(self.refuse(
+                "wrong_identity",
+                Status::permission_denied(format!("the token is bound to pod {pod}, not {key}")),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[tonic::async_trait]
 impl pb::identity_server::Identity for IdentityService {
     async fn certify(
@@ -54,11 +107,16 @@ impl pb::identity_server::Identity for IdentityService {
                 }
                 "bootstrap"
             }
-            (Some(Proof::ServiceAccountToken(_)), _) => {
-                return Err(self.refuse(
-                    "unsupported_proof",
-                    Status::unimplemented("service-account tokens are verified in Kubernetes mode; this controller runs in local mode"),
-                ));
+            (Some(Proof::ServiceAccountToken(token)), _) => {
+                let Some(reviewer) = &self.state.token_reviewer else {
+                    return Err(self.refuse(
+                        "unsupported_proof",
+                        Status::unimplemented("service-account tokens are verified in Kubernetes mode; this controller runs in local mode"),
+                    ));
+                };
+                self.check_service_account_token(reviewer, token, &key, &identity)
+                    .await?;
+                "service_account_token"
             }
             (None, Some(current)) if *current == identity => "renewal",
             (None, Some(current)) => {

@@ -1,0 +1,254 @@
+//! From Kubernetes objects to the index's [`Resources`]: which pods are mesh workloads,
+//! with which identity, labels and addresses.
+//!
+//! A pod is a mesh workload when it is enrolled (`vigil.dev/inject: enabled` on the pod,
+//! or on its namespace and not `disabled` on the pod) **and** carries the injected
+//! `vigil-proxy` container: a pod annotated after it was created has no proxy, so
+//! sending it mTLS would fail. Finished pods (Succeeded/Failed) are not workloads. Its
+//! identity is its service account; its addresses are each pod IP with each TCP port
+//! the app containers declare.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    core::v1::{Namespace, Pod, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::ResourceExt;
+use vigil_crds::{
+    AccessPolicy, DefaultPolicySpec, EgressMode, Quarantine, Segment, Workload, WorkloadSpec,
+};
+use vigil_index::{NamespaceMeta, ObjectKey, Resource, Resources, ServiceBackends};
+
+/// The annotation that enrolls a pod or namespace (the injector's).
+pub const INJECT: &str = vigil_injector::annotations::INJECT;
+/// The proxy container's name (the injector's).
+pub const PROXY_CONTAINER: &str = vigil_injector::sidecar::PROXY;
+
+/// Everything the reflectors hold, at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Pods.
+    pub pods: Vec<std::sync::Arc<Pod>>,
+    /// Namespaces.
+    pub namespaces: Vec<std::sync::Arc<Namespace>>,
+    /// Segments.
+    pub segments: Vec<std::sync::Arc<Segment>>,
+    /// Access policies.
+    pub policies: Vec<std::sync::Arc<AccessPolicy>>,
+    /// Quarantines.
+    pub quarantines: Vec<std::sync::Arc<Quarantine>>,
+    /// Services.
+    pub services: Vec<std::sync::Arc<Service>>,
+    /// EndpointSlices.
+    pub slices: Vec<std::sync::Arc<EndpointSlice>>,
+}
+
+/// Whether the pod is enrolled by annotation (pod first, then namespace).
+pub fn enrolled(pod: &Pod, ns_annotations: Option<&BTreeMap<String, String>>) -> bool {
+    match pod.annotations().get(INJECT).map(String::as_str) {
+        Some("enabled") => true,
+        Some(_) => false,
+        None => ns_annotations
+            .and_then(|a| a.get(INJECT))
+            .is_some_and(|v| v == "enabled"),
+    }
+}
+
+/// Whether the pod carries the injected proxy (native sidecar or regular container).
+pub fn has_proxy(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == PROXY_CONTAINER)
+    })
+}
+
+/// The workload a pod is, if it is one.
+pub fn workload(pod: &Pod, ns_annotations: Option<&BTreeMap<String, String>>) -> Option<Workload> {
+    if !enrolled(pod, ns_annotations) || !has_proxy(pod) {
+        return None;
+    }
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let spec = pod.spec.as_ref()?;
+    let mut ips: Vec<String> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ips.as_ref())
+        .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    if ips.is_empty()
+        && let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone())
+    {
+        ips.push(ip);
+    }
+    let mut ports: Vec<i32> = spec
+        .containers
+        .iter()
+        .filter(|c| c.name != PROXY_CONTAINER)
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+        .map(|p| p.container_port)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let addresses = ips
+        .iter()
+        .flat_map(|ip| {
+            ports
+                .iter()
+                .map(move |p| match ip.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V6(_)) => format!("[{ip}]:{p}"),
+                    _ => format!("{ip}:{p}"),
+                })
+        })
+        .collect();
+    let default_policy = match pod
+        .annotations()
+        .get("vigil.dev/default-policy")
+        .map(String::as_str)
+    {
+        Some("deny") => Some(DefaultPolicySpec::Deny),
+        Some("audit") => Some(DefaultPolicySpec::Audit),
+        Some("allow-authenticated") => Some(DefaultPolicySpec::AllowAuthenticated),
+        _ => None,
+    };
+    let egress = match pod
+        .annotations()
+        .get("vigil.dev/egress")
+        .map(String::as_str)
+    {
+        Some("strict") => Some(EgressMode::Strict),
+        Some("passthrough") => Some(EgressMode::Passthrough),
+        _ => None,
+    };
+    let mut w = Workload::new(
+        &pod.name_any(),
+        WorkloadSpec {
+            service_account: spec
+                .service_account_name
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "default".into()),
+            addresses,
+            proxy: None,
+            default_policy,
+            egress,
+            labels: BTreeMap::new(),
+        },
+    );
+    w.metadata.namespace = pod.namespace();
+    w.metadata.labels = Some(pod.labels().clone());
+    Some(w)
+}
+
+/// Compiles the reflectors' contents into the index's input.
+pub fn resources(s: &Snapshot) -> Resources {
+    let mut out = Resources::default();
+    let mut ns_annotations = BTreeMap::new();
+    for ns in &s.namespaces {
+        let name = ns.name_any();
+        ns_annotations.insert(name.clone(), ns.annotations().clone());
+        out.apply(Resource::Namespace(
+            name,
+            NamespaceMeta {
+                labels: ns.labels().clone(),
+                annotations: ns.annotations().clone(),
+            },
+        ));
+    }
+    for pod in &s.pods {
+        let ns = pod.namespace().unwrap_or_default();
+        if let Some(w) = workload(pod, ns_annotations.get(&ns)) {
+            out.apply(Resource::Workload(w));
+        }
+    }
+    for x in &s.segments {
+        out.apply(Resource::Segment((**x).clone()));
+    }
+    for x in &s.policies {
+        out.apply(Resource::AccessPolicy((**x).clone()));
+    }
+    for x in &s.quarantines {
+        out.apply(Resource::Quarantine((**x).clone()));
+    }
+    out.services = services(&s.services, &s.slices);
+    out
+}
+
+/// Each Service's `ClusterIP:port`s and the pods its EndpointSlices point at. Headless
+/// Services (clusterIP None) have no virtual address: callers reach the pods directly.
+pub fn services(
+    services: &[std::sync::Arc<Service>],
+    slices: &[std::sync::Arc<EndpointSlice>],
+) -> BTreeMap<ObjectKey, ServiceBackends> {
+    let mut out: BTreeMap<ObjectKey, ServiceBackends> = BTreeMap::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ips: Vec<std::net::IpAddr> = spec
+            .cluster_ips
+            .iter()
+            .flatten()
+            .chain(spec.cluster_ip.iter())
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        let mut addresses: Vec<std::net::SocketAddr> = ips
+            .iter()
+            .flat_map(|ip| {
+                spec.ports
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                    .filter_map(move |p| u16::try_from(p.port).ok().map(|port| (*ip, port).into()))
+            })
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        if !addresses.is_empty() {
+            out.insert(
+                ObjectKey::of(svc.as_ref()),
+                ServiceBackends {
+                    addresses,
+                    backends: Default::default(),
+                },
+            );
+        }
+    }
+    for slice in slices {
+        let Some(name) = slice.labels().get("kubernetes.io/service-name") else {
+            continue;
+        };
+        let ns = slice.namespace().unwrap_or_default();
+        let Some(svc) = out.get_mut(&ObjectKey::new(&ns, name)) else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().flatten() {
+            match &ep.target_ref {
+                Some(r) if r.kind.as_deref() == Some("Pod") => {
+                    if let Some(pod) = &r.name {
+                        svc.backends.insert(ObjectKey::new(
+                            r.namespace.clone().unwrap_or_else(|| ns.clone()),
+                            pod,
+                        ));
+                    }
+                }
+                // An endpoint that is not a pod (external, manual): never a mesh backend.
+                _ => {
+                    svc.backends.insert(ObjectKey::new(
+                        "",
+                        format!("external:{}", ep.addresses.join(",")),
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;

@@ -1,0 +1,473 @@
+//! A real Kubernetes API server for tests: etcd + kube-apiserver built from their Go
+//! modules (`e2e/k8s/testbin/build.sh`), started on loopback with RBAC, a token file and
+//! service-account signing keys — what controller-runtime's envtest does. No kubelet,
+//! scheduler or controller-manager: Pods stay Pending, nothing becomes Ready.
+//!
+//! One server per test binary ([`cluster`]); each test takes a fresh namespace
+//! ([`Cluster::namespace`]). The processes are started from a thread that lives as long
+//! as the test process and carry `PR_SET_PDEATHSIG`, so they die with it even when a test
+//! panics or the binary is killed.
+
+use std::{
+    io::Write,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client, api::PostParams};
+
+/// Tokens in the apiserver's `--token-auth-file`.
+pub const ADMIN_TOKEN: &str = "vigil-e2e-admin-token";
+/// Authenticates as `system:serviceaccount:vigil-system:vigil-controller` (the chart's
+/// ServiceAccount), so the chart's RBAC applies exactly as in a cluster.
+pub const CONTROLLER_TOKEN: &str = "vigil-e2e-controller-token";
+/// The controller's service-account user name.
+pub const CONTROLLER_USER: &str = "system:serviceaccount:vigil-system:vigil-controller";
+
+/// The running server.
+pub struct Cluster {
+    /// `https://127.0.0.1:<port>`.
+    pub url: String,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_pem: String,
+    /// Where the binaries are (kube-apiserver, etcd, helm).
+    pub bin: PathBuf,
+    /// Temp dir: certificates, keys, etcd data, logs, kubeconfig.
+    pub dir: PathBuf,
+    namespaces: AtomicU32,
+}
+
+/// Starts the cluster once per test binary; `None` (with a message) only when
+/// `VIGIL_SKIP_K8S_TESTS` is set and the binaries are not built.
+pub fn cluster() -> Option<&'static Cluster> {
+    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+    CLUSTER
+        .get_or_init(|| {
+            let bin = match binaries() {
+                Ok(b) => b,
+                Err(e) if std::env::var_os("VIGIL_SKIP_K8S_TESTS").is_some() => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("skipped: Kubernetes test binaries unavailable ({e}) and VIGIL_SKIP_K8S_TESTS is set");
+                    }
+                    return None;
+                }
+                Err(e) => panic!(
+                    "{e}\nThe Kubernetes tests need kube-apiserver, etcd and helm: run e2e/k8s/testbin/build.sh (`.ci/run` does), or set VIGIL_SKIP_K8S_TESTS=1 to skip them knowingly"
+                ),
+            };
+            Some(Cluster::start(bin))
+        })
+        .as_ref()
+}
+
+/// The bin directory from `build.sh` (which builds what is missing; quick when cached).
+fn binaries() -> Result<PathBuf, String> {
+    if let Some(d) = std::env::var_os("VIGIL_K8S_BIN")
+        && Path::new(&d).join("kube-apiserver").is_file()
+    {
+        return Ok(PathBuf::from(d));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/testbin/build.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()));
+    }
+    let dir = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok(PathBuf::from(dir))
+}
+
+/// The cluster's directory outlives its test binary (the server is static); a later run
+/// removes the directories of runs whose process is gone (etcd data is ~100 MB).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_name().to_string_lossy().starts_with("vigil-k8s-") {
+            continue;
+        }
+        let owner = std::fs::read_to_string(path.join("owner.pid")).unwrap_or_default();
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// Spawns `program args` from a thread that lives as long as the process, with SIGKILL as
+/// the parent-death signal (util-linux `setpriv --pdeathsig`, so no `unsafe` pre-exec hook).
+/// The signal follows the thread that forked, hence the long-lived keeper thread.
+fn spawn_for_life(
+    program: &Path,
+    args: &[String],
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+) -> u32 {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg("--pdeathsig")
+        .arg("KILL")
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    static KEEPER: OnceLock<std::sync::mpsc::Sender<(Command, std::sync::mpsc::Sender<u32>)>> =
+        OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<u32>)>();
+        std::thread::spawn(move || {
+            let mut children: Vec<Child> = Vec::new();
+            while let Ok((mut cmd, reply)) = rx.recv() {
+                let child = cmd
+                    .spawn()
+                    .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+                let _ = reply.send(child.id());
+                children.push(child);
+            }
+            // Not reached while the process lives: the sender is in a static.
+            std::thread::park();
+        });
+        tx
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    keeper
+        .send((cmd, tx))
+        .unwrap_or_else(|e| panic!("process keeper: {e}"));
+    rx.recv().unwrap_or_else(|e| panic!("process keeper: {e}"))
+}
+
+impl Cluster {
+    fn start(bin: PathBuf) -> Self {
+        remove_stale_dirs();
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-k8s-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("tempdir: {e}"))
+            .keep();
+        write(&dir.join("owner.pid"), &std::process::id().to_string());
+        // Serving certificate (127.0.0.1, localhost) from a throwaway CA.
+        let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut ca_params = rcgen::CertificateParams::default();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "vigil e2e apiserver CA");
+        let ca = ca_params
+            .self_signed(&ca_key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+                .unwrap_or_else(|e| panic!("{e}"));
+        let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+        let cert = params
+            .signed_by(&key, &issuer)
+            .unwrap_or_else(|e| panic!("{e}"));
+        write(&dir.join("serving.crt"), &cert.pem());
+        write(&dir.join("serving.key"), &key.serialize_pem());
+        // Service-account token signing key (ES256).
+        let sa = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap_or_else(|e| panic!("{e}"));
+        write(&dir.join("sa.key"), &sa.serialize_pem());
+        write(&dir.join("sa.pub"), &sa.public_key_pem());
+        write(
+            &dir.join("tokens.csv"),
+            &format!(
+                "{ADMIN_TOKEN},vigil-e2e-admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},{CONTROLLER_USER},controller,\"system:serviceaccounts,system:serviceaccounts:vigil-system\"\n"
+            ),
+        );
+
+        let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        let log = |name: &str| {
+            std::fs::File::create(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let etcd_args: Vec<String> = vec![
+            "--data-dir".into(),
+            dir.join("etcd").display().to_string(),
+            "--listen-client-urls".into(),
+            format!("http://127.0.0.1:{client_port}"),
+            "--advertise-client-urls".into(),
+            format!("http://127.0.0.1:{client_port}"),
+            "--listen-peer-urls".into(),
+            format!("http://127.0.0.1:{peer_port}"),
+            "--initial-advertise-peer-urls".into(),
+            format!("http://127.0.0.1:{peer_port}"),
+            "--initial-cluster".into(),
+            format!("default=http://127.0.0.1:{peer_port}"),
+            "--unsafe-no-fsync".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        spawn_for_life(
+            &bin.join("etcd"),
+            &etcd_args,
+            log("etcd.log"),
+            log("etcd.err"),
+        );
+
+        let p = |f: &str| dir.join(f).display().to_string();
+        let api_args: Vec<String> = vec![
+            format!("--etcd-servers=http://127.0.0.1:{client_port}"),
+            "--bind-address=127.0.0.1".into(),
+            "--advertise-address=127.0.0.1".into(),
+            format!("--secure-port={api_port}"),
+            format!("--tls-cert-file={}", p("serving.crt")),
+            format!("--tls-private-key-file={}", p("serving.key")),
+            format!("--token-auth-file={}", p("tokens.csv")),
+            "--authorization-mode=RBAC".into(),
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+            format!("--service-account-key-file={}", p("sa.pub")),
+            format!("--service-account-signing-key-file={}", p("sa.key")),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            "--enable-priority-and-fairness=false".into(),
+            "--profiling=false".into(),
+            "--v=1".into(),
+        ];
+        spawn_for_life(
+            &bin.join("kube-apiserver"),
+            &api_args,
+            log("kube-apiserver.log"),
+            log("kube-apiserver.err"),
+        );
+
+        let cluster = Self {
+            url: format!("https://127.0.0.1:{api_port}"),
+            ca_pem: ca.pem(),
+            bin,
+            dir,
+            namespaces: AtomicU32::new(0),
+        };
+        cluster.write_kubeconfig();
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// `<dir>/kubeconfig` (admin), for helm and kubectl-style tools.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    fn write_kubeconfig(&self) {
+        self.write_kubeconfig_for(ADMIN_TOKEN, &self.kubeconfig());
+    }
+
+    /// Writes a kubeconfig authenticating with `token` (e.g. [`CONTROLLER_TOKEN`], for a
+    /// controller process).
+    pub fn write_kubeconfig_for(&self, token: &str, path: &Path) {
+        let mut f =
+            std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let ca = base64_encode(self.ca_pem.as_bytes());
+        let _ = writeln!(
+            f,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: user\n  user:\n    token: {token}\ncontexts:\n- name: e2e\n  context: {{cluster: e2e, user: user}}\ncurrent-context: e2e",
+            self.url
+        );
+    }
+
+    /// Runs helm (admin kubeconfig; helm's own state under the cluster's directory):
+    /// success and stdout+stderr.
+    pub fn helm(&self, args: &[&str]) -> (bool, String) {
+        let home = self.dir.join("helm-home");
+        let out = Command::new(self.bin.join("helm"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .output()
+            .unwrap_or_else(|e| panic!("running helm: {e}"));
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// [`Self::helm`], which must succeed; its output.
+    pub fn helm_ok(&self, args: &[&str]) -> String {
+        let (ok, out) = self.helm(args);
+        assert!(ok, "helm {args:?}:\n{out}");
+        out
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let cfg = self.client_config(ADMIN_TOKEN);
+        // Its own thread and runtime: callers may be inside a runtime already.
+        let ready = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap_or_else(|e| panic!("{e}"));
+                rt.block_on(async {
+                    while Instant::now() < deadline {
+                        if let Ok(client) = Client::try_from(cfg.clone()) {
+                            let req = http::Request::get("/readyz")
+                                .body(Vec::new())
+                                .unwrap_or_else(|e| panic!("{e}"));
+                            if let Ok(body) = client.request_text(req).await
+                                && body.trim() == "ok"
+                            {
+                                return true;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    false
+                })
+            })
+            .join()
+            .unwrap_or(false)
+        });
+        assert!(
+            ready,
+            "kube-apiserver did not become ready in 120 s; see {}",
+            self.dir.join("kube-apiserver.err").display()
+        );
+    }
+
+    /// A client config authenticating with `token`.
+    pub fn client_config(&self, token: &str) -> kube::Config {
+        let mut cfg = kube::Config::new(self.url.parse().unwrap_or_else(|e| panic!("{e}")));
+        cfg.root_cert = Some(vec![
+            <rustls_pki_types::CertificateDer<'_> as rustls_pki_types::pem::PemObject>::from_pem_slice(
+                self.ca_pem.as_bytes(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_vec(),
+        ]);
+        cfg.auth_info.token = Some(token.to_string().into());
+        cfg.read_timeout = Some(Duration::from_secs(60));
+        cfg
+    }
+
+    /// An admin client (create it inside the test's runtime).
+    pub fn admin(&self) -> Client {
+        Client::try_from(self.client_config(ADMIN_TOKEN)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A client authenticated as the controller's ServiceAccount.
+    pub fn as_controller(&self) -> Client {
+        Client::try_from(self.client_config(CONTROLLER_TOKEN)).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Creates a fresh namespace `<prefix>-<n>` with its `default` ServiceAccount and
+    /// returns its name.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{prefix}-{}-{n}", std::process::id() % 100_000);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        Api::<Namespace>::all(self.admin())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        // No controller-manager: create the `default` ServiceAccount it would.
+        let sa: k8s_openapi::api::core::v1::ServiceAccount =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
+                .unwrap_or_else(|e| panic!("{e}"));
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.admin(), &name)
+            .create(&PostParams::default(), &sa)
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}/default: {e}"));
+        name
+    }
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// The repository root (for `crds/`, `charts/`, `examples/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .to_path_buf()
+}
+
+/// Applies `crds/*.yaml` (server-side apply; idempotent, so every test may call it) and
+/// waits until each CRD is Established. Returns their names.
+pub async fn install_crds(client: &Client) -> Vec<String> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{Patch, PatchParams};
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let mut names = Vec::new();
+    let dir = repo_root().join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("vigil-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+        names.push(name);
+    }
+    for name in &names {
+        let cond = kube::runtime::conditions::is_crd_established();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            kube::runtime::wait::await_condition(api.clone(), name, cond),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} not Established in 30 s"))
+        .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+    }
+    names
+}
