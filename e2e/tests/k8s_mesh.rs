@@ -495,6 +495,7 @@ async fn kubernetes_mode_end_to_end() {
         .create(&PostParams::default(), &policy)
         .await
         .unwrap();
+    let created = Instant::now();
     let body = wait_for(
         "the policy to allow the call",
         Duration::from_secs(15),
@@ -507,6 +508,7 @@ async fn kubernetes_mode_end_to_end() {
         },
     )
     .await;
+    let allowed_after = created.elapsed();
     let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         reply["peer"],
@@ -535,9 +537,65 @@ async fn kubernetes_mode_end_to_end() {
         },
     )
     .await;
+    eprintln!(
+        "AccessPolicy created through the API: calls allowed after {allowed_after:?}, status Accepted with {} enforcing proxies after {:?}",
+        status["enforcingProxies"],
+        created.elapsed()
+    );
     assert_eq!(status["conditions"][0]["type"], "Accepted");
     assert_eq!(status["targetWorkloads"], 1);
     assert_eq!(status["observedGeneration"], 1);
+
+    // A policy the apiserver accepts but the compiler cannot (a bad regex): its status
+    // says why, and a Warning event says so too.
+    let mut broken: DynamicObject = yaml(&format!(
+        "apiVersion: policy.vigil.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{name: broken}}\nspec:\n  target: {{podSelector: {{matchLabels: {{app: web}}}}}}\n  action: Allow\n  from: [{{serviceAccount: {ns}/cli}}]\n  rules: [{{headers: [{{name: x-tenant, regex: \"(unclosed\"}}]}}]\n"
+    ));
+    broken.metadata.namespace = Some(ns.clone());
+    policies
+        .create(&PostParams::default(), &broken)
+        .await
+        .unwrap();
+    let rejected = wait_for("the rejected status", Duration::from_secs(20), || async {
+        let s = policies
+            .get("broken")
+            .await
+            .ok()?
+            .data
+            .get("status")?
+            .clone();
+        (s["conditions"][0]["status"] == "False").then_some(s)
+    })
+    .await;
+    assert_eq!(rejected["conditions"][0]["reason"], "Invalid");
+    assert!(
+        !rejected["conditions"][0]["message"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{rejected}"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), &ns);
+    wait_for(
+        "the PolicyRejected event",
+        Duration::from_secs(20),
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("PolicyRejected")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("broken")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        apps::get(route, "/orders").await.unwrap().0,
+        200,
+        "the valid policy still applies"
+    );
 
     // A Quarantine through the API cuts the caller off, with an Event.
     let q = ApiResource::from_gvk_with_plural(

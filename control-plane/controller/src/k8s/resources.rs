@@ -5,13 +5,13 @@
 //! or on its namespace and not `disabled` on the pod) **and** carries the injected
 //! `vigil-proxy` container: a pod annotated after it was created has no proxy, so
 //! sending it mTLS would fail. Finished pods (Succeeded/Failed) are not workloads. Its
-//! identity is its service account; its addresses are each pod IP with each TCP port
+//! identity is its service account (which must exist); its addresses are each pod IP with each TCP port
 //! the app containers declare.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
+    core::v1::{Namespace, Pod, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
 };
 use kube::ResourceExt;
@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub pods: Vec<std::sync::Arc<Pod>>,
     /// Namespaces.
     pub namespaces: Vec<std::sync::Arc<Namespace>>,
+    /// ServiceAccounts.
+    pub service_accounts: Vec<std::sync::Arc<ServiceAccount>>,
     /// Segments.
     pub segments: Vec<std::sync::Arc<Segment>>,
     /// Access policies.
@@ -161,10 +163,21 @@ pub fn resources(s: &Snapshot) -> Resources {
             },
         ));
     }
+    // An identity exists only while its ServiceAccount does: deleting the account takes
+    // its pods out of the mesh (their certificates are not renewed, peers stop accepting).
+    let accounts: std::collections::BTreeSet<ObjectKey> = s
+        .service_accounts
+        .iter()
+        .map(|a| ObjectKey::of(a.as_ref()))
+        .collect();
     for pod in &s.pods {
         let ns = pod.namespace().unwrap_or_default();
         if let Some(w) = workload(pod, ns_annotations.get(&ns)) {
-            out.apply(Resource::Workload(w));
+            if accounts.contains(&ObjectKey::new(&ns, &w.spec.service_account)) {
+                out.apply(Resource::Workload(w));
+            } else {
+                tracing::debug!(pod = %ObjectKey::of(pod.as_ref()), account = %w.spec.service_account, "service account not found; not a workload");
+            }
         }
     }
     for x in &s.segments {

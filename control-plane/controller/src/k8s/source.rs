@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
+    core::v1::{Namespace, Pod, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -31,6 +31,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Namespaces.
     pub namespaces: Store<Namespace>,
+    /// ServiceAccounts (a pod whose account is gone is no longer a workload).
+    pub service_accounts: Store<ServiceAccount>,
     /// Segments.
     pub segments: Store<Segment>,
     /// AccessPolicies.
@@ -55,6 +57,7 @@ impl Stores {
         Snapshot {
             pods: self.pods.state(),
             namespaces: self.namespaces.state(),
+            service_accounts: self.service_accounts.state(),
             segments: self.segments.state(),
             policies: self.policies.state(),
             quarantines: self.quarantines.state(),
@@ -68,6 +71,7 @@ impl Stores {
         let wait = async {
             self.pods.wait_until_ready().await?;
             self.namespaces.wait_until_ready().await?;
+            self.service_accounts.wait_until_ready().await?;
             self.segments.wait_until_ready().await?;
             self.policies.wait_until_ready().await?;
             self.quarantines.wait_until_ready().await?;
@@ -94,6 +98,7 @@ pub fn start(
     let stores = Stores {
         pods: reflect(Api::all(client.clone()), changed, &mut tasks),
         namespaces: reflect(Api::all(client.clone()), changed, &mut tasks),
+        service_accounts: reflect(Api::all(client.clone()), changed, &mut tasks),
         segments: reflect(Api::all(client.clone()), changed, &mut tasks),
         policies: reflect(Api::all(client.clone()), changed, &mut tasks),
         quarantines: reflect(Api::all(client.clone()), changed, &mut tasks),

@@ -119,3 +119,22 @@ fn services_map_cluster_ips_to_the_pods_of_their_endpoint_slices() {
         "a non-pod endpoint is never a mesh backend"
     );
 }
+
+#[test]
+fn a_pod_whose_service_account_is_gone_is_not_a_workload() {
+    let sa = |name: &str| -> Arc<ServiceAccount> {
+        Arc::new(
+            serde_saphyr::from_str(&format!("metadata: {{name: {name}, namespace: shop}}\n"))
+                .unwrap(),
+        )
+    };
+    let mut snap = Snapshot {
+        pods: vec![Arc::new(pod(INJECTED))],
+        service_accounts: vec![sa("web")],
+        ..Snapshot::default()
+    };
+    let r = resources(&snap);
+    assert!(r.workloads.contains_key(&ObjectKey::new("shop", "web-1")));
+    snap.service_accounts = vec![sa("other")];
+    assert!(resources(&snap).workloads.is_empty());
+}
