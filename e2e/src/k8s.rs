@@ -42,6 +42,8 @@ pub struct Cluster {
     /// Temp dir: certificates, keys, etcd data, logs, kubeconfig.
     pub dir: PathBuf,
     namespaces: AtomicU32,
+    /// The apiserver's pid and arguments (for [`Cluster::restart_apiserver`]).
+    apiserver: std::sync::Mutex<(u32, Vec<String>)>,
 }
 
 /// Starts the cluster once per test binary; `None` (with a message) only when
@@ -259,7 +261,7 @@ impl Cluster {
             "--profiling=false".into(),
             "--v=1".into(),
         ];
-        spawn_for_life(
+        let api_pid = spawn_for_life(
             &bin.join("kube-apiserver"),
             &api_args,
             log("kube-apiserver.log"),
@@ -272,6 +274,7 @@ impl Cluster {
             bin,
             dir,
             namespaces: AtomicU32::new(0),
+            apiserver: std::sync::Mutex::new((api_pid, api_args)),
         };
         cluster.write_kubeconfig();
         cluster.wait_ready();
@@ -323,11 +326,61 @@ impl Cluster {
         )
     }
 
+    /// `helm install vigil charts/vigil -n vigil-system` with the webhook at `webhook_url`
+    /// (never a Service: the apiserver must only dial loopback here).
+    pub fn install_chart(&self, webhook_url: &str, failure_policy: &str) -> String {
+        let chart = repo_root().join("charts/vigil");
+        self.helm_ok(&[
+            "install",
+            "vigil",
+            &chart.display().to_string(),
+            "-n",
+            "vigil-system",
+            "--create-namespace",
+            "--set",
+            &format!("webhook.url={webhook_url}"),
+            "--set",
+            &format!("webhook.failurePolicy={failure_policy}"),
+        ])
+    }
+
     /// [`Self::helm`], which must succeed; its output.
     pub fn helm_ok(&self, args: &[&str]) -> String {
         let (ok, out) = self.helm(args);
         assert!(ok, "helm {args:?}:\n{out}");
         out
+    }
+
+    /// Kills kube-apiserver (SIGKILL, as a crash) and starts it again on the same port with
+    /// the same etcd: every watch breaks and must be re-established by its client.
+    pub fn restart_apiserver(&self) {
+        let mut guard = self.apiserver.lock().unwrap_or_else(|p| p.into_inner());
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(guard.0).unwrap_or(i32::MAX));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // Wait until it is gone (its port is free again).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{}", guard.0)).exists()
+            && std::fs::read_to_string(format!("/proc/{}/stat", guard.0))
+                .is_ok_and(|st| !st.contains(") Z "))
+        {
+            assert!(Instant::now() < deadline, "kube-apiserver did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        guard.0 = spawn_for_life(
+            &self.bin.join("kube-apiserver"),
+            &guard.1,
+            log("kube-apiserver.log"),
+            log("kube-apiserver.err"),
+        );
+        drop(guard);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {

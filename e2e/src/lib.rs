@@ -5,5 +5,6 @@
 pub mod apps;
 pub mod capture;
 pub mod k8s;
+pub mod kube_procs;
 pub mod mesh;
 pub mod netns;

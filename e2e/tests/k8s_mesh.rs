@@ -17,9 +17,8 @@
 #![allow(clippy::unwrap_used, clippy::print_stderr)]
 
 use std::{
-    net::{SocketAddr, TcpListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    net::SocketAddr,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -33,66 +32,14 @@ use kube::{
     api::{DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     discovery::ApiResource,
 };
-use vigil_e2e::{apps, k8s, mesh};
+use vigil_e2e::{
+    apps, k8s,
+    kube_procs::{
+        ControllerPorts, controller_env, free_port, metric, ready, spawn, wait_for, yaml,
+    },
+};
 
 const TD: &str = "cluster.local";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed on drop.
-struct Proc(Child, &'static str, PathBuf);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            eprintln!("--- {} log ({}):", self.1, self.2.display());
-            eprintln!("{}", std::fs::read_to_string(&self.2).unwrap_or_default());
-        }
-    }
-}
-
-fn spawn(name: &'static str, bin: &str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Proc {
-    let log = dir.join(format!("{name}.log"));
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new(mesh::bin(bin))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-    Proc(child, name, log)
-}
-
-fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
-    serde_saphyr::from_str(s).unwrap_or_else(|e| panic!("{e}\n{s}"))
-}
-
-async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
-    what: &str,
-    limit: Duration,
-    mut f: impl FnMut() -> F,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn containers(pod: &Pod) -> (Vec<String>, Vec<String>, Vec<String>) {
     let spec = pod.spec.as_ref().unwrap();
@@ -136,25 +83,6 @@ async fn mint(client: &Client, ns: &str, sa: &str, pod: &Pod, audience: &str) ->
         .unwrap()
 }
 
-/// Waits until `addr` answers `/ready` with 2xx.
-async fn ready(what: &str, addr: SocketAddr) {
-    wait_for(what, Duration::from_secs(60), || async {
-        apps::get(addr, "/ready")
-            .await
-            .ok()
-            .filter(|(s, _)| s.is_success())
-    })
-    .await;
-}
-
-async fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = apps::get(addr, "/metrics").await.unwrap_or_default();
-    body.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_mode_end_to_end() {
     let Some(cluster) = k8s::cluster() else {
@@ -165,50 +93,30 @@ async fn kubernetes_mode_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
 
     // The chart, with the webhook pointed at this test's controller.
-    let (grpc, admin_port, webhook) = (free_port(), free_port(), free_port());
-    let chart = k8s::repo_root().join("charts/vigil");
-    cluster.helm_ok(&[
-        "install",
-        "vigil",
-        chart.to_str().unwrap(),
-        "-n",
-        "vigil-system",
-        "--create-namespace",
-        "--set",
-        &format!("webhook.url=https://127.0.0.1:{webhook}/inject"),
-        "--set",
-        "webhook.failurePolicy=Fail",
-    ]);
+    let ports = ControllerPorts::free();
+    let (grpc, webhook) = (ports.grpc, ports.webhook);
+    cluster.install_chart(&format!("https://127.0.0.1:{webhook}/inject"), "Fail");
 
     // The controller, authenticated as the chart's ServiceAccount.
     let kc = dir.path().join("controller.kubeconfig");
     cluster.write_kubeconfig_for(k8s::CONTROLLER_TOKEN, &kc);
-    let ctl_env = |state: &Path| -> Vec<(&'static str, String)> {
-        vec![
-            ("VIGIL_CONTROLLER_KUBERNETES", "true".into()),
-            ("VIGIL_CONTROLLER_KUBECONFIG", kc.display().to_string()),
-            ("VIGIL_CONTROLLER_NAMESPACE", "vigil-system".into()),
-            ("VIGIL_CONTROLLER_POD_NAME", "vigil-controller-test".into()),
-            ("VIGIL_CONTROLLER_STATE_DIR", state.display().to_string()),
-            ("VIGIL_CONTROLLER_LISTEN", format!("127.0.0.1:{grpc}")),
-            ("VIGIL_CONTROLLER_ADMIN", format!("127.0.0.1:{admin_port}")),
-            (
-                "VIGIL_CONTROLLER_WEBHOOK_LISTEN",
-                format!("127.0.0.1:{webhook}"),
-            ),
-            ("VIGIL_CONTROLLER_WEBHOOK_SANS", "127.0.0.1".into()),
-            ("VIGIL_CONTROLLER_LOG", "info,vigil_controller=debug".into()),
-        ]
+    let ctl_env = |state: &str| {
+        controller_env(
+            "vigil-controller-test",
+            &kc,
+            &dir.path().join(state),
+            &ports,
+        )
     };
     let secrets: Api<Secret> = Api::namespaced(admin.clone(), "vigil-system");
     let mut controller = spawn(
         "controller",
         "vigil-controller",
         &[],
-        &ctl_env(&dir.path().join("state-1")),
+        &ctl_env("state-1"),
         dir.path(),
     );
-    let admin_addr: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let admin_addr = ports.admin_addr();
     ready("the controller's admin server", admin_addr).await;
 
     // 1. The CA is in a Secret the controller created; a restart (fresh state dir, as a
@@ -220,7 +128,7 @@ async fn kubernetes_mode_end_to_end() {
         "controller",
         "vigil-controller",
         &[],
-        &ctl_env(&dir.path().join("state-2")),
+        &ctl_env("state-2"),
         dir.path(),
     );
     ready("the restarted controller", admin_addr).await;

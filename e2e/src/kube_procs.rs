@@ -1,0 +1,173 @@
+//! Helpers for the Kubernetes tests: the controller and proxies as real processes on
+//! loopback (there is no kubelet), polling, and small conveniences.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{apps, mesh};
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A child process, killed on drop; its log is printed if the test is failing.
+pub struct Proc {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Its pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("--- {} log ({}):", self.name, self.log.display());
+                eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Starts the workspace binary `bin` with `env`, logging to `<dir>/<name>.log`.
+pub fn spawn(name: &str, bin: &str, args: &[&str], env: &[(&str, String)], dir: &Path) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let f = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
+    let out = f.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let child = Command::new(mesh::bin(bin))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(f)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
+    Proc {
+        child,
+        name: name.to_string(),
+        log,
+    }
+}
+
+/// Parses YAML (panics with the document on error).
+pub fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
+    serde_saphyr::from_str(s).unwrap_or_else(|e| panic!("{e}\n{s}"))
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
+pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until `addr` answers `/ready` with 2xx.
+pub async fn ready(what: &str, addr: SocketAddr) {
+    wait_for(what, Duration::from_secs(60), || async {
+        apps::get(addr, "/ready")
+            .await
+            .ok()
+            .filter(|(s, _)| s.is_success())
+    })
+    .await;
+}
+
+/// The sum of a Prometheus metric's samples whose line starts with `name`.
+pub async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = apps::get(addr, "/metrics").await.unwrap_or_default();
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Addresses of one controller replica.
+#[derive(Clone, Debug)]
+pub struct ControllerPorts {
+    /// gRPC (proxies).
+    pub grpc: u16,
+    /// Admin (/ready, /metrics, /status).
+    pub admin: u16,
+    /// Injector webhook.
+    pub webhook: u16,
+}
+
+impl ControllerPorts {
+    /// Three free ports.
+    pub fn free() -> Self {
+        Self {
+            grpc: free_port(),
+            admin: free_port(),
+            webhook: free_port(),
+        }
+    }
+
+    /// The admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin))
+    }
+}
+
+/// The environment of a Kubernetes-mode controller replica `name` running as the chart's
+/// ServiceAccount (`kubeconfig` from [`crate::k8s::Cluster::write_kubeconfig_for`] with
+/// [`crate::k8s::CONTROLLER_TOKEN`]) in `vigil-system`.
+pub fn controller_env(
+    name: &str,
+    kubeconfig: &Path,
+    state: &Path,
+    ports: &ControllerPorts,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("VIGIL_CONTROLLER_KUBERNETES", "true".into()),
+        (
+            "VIGIL_CONTROLLER_KUBECONFIG",
+            kubeconfig.display().to_string(),
+        ),
+        ("VIGIL_CONTROLLER_NAMESPACE", "vigil-system".into()),
+        ("VIGIL_CONTROLLER_POD_NAME", name.into()),
+        ("VIGIL_CONTROLLER_STATE_DIR", state.display().to_string()),
+        (
+            "VIGIL_CONTROLLER_LISTEN",
+            format!("127.0.0.1:{}", ports.grpc),
+        ),
+        (
+            "VIGIL_CONTROLLER_ADMIN",
+            format!("127.0.0.1:{}", ports.admin),
+        ),
+        (
+            "VIGIL_CONTROLLER_WEBHOOK_LISTEN",
+            format!("127.0.0.1:{}", ports.webhook),
+        ),
+        ("VIGIL_CONTROLLER_WEBHOOK_SANS", "127.0.0.1".into()),
+        ("VIGIL_CONTROLLER_LOG", "info,vigil_controller=debug".into()),
+    ]
+}
