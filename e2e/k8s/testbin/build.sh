@@ -21,7 +21,7 @@ export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 log() { printf '==> %s\n' "$*" >&2; }
 
 if [ ! -x "$bin/kube-apiserver" ]; then
-    log "building kube-apiserver $KUBE_VERSION (cold: 10-20 minutes on 2 cores)"
+    log "building kube-apiserver $KUBE_VERSION (cold: ~4 minutes on 2 cores)"
     minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
     (cd "$here/kube-apiserver" && go build -trimpath -ldflags "-s -w \
         -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
