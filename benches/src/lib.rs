@@ -9,6 +9,8 @@
 //!
 //! and appends a JSON record under `target/bench-results/`.
 
+pub mod load;
+
 use std::{
     fs,
     io::Write,

@@ -37,3 +37,9 @@ app.kubernetes.io/component: controller
 {{- define "vigil.identity" -}}
 spiffe://{{ .Values.trustDomain }}/ns/{{ .Release.Namespace }}/sa/{{ .Values.serviceAccount.name }}
 {{- end }}
+
+{{/* Audience of the projected service-account token proxies prove themselves with: the
+injector requests it and the controller's TokenReview requires it, so both come from here. */}}
+{{- define "vigil.tokenAudience" -}}
+vigil-ca
+{{- end }}
