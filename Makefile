@@ -64,8 +64,10 @@ test-k8s:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test k8s_crds --test k8s_helm --test k8s_mesh --test k8s_ha
 
-## bench: criterion micro-benchmarks; prints `ratio=... target=... pass=...` lines
+## bench: criterion micro-benchmarks and B8 (memory of a release proxy); prints
+## `ratio=... target=... pass=...` lines
 bench:
+	$(CARGO) build $(CARGO_FLAGS) --release -p vigil-proxy --bin vigil-proxy
 	$(CARGO) bench $(CARGO_FLAGS) -p vigil-benches
 
 clean:
