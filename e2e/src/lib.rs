@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod capture;
+pub mod chart;
 pub mod k8s;
 pub mod kube_procs;
 pub mod mesh;
