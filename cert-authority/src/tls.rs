@@ -73,6 +73,27 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A web-PKI server config (no client certificates) for a name certificate from
+/// [`crate::CertificateAuthority::issue_server_cert`]: the controller's admission
+/// webhook, which the kube-apiserver calls over HTTPS/1.1. TLS 1.2 is allowed as well, as
+/// the apiserver's client may be configured for it.
+pub fn web_server_config(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    key_pem: &str,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, VerifierError> {
+    let key = crate::pemfile::decode_private_key(key_pem)
+        .map_err(|e| VerifierError::Build(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| VerifierError::Build(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| VerifierError::Build(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// A client config presenting `creds` and accepting only servers in `expected`.
 pub fn client_config(
     creds: &Credentials,

@@ -346,6 +346,30 @@ async fn kubernetes_mode_end_to_end() {
         dir.path(),
     );
 
+    // Tokens that authenticate, but not as the workload they claim: cli's token used for
+    // workload web, and a token of web's service account bound to another pod.
+    let other_pod = pods.get("web-again").await.unwrap();
+    let other_pod_token = dir.path().join("other-pod.token");
+    std::fs::write(
+        &other_pod_token,
+        mint(&admin, &ns, "web", &other_pod, "vigil-ca").await,
+    )
+    .unwrap();
+    let mut impostors = Vec::new();
+    for (name, token) in [
+        ("stolen-token-proxy", &cli_token),
+        ("other-pod-token-proxy", &other_pod_token),
+    ] {
+        let port = free_port();
+        let mut env = proxy_env("web", token, port);
+        env.push(("VIGIL_PROXY_INBOUND", "127.0.0.1:0".into()));
+        impostors.push((
+            spawn(name, "vigil-proxy", &["run"], &env, dir.path()),
+            port,
+            name,
+        ));
+    }
+
     for (name, admin) in [("web", web_admin), ("cli", cli_admin)] {
         let a: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
         ready(
@@ -383,6 +407,34 @@ async fn kubernetes_mode_end_to_end() {
         !wrong_ready.is_ok_and(|(s, _)| s.is_success()),
         "a token for another audience must not yield an SVID"
     );
+
+    wait_for(
+        "both impostors to be refused",
+        Duration::from_secs(20),
+        || async {
+            let n = metric(
+                ctl_metrics,
+                "vigil_controller_certificate_requests_refused_total{reason=\"wrong_identity\"}",
+            )
+            .await;
+            (n >= 2.0).then_some(())
+        },
+    )
+    .await;
+    let told = [
+        format!("the token is for service account {ns}/cli, but workload {ns}/web runs as"),
+        format!("the token is bound to pod web-again, not {ns}/web"),
+    ];
+    for ((proc, port, name), why) in impostors.into_iter().zip(told) {
+        let r = apps::get(format!("127.0.0.1:{port}").parse().unwrap(), "/ready").await;
+        assert!(
+            !r.is_ok_and(|(s, _)| s.is_success()),
+            "{name}: a token for another workload must not yield its SVID"
+        );
+        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        assert!(log.contains(&why), "{name} should be told {why:?}:\n{log}");
+        drop(proc);
+    }
 
     // 5. Default deny, then an AccessPolicy through the API.
     let route: SocketAddr = format!("127.0.0.1:{cli_route}").parse().unwrap();

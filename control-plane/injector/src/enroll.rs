@@ -52,28 +52,45 @@ pub fn protected_namespace(config: &InjectorConfig, namespace: &str) -> Option<S
     protected.then(|| SkipReason::Namespace(namespace.to_string()))
 }
 
-/// Whether to inject a pod of an unprotected namespace whose annotations are valid:
-/// `None` to inject, `Some(reason)` to leave it alone.
-pub fn check(pod: &Pod, namespace_annotations: &BTreeMap<String, String>) -> Option<SkipReason> {
-    let annotations = pod.metadata.annotations.as_ref();
-    let enrolled = match annotations.and_then(|a| a.get(INJECT)).map(String::as_str) {
+/// The enrollment rule, shared with the controller (which treats a pod as a mesh
+/// workload only if it is enrolled and carries the proxy): `vigil.dev/inject` on the pod
+/// decides; without it, the namespace's.
+pub fn enrolled(pod: &Pod, namespace_annotations: &BTreeMap<String, String>) -> bool {
+    match pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INJECT))
+        .map(String::as_str)
+    {
         Some(v) => v == "enabled",
         None => namespace_annotations
             .get(INJECT)
             .is_some_and(|v| v == "enabled"),
-    };
-    if !enrolled {
+    }
+}
+
+/// Whether the pod carries the injected proxy (as a native sidecar or a container).
+pub fn has_proxy(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|spec| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .any(|c| c.name == PROXY)
+    })
+}
+
+/// Whether to inject a pod of an unprotected namespace whose annotations are valid:
+/// `None` to inject, `Some(reason)` to leave it alone.
+pub fn check(pod: &Pod, namespace_annotations: &BTreeMap<String, String>) -> Option<SkipReason> {
+    let annotations = pod.metadata.annotations.as_ref();
+    if !enrolled(pod, namespace_annotations) {
         return Some(SkipReason::NotEnrolled);
     }
     let Some(spec) = pod.spec.as_ref() else {
         return Some(SkipReason::NoContainers);
     };
-    let has_proxy = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .any(|c| c.name == PROXY);
-    if has_proxy || annotations.is_some_and(|a| a.contains_key(INJECTED)) {
+    if has_proxy(pod) || annotations.is_some_and(|a| a.contains_key(INJECTED)) {
         return Some(SkipReason::AlreadyInjected);
     }
     if spec.host_network == Some(true) {

@@ -20,8 +20,6 @@ use vigil_crds::{
 };
 use vigil_index::{NamespaceMeta, ObjectKey, Resource, Resources, ServiceBackends};
 
-/// The annotation that enrolls a pod or namespace (the injector's).
-pub const INJECT: &str = vigil_injector::annotations::INJECT;
 /// The proxy container's name (the injector's).
 pub const PROXY_CONTAINER: &str = vigil_injector::sidecar::PROXY;
 
@@ -46,25 +44,14 @@ pub struct Snapshot {
     pub slices: Vec<std::sync::Arc<EndpointSlice>>,
 }
 
-/// Whether the pod is enrolled by annotation (pod first, then namespace).
+/// Whether the pod is enrolled by annotation (the injector's rule).
 pub fn enrolled(pod: &Pod, ns_annotations: Option<&BTreeMap<String, String>>) -> bool {
-    match pod.annotations().get(INJECT).map(String::as_str) {
-        Some("enabled") => true,
-        Some(_) => false,
-        None => ns_annotations
-            .and_then(|a| a.get(INJECT))
-            .is_some_and(|v| v == "enabled"),
-    }
+    vigil_injector::enroll::enrolled(pod, ns_annotations.unwrap_or(&BTreeMap::new()))
 }
 
-/// Whether the pod carries the injected proxy (native sidecar or regular container).
+/// Whether the pod carries the injected proxy (the injector's rule).
 pub fn has_proxy(pod: &Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.containers
-            .iter()
-            .chain(s.init_containers.iter().flatten())
-            .any(|c| c.name == PROXY_CONTAINER)
-    })
+    vigil_injector::enroll::has_proxy(pod)
 }
 
 /// The workload a pod is, if it is one.

@@ -39,13 +39,11 @@ fn tls_config(state: &State, sans: &[String]) -> anyhow::Result<Arc<rustls::Serv
         .ca()
         .issue_server_cert(sans, CERT_TTL, std::time::SystemTime::now())
         .context("issuing the webhook certificate")?;
-    let key = vigil_cert_authority::pemfile::decode_private_key(&key_pem)?;
-    let mut cfg =
-        rustls::ServerConfig::builder_with_provider(vigil_cert_authority::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_single_cert(chain, key)?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = vigil_cert_authority::tls::web_server_config(
+        chain,
+        &key_pem,
+        vigil_cert_authority::tls::provider(),
+    )?;
     Ok(Arc::new(cfg))
 }
 
@@ -142,7 +140,7 @@ async fn handle(
     let ns_annotations = |ns: &str| -> BTreeMap<String, String> {
         stores
             .namespaces
-            .find(|n| n.name_any() == ns)
+            .get(&kube::runtime::reflector::ObjectRef::new(ns))
             .map(|n| n.annotations().clone())
             .unwrap_or_default()
     };

@@ -46,7 +46,7 @@ fn an_injected_enrolled_pod_is_a_workload_with_its_identity_labels_and_addresses
 
 #[test]
 fn enrollment_needs_the_annotation_and_the_proxy() {
-    let ns_enabled = BTreeMap::from([(INJECT.to_string(), "enabled".to_string())]);
+    let ns_enabled = BTreeMap::from([("vigil.dev/inject".to_string(), "enabled".to_string())]);
     // Namespace-enrolled, injected.
     let by_ns = pod(&INJECTED.replace("vigil.dev/inject: enabled, ", ""));
     assert!(workload(&by_ns, None).is_none(), "no annotation anywhere");
