@@ -10,6 +10,7 @@
 //!   outbound ── for each workload, the destinations whose policy admits it
 //!   addresses ── every workload address -> its identity (on-demand discovery, so a call
 //!                to a mesh workload outside the table still goes over mTLS)
+//!   services ── ClusterIP:port -> the identities of its backends (services.rs)
 //! ```
 //!
 //! A policy that does not compile is rejected (its status says why) — and if it is a
@@ -32,6 +33,11 @@ use crate::{
     resources::{Kind, ObjectKey, Resources},
     selector,
 };
+
+mod reachability;
+mod services;
+
+use reachability::reachability;
 
 /// Annotation on a namespace choosing its workloads' default policy.
 pub const DEFAULT_POLICY_ANNOTATION: &str = "vigil.dev/default-policy";
@@ -289,6 +295,7 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
     // Outbound: the destinations whose inbound policy admits each workload. Computed by
     // inverting the allow rules (who may reach X), not by testing every pair.
     let reachable = reachability(&out.workloads);
+    let service_dests = services::destinations(res, &out.workloads, &mut out.addresses);
     let tables: BTreeMap<ObjectKey, Vec<Destination>> = out
         .workloads
         .iter()
@@ -321,55 +328,16 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
                         });
                     }
                 }
-            }
-            (key.clone(), dests)
-        })
-        .collect();
-    // Services: a virtual address is a mesh destination when every backend is a mesh
-    // workload; it serves the union of their identities. A caller that may reach any
-    // backend gets the service address in its table too.
-    let mut service_dests: BTreeMap<ObjectKey, Vec<Destination>> = BTreeMap::new();
-    for svc in res.services.values() {
-        let identities: Option<BTreeSet<String>> = svc
-            .backends
-            .iter()
-            .map(|b| out.workloads.get(b).map(|cw| cw.identity.to_string()))
-            .collect();
-        let Some(identities) = identities.filter(|i| !i.is_empty()) else {
-            continue;
-        };
-        for address in &svc.addresses {
-            let d = Destination {
-                address: *address,
-                proxy: None,
-                identities: identities.iter().cloned().collect(),
-            };
-            out.addresses.entry(*address).or_insert_with(|| d.clone());
-            for b in &svc.backends {
-                service_dests.entry(b.clone()).or_default().push(d.clone());
-            }
-        }
-    }
-    let mut tables = tables;
-    if !service_dests.is_empty() {
-        for (caller, dests) in &mut tables {
-            let reach: BTreeSet<&ObjectKey> = reachable
-                .open
-                .iter()
-                .chain(reachable.by_caller.get(caller).into_iter().flatten())
-                .filter(|k| *k != caller)
-                .collect();
-            let mut seen: BTreeSet<std::net::SocketAddr> =
-                dests.iter().map(|d| d.address).collect();
-            for b in reach {
-                for d in service_dests.get(b).into_iter().flatten() {
+                // Services it backs: a caller that may reach a backend may call the service.
+                for d in service_dests.get(other_key).into_iter().flatten() {
                     if seen.insert(d.address) {
                         dests.push(d.clone());
                     }
                 }
             }
-        }
-    }
+            (key.clone(), dests)
+        })
+        .collect();
     for (key, dests) in tables {
         if let Some(cw) = out.workloads.get_mut(&key) {
             cw.policy.outbound.destinations = dests;
@@ -412,71 +380,6 @@ fn proxy_of(info: &WorkloadInfo<'_>) -> Option<std::net::SocketAddr> {
         .proxy
         .as_deref()
         .and_then(|p| p.parse().ok())
-}
-
-/// Who may reach whom: workloads open to every mesh identity, and per caller the
-/// workloads whose allow rules name it.
-struct Reachability {
-    open: BTreeSet<ObjectKey>,
-    by_caller: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
-}
-
-fn reachability(workloads: &BTreeMap<ObjectKey, CompiledWorkload>) -> Reachability {
-    let mut by_identity: BTreeMap<&str, Vec<&ObjectKey>> = BTreeMap::new();
-    for (k, cw) in workloads {
-        by_identity.entry(cw.identity.as_str()).or_default().push(k);
-    }
-    let mut r = Reachability {
-        open: BTreeSet::new(),
-        by_caller: BTreeMap::new(),
-    };
-    for (target, cw) in workloads {
-        let p = &cw.policy;
-        if p.quarantined {
-            continue;
-        }
-        if p.default_policy != DefaultPolicy::Deny {
-            r.open.insert(target.clone());
-            continue;
-        }
-        for rule in p.inbound.iter().filter(|r| r.action == Action::Allow) {
-            for s in &rule.from {
-                match s {
-                    Source::Authenticated => {
-                        r.open.insert(target.clone());
-                    }
-                    Source::Id(pattern) => {
-                        let Ok(pat) = SpiffePattern::parse(pattern) else {
-                            continue;
-                        };
-                        let callers: Vec<&&ObjectKey> = if pat.is_exact() {
-                            by_identity
-                                .get(pattern.as_str())
-                                .into_iter()
-                                .flatten()
-                                .collect()
-                        } else {
-                            by_identity
-                                .iter()
-                                .filter(|(id, _)| {
-                                    SpiffeId::parse(id).is_ok_and(|id| pat.matches(&id))
-                                })
-                                .flat_map(|(_, ks)| ks.iter())
-                                .collect()
-                        };
-                        for c in callers {
-                            r.by_caller
-                                .entry((*c).clone())
-                                .or_default()
-                                .insert(target.clone());
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    r
 }
 
 /// Workloads by label, for selectors.
