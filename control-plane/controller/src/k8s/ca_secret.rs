@@ -64,9 +64,11 @@ fn write_dir(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> anyhow::Result<()
             std::fs::remove_file(dir.join(name))?;
         }
     }
-    for (name, bytes) in files {
+    // A Secret made with `kubectl create secret generic --from-file=<state dir>` carries
+    // the (empty) lock file too: it is not state, so it is skipped.
+    for (name, bytes) in files.iter().filter(|(n, _)| n.as_str() != LOCK_FILE) {
         anyhow::ensure!(
-            !name.contains('/') && !name.starts_with('.') && name != LOCK_FILE,
+            !name.contains('/') && !name.starts_with('.'),
             "unexpected key {name:?} in the CA Secret"
         );
         vigil_cert_authority::state::write_private_file(&dir.join(name), bytes)
@@ -190,5 +192,37 @@ pub async fn save_if_new(k: &Kube, dir: &Path) -> anyhow::Result<bool> {
             Ok(true)
         }
         None => Ok(save_new(k, dir).await? == Saved::LostRace),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_is_never_state_and_odd_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = BTreeMap::from([
+            ("ca.json".to_string(), b"{}".to_vec()),
+            ("ca.lock".to_string(), Vec::new()),
+        ]);
+        write_dir(dir.path(), &files).unwrap();
+        assert_eq!(
+            read_dir(dir.path()).unwrap().keys().collect::<Vec<_>>(),
+            ["ca.json"]
+        );
+        assert!(!dir.path().join("ca.lock").exists());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("ca.json"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        for bad in ["../escape", ".hidden"] {
+            let files = BTreeMap::from([(bad.to_string(), b"x".to_vec())]);
+            let err = write_dir(dir.path(), &files).unwrap_err().to_string();
+            assert!(err.contains("unexpected key"), "{bad}: {err}");
+        }
     }
 }
