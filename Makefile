@@ -1,12 +1,11 @@
 # Vigil developer entry points. `make test` is what CI runs (via .ci/run).
 #
-# Targets that later issues add (bench-full) appear here when they work;
-# none is a placeholder.
+# Every target here works; none is a placeholder.
 
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s e2e lint fmt bench generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s e2e lint fmt bench bench-full bench-build generate check-generated chart-lint clean
 
 all: build
 
@@ -64,11 +63,23 @@ test-k8s:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test k8s_crds --test k8s_chart --test k8s_helm --test k8s_mesh --test k8s_ha
 
-## bench: criterion micro-benchmarks and B8 (memory of a release proxy); prints
-## `ratio=... target=... pass=...` lines
-bench:
-	$(CARGO) build $(CARGO_FLAGS) --release -p vigil-proxy --bin vigil-proxy
+## bench: the quick tier (well under 10 minutes on 2 cores): installs the baselines
+## (benches/baselines/install.sh: HAProxy, nginx, Envoy), builds the release binaries, runs
+## the criterion micro-benchmarks (B8-B11) and the side-by-side harness (B1-B7, B12), and
+## prints `ratio=... target=... pass=...` per target. Report and JSON in
+## <target dir>/bench-results/ (report.md, latency.svg, run-*.json, B*.jsonl).
+bench: bench-build
 	$(CARGO) bench $(CARGO_FLAGS) -p vigil-benches
+	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench
+
+## bench-full: the full tier (5 rounds, longer runs, 10k connections for B8)
+bench-full: bench-build
+	VIGIL_BENCH_FULL=1 $(CARGO) bench $(CARGO_FLAGS) -p vigil-benches
+	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench -- --full
+
+bench-build:
+	bash benches/baselines/install.sh
+	$(CARGO) build $(CARGO_FLAGS) --release -p vigil-proxy --bin vigil-proxy -p vigil-benches --bin vigil-bench
 
 clean:
 	$(CARGO) clean

@@ -9,6 +9,7 @@
 //!
 //! and appends a JSON record under `target/bench-results/`.
 
+pub mod harness;
 pub mod load;
 
 use std::{

@@ -66,6 +66,7 @@ fn spec(addr: SocketAddr, rate: Option<f64>, conns: usize, secs: f64) -> LoadSpe
         streams: 1,
         duration: Duration::from_secs_f64(secs),
         warmup: Duration::from_millis(100),
+        fresh_connections: false,
     }
 }
 
@@ -158,4 +159,42 @@ async fn closed_loop_measures_throughput() {
     assert_eq!((r.errors, r.target_rate), (0, None), "{r:?}");
     assert!(r.ok > 0 && r.achieved_rate > 0.0, "{r:?}");
     assert!(r.valid().is_ok());
+}
+
+/// A new connection per request: the server accepts one connection per request sent
+/// (warm-up included), and every one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_connections_open_one_connection_per_request() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let mut fresh = spec(addr, Some(100.0), 2, 0.5);
+    fresh.fresh_connections = true;
+    let r = run(&fresh).await;
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert!(r.ok >= 45, "{r:?}");
+    let n = accepted.load(Ordering::SeqCst);
+    // Warm-up (0.1 s at 100 req/s) plus the measured requests, each on its own connection.
+    assert!(n >= r.ok + 5, "{n} connections for {} requests", r.ok);
+
+    // Kept-alive connections for comparison: just the two.
+    accepted.store(0, Ordering::SeqCst);
+    let r = run(&spec(addr, Some(100.0), 2, 0.5)).await;
+    assert_eq!(r.errors, 0, "{r:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }

@@ -39,7 +39,22 @@ pub fn provider() -> Arc<CryptoProvider> {
     provider_with_groups(KX_GROUPS)
 }
 
-/// Like [`provider`] but restricted to the given key-exchange groups (benchmarks pin one).
+/// Names accepted by [`kx_group`], in [`KX_GROUPS`] order.
+pub const KX_GROUP_NAMES: &[&str] = &["x25519mlkem768", "x25519", "p256"];
+
+/// The key-exchange group called `name` (`x25519mlkem768`, `x25519`, `p256`; case
+/// insensitive, `secp256r1` accepted for `p256`).
+pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
+    match name.to_ascii_lowercase().as_str() {
+        "x25519mlkem768" => Some(aws_lc_rs::kx_group::X25519MLKEM768),
+        "x25519" => Some(aws_lc_rs::kx_group::X25519),
+        "p256" | "secp256r1" => Some(aws_lc_rs::kx_group::SECP256R1),
+        _ => None,
+    }
+}
+
+/// Like [`provider`] but restricted to the given key-exchange groups (a deployment that
+/// must use FIPS groups only, or a benchmark that pins one).
 pub fn provider_with_groups(groups: &[&'static dyn SupportedKxGroup]) -> Arc<CryptoProvider> {
     Arc::new(CryptoProvider {
         cipher_suites: aws_lc_rs::DEFAULT_CIPHER_SUITES

@@ -66,7 +66,7 @@ impl Proxy {
     /// Like [`Self::start`], with the access log going to `log` (tests capture it).
     pub async fn start_with_log(cfg: Config, log: AccessLog) -> anyhow::Result<Self> {
         let cfg = Arc::new(cfg);
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(cfg.request_metrics);
         let background = CancellationToken::new();
         let mut watchers = Vec::new();
 
@@ -188,6 +188,7 @@ impl Proxy {
             policy_store.subscribe(),
             tls_tx,
             metrics.clone(),
+            cfg.tls_provider(),
             background.clone(),
         );
         spawn_policy_gauge(
@@ -297,6 +298,7 @@ fn spawn_tls_builder(
     policy: watch::Receiver<Arc<vigil_policy::Policy>>,
     tls_tx: watch::Sender<Option<Arc<TlsState>>>,
     metrics: Metrics,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     stop: CancellationToken,
 ) {
     let mut rx = creds.subscribe();
@@ -313,7 +315,11 @@ fn spawn_tls_builder(
                 metrics
                     .cert_expiry
                     .set(i64::try_from(expiry).unwrap_or(i64::MAX));
-                match TlsState::new(c, Arc::new(PolicyRevocation(policy.clone()))) {
+                match TlsState::new(
+                    c,
+                    Arc::new(PolicyRevocation(policy.clone())),
+                    provider.clone(),
+                ) {
                     Ok(state) => {
                         tls_tx.send_replace(Some(Arc::new(state)));
                     }

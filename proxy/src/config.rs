@@ -155,6 +155,21 @@ pub struct RunArgs {
     /// Runtime worker threads (1 = a single-threaded runtime, the sidecar default).
     #[arg(long, env = "VIGIL_PROXY_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// TLS key-exchange groups, most preferred first: `x25519mlkem768` (hybrid
+    /// post-quantum), `x25519`, `p256`. Restrict to `p256` where only FIPS groups may be
+    /// used; peers must share at least one group.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_TLS_GROUPS",
+        value_delimiter = ',',
+        default_value = "x25519mlkem768,x25519,p256"
+    )]
+    pub tls_groups: Vec<String>,
+    /// Per-request metrics (request counts, latency histograms, authorization decisions).
+    /// Connection, TLS and policy metrics are always kept; turning these off exists to
+    /// measure their cost (benchmark B12).
+    #[arg(long, env = "VIGIL_PROXY_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub request_metrics: bool,
 }
 
 /// A static outbound route.
@@ -309,6 +324,23 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// Worker threads.
     pub threads: usize,
+    /// TLS key-exchange groups, most preferred first (names from
+    /// `vigil_cert_authority::tls::KX_GROUP_NAMES`, lower case).
+    pub tls_groups: Vec<String>,
+    /// Per-request metrics on.
+    pub request_metrics: bool,
+}
+
+impl Config {
+    /// The crypto provider for this proxy's mesh TLS: the configured key-exchange groups.
+    pub fn tls_provider(&self) -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+        let groups: Vec<_> = self
+            .tls_groups
+            .iter()
+            .filter_map(|g| vigil_cert_authority::tls::kx_group(g))
+            .collect();
+        vigil_cert_authority::tls::provider_with_groups(&groups)
+    }
 }
 
 /// Controller mode.
@@ -412,6 +444,26 @@ impl RunArgs {
         if self.max_connections == 0 {
             errors.push("--max-connections must be at least 1".into());
         }
+        let mut tls_groups = Vec::new();
+        for g in &self.tls_groups {
+            let name = g.trim().to_ascii_lowercase();
+            let name = if name == "secp256r1" {
+                "p256".to_string()
+            } else {
+                name
+            };
+            if vigil_cert_authority::tls::kx_group(&name).is_none() {
+                errors.push(format!(
+                    "--tls-groups: unknown key-exchange group {g:?} (known: {})",
+                    vigil_cert_authority::tls::KX_GROUP_NAMES.join(", ")
+                ));
+            } else if !tls_groups.contains(&name) {
+                tls_groups.push(name);
+            }
+        }
+        if tls_groups.is_empty() && errors.is_empty() {
+            errors.push("--tls-groups: at least one key-exchange group is needed".into());
+        }
         let mut listens = BTreeSet::new();
         for addr in [self.inbound, self.outbound, self.admin]
             .into_iter()
@@ -450,6 +502,8 @@ impl RunArgs {
             max_concurrent_streams: self.max_concurrent_streams,
             access_log: self.access_log,
             threads: self.threads,
+            tls_groups,
+            request_metrics: self.request_metrics,
         })
     }
 }
@@ -483,5 +537,66 @@ mod tests {
         assert_eq!((p.port, p.path.as_str()), (8080, "/healthz"));
         assert!("8080:/a/../b".parse::<ProbeRoute>().is_err());
         assert!("x:/a".parse::<ProbeRoute>().is_err());
+    }
+
+    fn args(extra: &[&str]) -> RunArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let mut argv = vec![
+            "vigil-proxy",
+            "--policy",
+            "p.yaml",
+            "--svid",
+            "s.pem",
+            "--key",
+            "k.pem",
+            "--bundle",
+            "b.pem",
+        ];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).unwrap().run
+    }
+
+    #[test]
+    fn tls_groups_and_request_metrics() {
+        let cfg = args(&[]).validate().unwrap();
+        assert_eq!(cfg.tls_groups, ["x25519mlkem768", "x25519", "p256"]);
+        assert!(cfg.request_metrics);
+        assert_eq!(cfg.tls_provider().kx_groups.len(), 3);
+
+        let cfg = args(&[
+            "--tls-groups",
+            "X25519,secp256r1,x25519",
+            "--request-metrics",
+            "false",
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(cfg.tls_groups, ["x25519", "p256"]);
+        assert!(!cfg.request_metrics);
+        let names: Vec<_> = cfg
+            .tls_provider()
+            .kx_groups
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        assert_eq!(
+            names,
+            [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1]
+        );
+
+        let err = args(&["--tls-groups", "x448"]).validate().unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.contains("unknown key-exchange group \"x448\"")),
+            "{err:?}"
+        );
+        let err = args(&["--tls-groups", ""]).validate().unwrap_err();
+        assert!(!err.0.is_empty(), "an empty group list is refused");
     }
 }

@@ -87,7 +87,8 @@ pub async fn outer<S: AsyncRead + Unpin>(
     if buf[0] != 0x16 {
         return Ok((Outer::Plaintext, buf.freeze()));
     }
-    let mut acceptor = rustls::server::Acceptor::default();
+    // Boxed: the acceptor is ~2.5 KB and this future lives in every connection's task.
+    let mut acceptor = Box::new(rustls::server::Acceptor::default());
     let mut fed = 0;
     loop {
         let mut rd = &buf[fed..];

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod copy;
 pub mod detect;
 pub mod files;
 pub mod forward;

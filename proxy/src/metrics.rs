@@ -38,11 +38,15 @@ pub struct Metrics {
     /// `vigil_proxy_rejected_total{direction, reason}`: refused before authorization
     /// (malformed HTTP, ambiguous path, connection limit, plaintext refused...).
     pub rejected: IntCounterVec,
+    /// Per-request metrics on (`--request-metrics`): [`Self::record_request`] and
+    /// [`Self::record_authz`] do nothing when off.
+    per_request: bool,
 }
 
 impl Metrics {
-    /// Registers every metric (plus process metrics: RSS, CPU, fds).
-    pub fn new() -> Self {
+    /// Registers every metric (plus process metrics: RSS, CPU, fds); `per_request` turns
+    /// the per-request ones on.
+    pub fn new(per_request: bool) -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels)
@@ -158,6 +162,7 @@ impl Metrics {
             cert_expiry,
             policy_generation,
             rejected,
+            per_request,
         }
     }
 
@@ -176,12 +181,24 @@ impl Metrics {
         status: u16,
         elapsed: std::time::Duration,
     ) {
+        if !self.per_request {
+            return;
+        }
         self.requests
             .with_label_values(&[direction, decision, status_class(status)])
             .inc();
         self.request_duration
             .with_label_values(&[direction])
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one authorization decision of `policy` (a policy name or a fixed word).
+    pub fn record_authz(&self, direction: &str, policy: &str, decision: &str) {
+        if self.per_request {
+            self.authz
+                .with_label_values(&[direction, policy, decision])
+                .inc();
+        }
     }
 
     /// An open-connection guard: increments now, decrements on drop.
@@ -194,7 +211,7 @@ impl Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(true)
     }
 }
 

@@ -16,6 +16,16 @@ use tokio::{
 
 use crate::{detect::Proto, http_util::Body, shared::Shared, strict_h1::StrictH1};
 
+/// What a connection holds while it is open: its slot under the connection limit and the
+/// open-connections gauge. The handler keeps it (as an argument) until it returns, so the
+/// task is the handler's future alone — wrapping that future in another async block would
+/// store it twice.
+#[derive(Debug)]
+pub(crate) struct ConnGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _open: crate::metrics::OpenGuard,
+}
+
 /// Accepts until shutdown; each connection runs `handle` as a tracked task, under the
 /// per-listener connection limit (excess connections are closed at once and counted).
 pub(crate) async fn accept_loop<F, Fut>(
@@ -24,7 +34,7 @@ pub(crate) async fn accept_loop<F, Fut>(
     direction: &'static str,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Arc<Shared>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Arc<Shared>, ConnGuard) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
@@ -49,13 +59,13 @@ pub(crate) async fn accept_loop<F, Fut>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let open = shared.metrics.open(direction);
-        let task = handle(stream, src, shared.clone());
-        shared.tracker.spawn(async move {
-            let _permit = permit;
-            let _open = open;
-            task.await;
-        });
+        let guard = ConnGuard {
+            _permit: permit,
+            _open: shared.metrics.open(direction),
+        };
+        shared
+            .tracker
+            .spawn(handle(stream, src, shared.clone(), guard));
     }
 }
 

@@ -51,12 +51,12 @@ impl Revocation for PolicyRevocation {
 }
 
 impl TlsState {
-    /// Builds the configs for `creds`.
+    /// Builds the configs for `creds`, with `provider`'s key-exchange groups.
     pub fn new(
         creds: Arc<Credentials>,
         revocation: Arc<dyn Revocation>,
+        provider: Arc<CryptoProvider>,
     ) -> Result<Self, VerifierError> {
-        let provider = tls::provider();
         let server = tls::server_config(&creds, provider.clone(), revocation.clone(), &MESH_ALPNS)?;
         Ok(Self {
             creds,

@@ -65,6 +65,9 @@ struct Cli {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Open a new connection (and TLS handshake) for every request.
+    #[arg(long)]
+    fresh_connections: bool,
     /// Worker threads (1 keeps the generator on one core; pin it with taskset).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             streams: cli.streams,
             duration: cli.duration,
             warmup: cli.warmup,
+            fresh_connections: cli.fresh_connections,
         };
         let rt = if cli.threads <= 1 {
             tokio::runtime::Builder::new_current_thread()

@@ -27,6 +27,9 @@ pub struct LoadSpec {
     pub duration: Duration,
     /// Unmeasured time before it (connections warm, caches filled).
     pub warmup: Duration,
+    /// A new connection (TCP, TLS handshake) for every request; its latency includes
+    /// connecting.
+    pub fresh_connections: bool,
 }
 
 /// One lane's results.
@@ -50,7 +53,11 @@ pub async fn run(spec: &LoadSpec) -> Report {
     let lanes = spec.conns.max(1) * streams;
     let mut senders = Vec::with_capacity(spec.conns);
     for _ in 0..spec.conns.max(1) {
-        senders.push(client::connect(&spec.target).await.ok());
+        senders.push(if spec.fresh_connections {
+            None
+        } else {
+            client::connect(&spec.target).await.ok()
+        });
     }
     let results = Arc::new(Mutex::new(Vec::<Lane>::new()));
     let start = Instant::now() + Duration::from_millis(50);
@@ -67,6 +74,7 @@ pub async fn run(spec: &LoadSpec) -> Report {
         let target = spec.target.clone();
         let results = results.clone();
         let rate = spec.rate;
+        let fresh = spec.fresh_connections;
         tasks.push(tokio::spawn(async move {
             let mut out = Lane {
                 hist: new_histogram(),
@@ -86,6 +94,9 @@ pub async fn run(spec: &LoadSpec) -> Report {
                     break;
                 }
                 wait_until(intended).await;
+                if fresh {
+                    sender = None; // connected below, inside the measured time
+                }
                 let mut result = match &mut sender {
                     Some(s) => s.get(&target).await,
                     None => Err(client::LoadError::Closed),

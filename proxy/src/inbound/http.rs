@@ -186,13 +186,10 @@ fn record_decision(
     audit: Option<vigil_policy::AuditFinding>,
     entry: &mut Entry,
 ) {
-    let label = policy_label(policy, reason);
     let decision = if allowed { "allow" } else { "deny" };
     ctx.shared
         .metrics
-        .authz
-        .with_label_values(&[DIRECTION, &label, decision])
-        .inc();
+        .record_authz(DIRECTION, policy_label(policy, reason), decision);
     entry.reason = policy.describe(reason);
     if let Reason::Rule(i) = reason
         && let Some((p, r, _, _)) = policy.rule_info(i)
@@ -210,7 +207,7 @@ fn record_decision(
         ctx.shared
             .metrics
             .audit
-            .with_label_values(&[&label, would])
+            .with_label_values(&[label, would])
             .inc();
         entry.audit = Some(format!(
             "{}: {}",
@@ -221,16 +218,13 @@ fn record_decision(
 }
 
 /// The `policy` label: the deciding policy's name, or a fixed word.
-pub(crate) fn policy_label(policy: &vigil_policy::Policy, reason: Reason) -> String {
+pub(crate) fn policy_label(policy: &vigil_policy::Policy, reason: Reason) -> &str {
     match reason {
-        Reason::Rule(i) => policy
-            .rule_info(i)
-            .map(|r| r.0.to_string())
-            .unwrap_or_default(),
-        Reason::Default(_) => "default".into(),
-        Reason::Quarantined => "quarantine".into(),
-        Reason::Revoked => "revoked".into(),
-        Reason::InvalidPolicy => "invalid".into(),
+        Reason::Rule(i) => policy.rule_info(i).map(|r| r.0).unwrap_or_default(),
+        Reason::Default(_) => "default",
+        Reason::Quarantined => "quarantine",
+        Reason::Revoked => "revoked",
+        Reason::InvalidPolicy => "invalid",
     }
 }
 

@@ -22,6 +22,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     detect::{self, Outer, Proto},
     io::PrefixedIo,
+    serve::ConnGuard,
     shared::{Shared, Source, original_dst},
 };
 
@@ -48,7 +49,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     crate::serve::accept_loop(listener, shared, DIRECTION, handle).await;
 }
 
-async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
+async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, _guard: ConnGuard) {
     let cfg = &shared.cfg;
     let orig = original_dst(&stream);
     let (port, app) = match (cfg.app, orig) {
@@ -86,7 +87,11 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
                 return;
             };
             let acceptor = TlsAcceptor::from(tls.server.clone());
-            let accepted = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(io)).await;
+            // Boxed here and below: a connection's task holds only the state it is in, not the
+            // largest state of every path (an idle opaque connection would otherwise carry the
+            // TLS handshake's and the HTTP server's state: ~15 KB).
+            let accepted =
+                tokio::time::timeout(cfg.handshake_timeout, Box::pin(acceptor.accept(io))).await;
             let tls_stream = match accepted {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -134,11 +139,14 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
             } else {
                 hint
             };
-            route(tls_stream, proto_hint, source, src, port, app, shared).await;
+            Box::pin(route(
+                tls_stream, proto_hint, source, src, port, app, shared,
+            ))
+            .await;
         }
         Outer::OtherTls => {
             // Someone else's TLS: opaque, unauthenticated; policy decides.
-            route(
+            Box::pin(route(
                 io,
                 Some(Proto::Opaque),
                 Source::Plain,
@@ -146,12 +154,12 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>) {
                 port,
                 app,
                 shared,
-            )
+            ))
             .await;
         }
         Outer::Plaintext => {
             let hint = (opaque_port || silent).then_some(Proto::Opaque);
-            route(io, hint, Source::Plain, src, port, app, shared).await;
+            Box::pin(route(io, hint, Source::Plain, src, port, app, shared)).await;
         }
     }
 }
@@ -190,7 +198,7 @@ async fn route<S>(
     });
     let io = PrefixedIo::new(prefix, io);
     match proto {
-        Proto::Opaque => tcp::serve(io, ctx).await,
-        Proto::Http1 | Proto::Http2 => http::serve(io, ctx).await,
+        Proto::Opaque => Box::pin(tcp::serve(io, ctx)).await,
+        Proto::Http1 | Proto::Http2 => Box::pin(http::serve(io, ctx)).await,
     }
 }

@@ -37,7 +37,7 @@ where
     shared
         .metrics
         .authz
-        .with_label_values(&[DIRECTION, &label, verdict])
+        .with_label_values(&[DIRECTION, label, verdict])
         .inc();
     let mut entry = Entry {
         direction: DIRECTION,
@@ -65,7 +65,7 @@ where
         shared
             .metrics
             .audit
-            .with_label_values(&[&policy_label(&policy, f.reason), would])
+            .with_label_values(&[policy_label(&policy, f.reason), would])
             .inc();
         entry.audit = Some(format!(
             "{}: {}",
@@ -110,7 +110,7 @@ where
         })
     });
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut app) => {}
+        _ = crate::copy::bidirectional(&mut client, &mut app) => {}
         reason = closer => {
             tracing::info!(src = %ctx.src_addr, peer = %ctx.source.id_string(), reason, "closing inbound TCP connection");
             shared.metrics.closed.with_label_values(&[DIRECTION, reason]).inc();

@@ -58,13 +58,22 @@ pub async fn serve_route(listener: TcpListener, shared: Arc<Shared>, index: usiz
 }
 
 async fn serve(listener: TcpListener, shared: Arc<Shared>, route: Option<usize>) {
-    crate::serve::accept_loop(listener, shared, DIRECTION, move |stream, src, shared| {
-        handle(stream, src, shared, route)
-    })
+    crate::serve::accept_loop(
+        listener,
+        shared,
+        DIRECTION,
+        move |stream, src, shared, guard| handle(stream, src, shared, route, guard),
+    )
     .await;
 }
 
-async fn handle(mut stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, route: Option<usize>) {
+async fn handle(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    shared: Arc<Shared>,
+    route: Option<usize>,
+    _guard: crate::serve::ConnGuard,
+) {
     let policy = shared.policy();
     if policy.is_quarantined() {
         shared
@@ -96,7 +105,9 @@ async fn handle(mut stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, rou
         Some(t) => t,
         None => match shared.mesh.connector.discovery.lookup(dst).await {
             discovery::Found::Mesh(t) => t,
-            discovery::Found::NotMesh => return tcp::passthrough(stream, src, dst, shared).await,
+            discovery::Found::NotMesh => {
+                return Box::pin(tcp::passthrough(stream, src, dst, shared)).await;
+            }
             discovery::Found::Unknown(why) => return tcp::refuse_unknown(src, dst, &shared, why),
         },
     };
@@ -143,7 +154,8 @@ async fn dispatch(
         proto,
     });
     match proto {
-        Proto::Opaque => tcp::tunnel(io, ctx).await,
-        Proto::Http1 | Proto::Http2 => http::serve(io, ctx).await,
+        // Boxed: a connection's task holds only the state of the path it took.
+        Proto::Opaque => Box::pin(tcp::tunnel(io, ctx)).await,
+        Proto::Http1 | Proto::Http2 => Box::pin(http::serve(io, ctx)).await,
     }
 }

@@ -59,7 +59,7 @@ where
     let counts = ByteCounts::default();
     let mut client = Counted::new(io, counts.clone());
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = crate::copy::bidirectional(&mut client, &mut upstream) => {}
         _ = killed => {
             shared.metrics.closed.with_label_values(&[DIRECTION, "policy"]).inc();
             entry.reason = "closed by policy".into();
@@ -142,7 +142,7 @@ pub(super) async fn passthrough(
         (!p.passthrough()).then_some("policy")
     });
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = crate::copy::bidirectional(&mut client, &mut upstream) => {}
         reason = closer => {
             shared.metrics.closed.with_label_values(&[DIRECTION, reason]).inc();
         }

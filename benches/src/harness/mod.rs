@@ -1,0 +1,245 @@
+//! The side-by-side macro benchmark (`vigil-bench`, run by `make bench` / `make bench-full`).
+//!
+//! One invocation starts every path of BENCHMARKS.md — direct, a vigil sidecar pair, and
+//! the Envoy, HAProxy and nginx pairs from the reference configurations — with everything
+//! under test pinned to CPU 0 and the load generator (this process) to CPU 1, runs
+//! interleaved rounds of B1–B7 and B12, and prints one line per target:
+//!
+//! ```text
+//! B2 h1 CPU per 1k req/s vigil/envoy ratio=0.412 [0.398..0.431] target=<=0.5 pass=true
+//! ```
+//!
+//! It writes every sample as JSON (`run-<time>.json`) and every ratio as a JSON line
+//! (`<id>.jsonl`, with the micro-benchmarks') under the results directory, and a Markdown
+//! report with an SVG latency plot (`report.md`, `latency.svg`). Every process it started
+//! is killed at the end, on error, and on SIGINT/SIGTERM.
+
+// This module is the benchmark program's body: progress goes to stderr, ratio lines to
+// stdout.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod certs;
+pub mod crypto;
+pub mod measure;
+pub mod procs;
+pub mod report;
+pub mod suite;
+pub mod tcp;
+pub mod topology;
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::SystemTime,
+};
+
+use anyhow::Context;
+
+use crate::Ratio;
+
+/// Options of one invocation.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Tier.
+    pub tier: suite::Tier,
+    /// Where results go.
+    pub out: PathBuf,
+    /// Pin the SUT to CPU 0 and the generator to CPU 1 (needs 2 CPUs).
+    pub pin: bool,
+}
+
+/// Runs the whole suite; the ratios.
+pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
+    install_signal_handler();
+    let bins = topology::Binaries::find()?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let pin = opts.pin && cpus >= 2;
+    if opts.pin && !pin {
+        eprintln!("vigil-bench: 1 CPU available; not pinning (numbers will be noisy)");
+    }
+    if pin {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(1)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+            .context("pinning the load generator to CPU 1")?;
+    }
+    fs::create_dir_all(&opts.out)?;
+    let work = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
+    let mut topo = topology::Topology::start(&bins, work.path(), pin.then_some(0))?;
+    eprintln!(
+        "vigil-bench: every path started (work directory {})",
+        work.path().display()
+    );
+    let idle_pss_kib = topo
+        .procs
+        .iter()
+        .map(|p| (p.name.clone(), p.pss() / 1024))
+        .collect();
+
+    let provider = vigil_cert_authority::tls::provider_with_groups(&[
+        rustls::crypto::aws_lc_rs::kx_group::X25519,
+    ]);
+    let tls = measure::TlsClients {
+        vigil: topo
+            .certs
+            .spiffe_client(provider.clone(), &[vigil_cert_authority::tls::ALPN_MESH])?,
+        spiffe: topo.certs.spiffe_client(provider.clone(), &[])?,
+        dns: topo.certs.dns_client(provider.clone())?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let results = rt.block_on(suite::run(
+        &mut topo,
+        opts.tier,
+        &tls,
+        Arc::clone(&provider),
+    ))?;
+    drop(topo); // every process, before writing anything
+
+    let ratios = suite::ratios(&results);
+    for r in &ratios {
+        println!("{}", r.line());
+        r.record(&opts.out)?;
+    }
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let info = report::RunInfo {
+        tier: format!("{:?}", opts.tier).to_lowercase(),
+        rounds: opts.tier.rounds(),
+        date: utc_now(),
+        machine: format!(
+            "{cpus} CPUs, Linux {}, {}",
+            fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim(),
+            if pin {
+                "SUT on CPU 0, generator on CPU 1"
+            } else {
+                "not pinned"
+            }
+        ),
+        versions: versions(&bins),
+        idle_pss_kib,
+    };
+    let json = serde_json::json!({ "info": info, "results": results, "ratios": ratios });
+    fs::write(
+        opts.out.join(format!("run-{stamp}.json")),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    let mut all = ratios.clone();
+    all.extend(latest_micro(&opts.out));
+    fs::write(opts.out.join("latency.svg"), report::latency_svg(&results))?;
+    fs::write(
+        opts.out.join("report.md"),
+        report::markdown(&info, &results, &all, "latency.svg"),
+    )?;
+    eprintln!(
+        "vigil-bench: report in {}",
+        opts.out.join("report.md").display()
+    );
+    Ok(ratios)
+}
+
+/// The newest record of each micro-benchmark result (B8–B11, B12's micro part) in `dir`,
+/// for the report.
+fn latest_micro(dir: &Path) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for id in ["B8", "B9", "B10", "B11", "B12"] {
+        let Ok(text) = fs::read_to_string(dir.join(format!("{id}.jsonl"))) else {
+            continue;
+        };
+        // B12.jsonl also holds the harness's own (unitless) ratio: only the micro part.
+        let rows: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| id != "B12" || v["unit"].is_string())
+            .collect();
+        let Some(newest) = rows.iter().filter_map(|v| v["unix_time"].as_u64()).max() else {
+            continue;
+        };
+        // Everything that benchmark wrote in its last invocation (within a minute of it).
+        for v in rows
+            .iter()
+            .filter(|v| v["unix_time"].as_u64().is_some_and(|t| t + 60 >= newest))
+        {
+            let unit: &'static str = match v["unit"].as_str() {
+                Some("ns") => "ns",
+                Some("ms") => "ms",
+                Some("MB") => "MB",
+                Some("KB") => "KB",
+                _ => "",
+            };
+            out.push(Ratio {
+                id: id.into(),
+                name: v["name"].as_str().unwrap_or("").into(),
+                ratio: v["ratio"].as_f64().unwrap_or(f64::NAN),
+                min: v["min"].as_f64().unwrap_or(f64::NAN),
+                max: v["max"].as_f64().unwrap_or(f64::NAN),
+                target: v["target"].as_f64().unwrap_or(f64::NAN),
+                goal: if v["goal"] == "AtLeast" {
+                    crate::Goal::AtLeast
+                } else {
+                    crate::Goal::AtMost
+                },
+                unit,
+            });
+        }
+    }
+    out
+}
+
+fn versions(bins: &topology::Binaries) -> Vec<String> {
+    let first_line = |prog: &Path, arg: &str| {
+        Command::new(prog)
+            .arg(arg)
+            .output()
+            .map(|o| {
+                let text = [o.stdout, o.stderr].concat();
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_else(|e| format!("{}: {e}", prog.display()))
+    };
+    vec![
+        format!("vigil-proxy {}", env!("CARGO_PKG_VERSION")),
+        first_line(&bins.envoy, "--version"),
+        first_line(&bins.haproxy, "-v"),
+        first_line(&bins.nginx, "-v"),
+    ]
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// SIGINT/SIGTERM: kill every started process group, then exit. The signals are blocked
+/// in the calling thread (and so in every thread started after it) and taken by one
+/// thread with `sigwait`; children start with an empty mask (std resets it).
+fn install_signal_handler() {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGINT);
+    set.add(nix::sys::signal::Signal::SIGTERM);
+    if set.thread_block().is_err() {
+        return;
+    }
+    std::thread::spawn(move || {
+        if let Ok(sig) = set.wait() {
+            procs::kill_all();
+            eprintln!("vigil-bench: {sig:?}; every process it started is killed");
+            std::process::exit(130);
+        }
+    });
+}

@@ -1,0 +1,305 @@
+//! The processes under test: started pinned to the SUT core, each in its own process
+//! group, measured by the CPU time of their whole process tree, and always killed.
+//!
+//! CPU time comes from `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, per
+//! thread), summed over every process in the tree (nginx's master forks its worker).
+//! Clock ticks from `/proc/<pid>/stat` are 10 ms granules — too coarse for a 5 s run.
+//!
+//! Every started group is also listed in a process-wide registry, so a SIGINT or SIGTERM
+//! to the harness (Ctrl-C in `make bench`) kills them too, not only `Drop`.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use nix::{
+    sys::signal::{Signal, killpg},
+    unistd::Pid,
+};
+
+/// Groups started and not yet killed.
+static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcError {
+    /// Spawning failed (missing binary, ...).
+    #[error("starting {name}: {source}")]
+    Spawn {
+        /// Which process.
+        name: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It exited before it was ready.
+    #[error("{name} exited ({status}) before listening on {port}; its log:\n{log}")]
+    Exited {
+        /// Which process.
+        name: String,
+        /// Exit status.
+        status: std::process::ExitStatus,
+        /// The port it should have opened.
+        port: u16,
+        /// The end of its log.
+        log: String,
+    },
+    /// It did not open its port in time.
+    #[error("{name} did not listen on {port} within {secs} s; its log:\n{log}")]
+    NotReady {
+        /// Which process.
+        name: String,
+        /// The port.
+        port: u16,
+        /// How long we waited.
+        secs: u64,
+        /// The end of its log.
+        log: String,
+    },
+}
+
+/// One started process (and the group it leads).
+#[derive(Debug)]
+pub struct Proc {
+    /// Name for logs and reports.
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `program args`, pinned to `cpu` with `taskset` when given, stdout and
+    /// stderr to `<log_dir>/<name>.log`.
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        cpu: Option<usize>,
+        log_dir: &Path,
+    ) -> Result<Self, ProcError> {
+        let log = log_dir.join(format!("{name}.log"));
+        let spawn_err = |source| ProcError::Spawn {
+            name: name.to_string(),
+            source,
+        };
+        let out = fs::File::create(&log).map_err(spawn_err)?;
+        let err = out.try_clone().map_err(spawn_err)?;
+        let mut cmd = match cpu {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(cpu.to_string()).arg(program);
+                c
+            }
+            None => Command::new(program),
+        };
+        use std::os::unix::process::CommandExt;
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd.spawn().map_err(spawn_err)?;
+        if let Ok(pid) = i32::try_from(child.id()) {
+            GROUPS.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        }
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    /// The leader's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until something accepts on `127.0.0.1:port`, failing early if the process
+    /// exits.
+    pub fn wait_listening(&mut self, port: u16) -> Result<(), ProcError> {
+        let limit = Duration::from_secs(20);
+        let deadline = Instant::now() + limit;
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(ProcError::Exited {
+                    name: self.name.clone(),
+                    status,
+                    port,
+                    log: self.log_tail(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(ProcError::NotReady {
+                    name: self.name.clone(),
+                    port,
+                    secs: limit.as_secs(),
+                    log: self.log_tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// CPU time used so far by the whole process tree.
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(tree(self.pid()).iter().map(|&p| process_cpu_ns(p)).sum())
+    }
+
+    /// Proportional set size of the whole tree, bytes.
+    pub fn pss(&self) -> u64 {
+        tree(self.pid()).iter().filter_map(|&p| pss(p)).sum()
+    }
+
+    /// The last 2 KB of its log.
+    pub fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let start = text.len().saturating_sub(2048);
+        let start = (start..text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        text[start..].to_string()
+    }
+
+    /// True while the leader runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|&g| g != pid);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills every group still registered (the signal handler's job).
+pub fn kill_all() {
+    let groups = std::mem::take(&mut *GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
+    for g in groups {
+        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+    }
+}
+
+/// CPU time of a set of processes.
+pub fn cpu_of(procs: &[&Proc]) -> Duration {
+    procs.iter().map(|p| p.cpu()).sum()
+}
+
+/// `pid` and all its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let children = fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Nanoseconds on a CPU of every thread of `pid`.
+fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// `Pss` from smaps_rollup, bytes.
+pub fn pss(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// CPU time of the calling thread (for in-process measurements).
+pub fn thread_cpu() -> Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(Duration::from)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_and_kills_a_process_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        // A shell that forks a busy child: the tree's CPU must include the child's.
+        let mut p = Proc::start(
+            "busy",
+            Path::new("/bin/sh"),
+            &["-c".into(), "(while :; do :; done) & sleep 60".into()],
+            None,
+            dir.path(),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        let before = p.cpu();
+        std::thread::sleep(Duration::from_millis(400));
+        let used = p.cpu() - before;
+        assert!(
+            used > Duration::from_millis(100),
+            "the busy child's CPU is counted: {used:?}"
+        );
+        let members = tree(p.pid());
+        assert!(members.len() >= 2, "{members:?}");
+        assert!(p.running());
+        drop(p);
+        std::thread::sleep(Duration::from_millis(100));
+        for m in members {
+            let state = fs::read_to_string(format!("/proc/{m}/stat")).unwrap_or_default();
+            assert!(
+                state.is_empty() || state.contains(") Z "),
+                "process {m} survived: {state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_process_that_exits_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = Proc::start(
+            "dies",
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo config error >&2; exit 3".into()],
+            None,
+            dir.path(),
+        )
+        .unwrap();
+        let err = p.wait_listening(1).unwrap_err().to_string();
+        assert!(
+            err.contains("config error") && err.contains("dies"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,482 @@
+//! Everything under test, started once per invocation and interleaved by the rounds:
+//!
+//! ```text
+//! generator (CPU 1) ─► entry ─► [outbound sidecar ─mTLS─► inbound sidecar] ─► backend   (CPU 0)
+//! ```
+//!
+//! | path | HTTP entry | h2c entry | opaque TCP entry | inbound (mTLS) |
+//! |---|---|---|---|---|
+//! | direct | nginx backend :8080 | :8081 | sink :5201 | — |
+//! | vigil | route listener | HTTP/2 pair's route | TCP pair's route | vigil inbound |
+//! | vigil-nometrics | as vigil, `--request-metrics false` | same | — | — |
+//! | envoy | :35001 | :35001 | :35101 | :35006 |
+//! | haproxy | :25001 | :25001 | :25101 | :25006 |
+//! | nginx | :15001 | :15002 | — | :15006 |
+//!
+//! The baselines' configurations are the reference ones (`benches/baselines/`, from
+//! BENCHMARKS.md) with `@DIR@` replaced by the work directory. Every proxy runs one
+//! worker; every key exchange is X25519 (fixed so the comparison is like for like).
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, bail};
+
+use super::{certs::Certs, procs::Proc};
+
+/// The key-exchange group every path uses.
+pub const KX_GROUP: &str = "X25519";
+
+/// Reference configurations (`@DIR@` is the work directory).
+const CONFIGS: &[(&str, &str)] = &[
+    (
+        "envoy-in.yaml",
+        include_str!("../../baselines/envoy-in.yaml"),
+    ),
+    (
+        "envoy-out.yaml",
+        include_str!("../../baselines/envoy-out.yaml"),
+    ),
+    (
+        "envoy-tcp-in.yaml",
+        include_str!("../../baselines/envoy-tcp-in.yaml"),
+    ),
+    (
+        "envoy-tcp-out.yaml",
+        include_str!("../../baselines/envoy-tcp-out.yaml"),
+    ),
+    (
+        "haproxy-in.cfg",
+        include_str!("../../baselines/haproxy-in.cfg"),
+    ),
+    (
+        "haproxy-out.cfg",
+        include_str!("../../baselines/haproxy-out.cfg"),
+    ),
+    (
+        "haproxy-tcp.cfg",
+        include_str!("../../baselines/haproxy-tcp.cfg"),
+    ),
+    (
+        "nginx-backend.conf",
+        include_str!("../../baselines/nginx-backend.conf"),
+    ),
+    (
+        "nginx-in.conf",
+        include_str!("../../baselines/nginx-in.conf"),
+    ),
+    (
+        "nginx-out.conf",
+        include_str!("../../baselines/nginx-out.conf"),
+    ),
+];
+
+/// Ports the reference configurations listen on.
+const FIXED_PORTS: &[u16] = &[
+    8080, 8081, 5201, 35001, 35006, 35101, 35106, 35901, 35906, 35911, 35916, 25001, 25006, 25101,
+    25106, 15001, 15002, 15006,
+];
+
+/// The programs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    /// Release `vigil-proxy`.
+    pub vigil_proxy: PathBuf,
+    /// Envoy 1.40 (from `benches/baselines/install.sh`).
+    pub envoy: PathBuf,
+    /// HAProxy.
+    pub haproxy: PathBuf,
+    /// nginx.
+    pub nginx: PathBuf,
+    /// This program (its `sink` subcommand is the TCP backend).
+    pub me: PathBuf,
+}
+
+impl Binaries {
+    /// Finds every program, saying how to get a missing one.
+    pub fn find() -> anyhow::Result<Self> {
+        let me = std::env::current_exe()?;
+        let dir = me.parent().context("no directory for the harness binary")?;
+        let vigil_proxy = dir.join("vigil-proxy");
+        if !vigil_proxy.is_file() {
+            bail!(
+                "{} missing: build it with `cargo build --release -p vigil-proxy` (`make bench` does)",
+                vigil_proxy.display()
+            );
+        }
+        let envoy = match std::env::var_os("VIGIL_BENCH_ENVOY") {
+            Some(p) => PathBuf::from(p),
+            None => home().join(".cache/vigil/bench/envoy-1.40.0/envoy"),
+        };
+        if !envoy.is_file() {
+            bail!(
+                "{} missing: run benches/baselines/install.sh (`make bench` does)",
+                envoy.display()
+            );
+        }
+        Ok(Self {
+            vigil_proxy,
+            envoy,
+            haproxy: which("haproxy")?,
+            nginx: which("nginx")?,
+            me,
+        })
+    }
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
+}
+
+fn which(name: &str) -> anyhow::Result<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("{name} not found: run benches/baselines/install.sh (`make bench` does)")
+        })
+}
+
+/// One path through the topology.
+#[derive(Clone, Debug)]
+pub struct PathDef {
+    /// `direct`, `vigil`, `vigil-nometrics`, `envoy`, `haproxy`, `nginx`.
+    pub name: &'static str,
+    /// HTTP/1.1 entry (plaintext).
+    pub http: SocketAddr,
+    /// HTTP/2 prior-knowledge entry (plaintext).
+    pub h2: SocketAddr,
+    /// Opaque TCP entry.
+    pub tcp: Option<SocketAddr>,
+    /// The inbound sidecar's mTLS listener, and how a client connects to it.
+    pub inbound: Option<(SocketAddr, InboundTls)>,
+    /// Indexes (into [`Topology::procs`]) of the HTTP sidecars.
+    pub sidecars: Vec<usize>,
+    /// Indexes of the sidecars behind the h2c entry (vigil keeps the client's protocol up
+    /// to the app, so its HTTP/2 pair forwards to the backend's h2c port).
+    pub h2_sidecars: Vec<usize>,
+    /// Index of the inbound HTTP sidecar.
+    pub inbound_proc: Option<usize>,
+    /// Indexes of the TCP sidecars.
+    pub tcp_sidecars: Vec<usize>,
+}
+
+/// What a direct mTLS client must do to reach an inbound sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InboundTls {
+    /// Present the client SVID, require the server SVID, offer ALPN `vigil/1` (how a
+    /// vigil inbound tells mesh TLS from an app's own TLS).
+    Vigil,
+    /// Present the client SVID, require the server SVID, no ALPN (Envoy).
+    Spiffe,
+    /// Present the client SVID, verify `localhost` (HAProxy, nginx).
+    Dns,
+}
+
+/// Everything started, and where it listens.
+pub struct Topology {
+    /// The work directory (certificates, configurations, logs).
+    pub dir: PathBuf,
+    /// Identities.
+    pub certs: Certs,
+    /// Every process (killed on drop).
+    pub procs: Vec<Proc>,
+    /// The paths, in round order.
+    pub paths: Vec<PathDef>,
+}
+
+impl Topology {
+    /// The path called `name`.
+    pub fn path(&self, name: &str) -> Option<&PathDef> {
+        self.paths.iter().find(|p| p.name == name)
+    }
+
+    /// The processes at `indexes`.
+    pub fn procs_at(&self, indexes: &[usize]) -> Vec<&Proc> {
+        indexes.iter().filter_map(|&i| self.procs.get(i)).collect()
+    }
+
+    /// Fails if any process has died (a crash mid-run must not pass as a slow path).
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            if !p.running() {
+                bail!(
+                    "{} exited during the run; its log:\n{}",
+                    p.name,
+                    p.log_tail()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts everything in `dir`, pinning it to `cpu`.
+    pub fn start(bins: &Binaries, dir: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
+        for &port in FIXED_PORTS {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!(
+                    "port {port} is in use: the reference configurations need it (stop what listens there)"
+                );
+            }
+        }
+        for sub in ["run", "logs", "www", "conf"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        fs::write(dir.join("www/index.html"), vec![b'x'; 1024])?;
+        let certs = Certs::create(dir)?;
+        let dir_str = dir.to_str().context("work directory is not UTF-8")?;
+        for (name, text) in CONFIGS {
+            fs::write(dir.join("conf").join(name), text.replace("@DIR@", dir_str))?;
+        }
+        let conf = |n: &str| dir.join("conf").join(n).display().to_string();
+        let logs = dir.join("logs");
+        let mut procs = Vec::new();
+        let mut start = |name: &str, prog: &Path, args: Vec<String>, port: u16| {
+            let mut p = Proc::start(name, prog, &args, cpu, &logs)?;
+            p.wait_listening(port)?;
+            procs.push(p);
+            anyhow::Ok(procs.len() - 1)
+        };
+        let nginx = |c: &str| {
+            vec![
+                "-p".into(),
+                dir_str.into(),
+                "-e".into(),
+                "stderr".into(),
+                "-c".into(),
+                conf(c),
+            ]
+        };
+        start("backend", &bins.nginx, nginx("nginx-backend.conf"), 8080)?;
+        start(
+            "sink",
+            &bins.me,
+            vec!["sink".into(), "127.0.0.1:5201".into()],
+            5201,
+        )?;
+
+        // vigil: an HTTP pair, the same without per-request metrics, an HTTP/2 pair (its
+        // inbound forwards h2 to the backend's h2c port), a TCP pair.
+        let policy_http = dir.join("conf/vigil-inbound-http.yaml");
+        fs::write(
+            &policy_http,
+            format!(
+                "generation: 1\ninbound:\n  - policy: bench/client-reads\n    action: allow\n    from: [{{id: \"{}\"}}]\n    http: {{methods: [GET], paths: [{{prefix: /}}]}}\n",
+                super::certs::client_id()
+            ),
+        )?;
+        let policy_tcp = dir.join("conf/vigil-inbound-tcp.yaml");
+        fs::write(
+            &policy_tcp,
+            format!(
+                "generation: 1\ninbound:\n  - policy: bench/client-tcp\n    action: allow\n    from: [{{id: \"{}\"}}]\n",
+                super::certs::client_id()
+            ),
+        )?;
+        let policy_out = dir.join("conf/vigil-outbound.yaml");
+        fs::write(&policy_out, "generation: 1\ninbound: []\n")?;
+        let vigil = |who: &str, inbound: u16, policy: &Path, extra: Vec<String>| {
+            let mut a: Vec<String> = [
+                "run",
+                "--access-log",
+                "off",
+                "--tls-groups",
+                "x25519",
+                "--outbound",
+                "127.0.0.1:0",
+            ]
+            .map(String::from)
+            .to_vec();
+            a.extend(["--inbound".into(), format!("127.0.0.1:{inbound}")]);
+            a.extend(["--admin".into(), format!("127.0.0.1:{}", free_port())]);
+            a.extend([
+                "--svid".into(),
+                dir.join(format!("{who}.crt")).display().to_string(),
+            ]);
+            a.extend([
+                "--key".into(),
+                dir.join(format!("{who}.key")).display().to_string(),
+            ]);
+            a.extend(["--bundle".into(), dir.join("ca.crt").display().to_string()]);
+            a.extend(["--policy".into(), policy.display().to_string()]);
+            a.extend(extra);
+            a
+        };
+        let server = super::certs::server_id();
+        let mut vigil_pair = |name: &'static str,
+                              app: u16,
+                              policy: &Path,
+                              extra: &[&str]|
+         -> anyhow::Result<(SocketAddr, SocketAddr, usize, usize)> {
+            let (inb, entry) = (free_port(), free_port());
+            let mut in_args = vigil(
+                "server",
+                inb,
+                policy,
+                vec!["--app".into(), format!("127.0.0.1:{app}")],
+            );
+            in_args.extend(extra.iter().map(|s| s.to_string()));
+            let i = start(&format!("{name}-in"), &bins.vigil_proxy, in_args, inb)?;
+            let mut out_args = vigil(
+                "client",
+                free_port(),
+                &policy_out,
+                vec![
+                    "--outbound-route".into(),
+                    format!("127.0.0.1:{entry}=127.0.0.1:{inb},{server}"),
+                ],
+            );
+            out_args.extend(extra.iter().map(|s| s.to_string()));
+            let o = start(&format!("{name}-out"), &bins.vigil_proxy, out_args, entry)?;
+            Ok((addr(entry), addr(inb), o, i))
+        };
+        let (v_entry, v_in, v_out_i, v_in_i) = vigil_pair("vigil", 8080, &policy_http, &[])?;
+        let (nm_entry, _, nm_out_i, nm_in_i) = vigil_pair(
+            "vigil-nometrics",
+            8080,
+            &policy_http,
+            &["--request-metrics", "false"],
+        )?;
+        let (v2_entry, _, v2_out_i, v2_in_i) = vigil_pair("vigil-h2", 8081, &policy_http, &[])?;
+        let (vt_entry, _, vt_out_i, vt_in_i) = vigil_pair("vigil-tcp", 5201, &policy_tcp, &[])?;
+
+        let envoy = |c: &str| {
+            vec![
+                "-c".into(),
+                conf(c),
+                "--concurrency".into(),
+                "1".into(),
+                "--disable-hot-restart".into(),
+                "--log-level".into(),
+                "warn".into(),
+            ]
+        };
+        let e_in = start("envoy-in", &bins.envoy, envoy("envoy-in.yaml"), 35006)?;
+        let e_out = start("envoy-out", &bins.envoy, envoy("envoy-out.yaml"), 35001)?;
+        let et_in = start(
+            "envoy-tcp-in",
+            &bins.envoy,
+            envoy("envoy-tcp-in.yaml"),
+            35106,
+        )?;
+        let et_out = start(
+            "envoy-tcp-out",
+            &bins.envoy,
+            envoy("envoy-tcp-out.yaml"),
+            35101,
+        )?;
+        let haproxy = |c: &str| vec!["-db".into(), "-f".into(), conf(c)];
+        let h_in = start(
+            "haproxy-in",
+            &bins.haproxy,
+            haproxy("haproxy-in.cfg"),
+            25006,
+        )?;
+        let h_out = start(
+            "haproxy-out",
+            &bins.haproxy,
+            haproxy("haproxy-out.cfg"),
+            25001,
+        )?;
+        let h_tcp = start(
+            "haproxy-tcp",
+            &bins.haproxy,
+            haproxy("haproxy-tcp.cfg"),
+            25101,
+        )?;
+        let n_in = start("nginx-in", &bins.nginx, nginx("nginx-in.conf"), 15006)?;
+        let n_out = start("nginx-out", &bins.nginx, nginx("nginx-out.conf"), 15001)?;
+
+        let paths = vec![
+            PathDef {
+                name: "direct",
+                http: addr(8080),
+                h2: addr(8081),
+                tcp: Some(addr(5201)),
+                inbound: None,
+                sidecars: vec![],
+                h2_sidecars: vec![],
+                inbound_proc: None,
+                tcp_sidecars: vec![],
+            },
+            PathDef {
+                name: "vigil",
+                http: v_entry,
+                h2: v2_entry,
+                tcp: Some(vt_entry),
+                inbound: Some((v_in, InboundTls::Vigil)),
+                sidecars: vec![v_out_i, v_in_i],
+                h2_sidecars: vec![v2_out_i, v2_in_i],
+                inbound_proc: Some(v_in_i),
+                tcp_sidecars: vec![vt_out_i, vt_in_i],
+            },
+            PathDef {
+                name: "vigil-nometrics",
+                http: nm_entry,
+                h2: nm_entry,
+                tcp: None,
+                inbound: None,
+                sidecars: vec![nm_out_i, nm_in_i],
+                h2_sidecars: vec![],
+                inbound_proc: Some(nm_in_i),
+                tcp_sidecars: vec![],
+            },
+            PathDef {
+                name: "envoy",
+                http: addr(35001),
+                h2: addr(35001),
+                tcp: Some(addr(35101)),
+                inbound: Some((addr(35006), InboundTls::Spiffe)),
+                sidecars: vec![e_out, e_in],
+                h2_sidecars: vec![e_out, e_in],
+                inbound_proc: Some(e_in),
+                tcp_sidecars: vec![et_out, et_in],
+            },
+            PathDef {
+                name: "haproxy",
+                http: addr(25001),
+                h2: addr(25001),
+                tcp: Some(addr(25101)),
+                inbound: Some((addr(25006), InboundTls::Dns)),
+                sidecars: vec![h_out, h_in],
+                h2_sidecars: vec![h_out, h_in],
+                inbound_proc: Some(h_in),
+                tcp_sidecars: vec![h_tcp],
+            },
+            PathDef {
+                name: "nginx",
+                http: addr(15001),
+                h2: addr(15002),
+                tcp: None,
+                inbound: Some((addr(15006), InboundTls::Dns)),
+                sidecars: vec![n_out, n_in],
+                h2_sidecars: vec![n_out, n_in],
+                inbound_proc: Some(n_in),
+                tcp_sidecars: vec![],
+            },
+        ];
+        Ok(Self {
+            dir: dir.to_owned(),
+            certs,
+            procs,
+            paths,
+        })
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A port free right now on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
