@@ -10,12 +10,29 @@ use std::{
 
 use crate::{apps, mesh};
 
-/// A free loopback port.
+/// A free loopback port for a process to listen on, below the kernel's ephemeral range.
+///
+/// A port from `bind(":0")` is released before the process binds it, and meanwhile any
+/// outgoing connection on the machine (the apiserver to etcd, a test's client) may take
+/// it as its local port — seen as "Address already in use" when a replica starts. Ports
+/// under 32768 (the default ephemeral range starts there) are never handed out for
+/// outgoing connections; each test process walks its own sequence (seeded by its pid)
+/// and keeps the first one it can bind.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000; // 10000..32000
+    let seed = std::process::id().wrapping_mul(7_919);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = LOW + (seed.wrapping_add(n.wrapping_mul(13)) % SPAN);
+        let port = u16::try_from(port).unwrap_or_else(|_| unreachable!("port below 32000"));
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32000")
 }
 
 /// A child process, killed on drop; its log is printed if the test is failing.
