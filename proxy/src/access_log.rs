@@ -83,6 +83,12 @@ impl AccessLog {
         Self::to_writer(std::io::stdout())
     }
 
+    /// True when entries go somewhere; with the log off, building one is wasted work
+    /// (a handful of allocations per request), so callers skip it.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Logs nowhere.
     pub fn off() -> Self {
         Self {

@@ -9,7 +9,7 @@
 //! | direct | nginx backend :8080 | :8081 | sink :5201 | — |
 //! | vigil | route listener | HTTP/2 pair's route | TCP pair's route | vigil inbound |
 //! | vigil-nometrics | as vigil, `--request-metrics false` | same | — | — |
-//! | envoy | :35001 | :35001 | :35101 | :35006 |
+//! | envoy | :21001 | :21001 | :21101 | :21006 |
 //! | haproxy | :25001 | :25001 | :25101 | :25006 |
 //! | nginx | :15001 | :15002 | — | :15006 |
 //!
@@ -74,9 +74,11 @@ const CONFIGS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Ports the reference configurations listen on.
+/// Ports the reference configurations listen on. All below the kernel's ephemeral range
+/// (32768+), so a client connection's local port (or its TIME_WAIT) never holds one;
+/// Envoy's moved from the reference's 35xxx to 21xxx for that reason.
 const FIXED_PORTS: &[u16] = &[
-    8080, 8081, 5201, 35001, 35006, 35101, 35106, 35901, 35906, 35911, 35916, 25001, 25006, 25101,
+    8080, 8081, 5201, 21001, 21006, 21101, 21106, 21901, 21906, 21911, 21916, 25001, 25006, 25101,
     25106, 15001, 15002, 15006,
 ];
 
@@ -218,10 +220,15 @@ impl Topology {
     /// Starts everything in `dir`, pinning it to `cpu`.
     pub fn start(bins: &Binaries, dir: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
         for &port in FIXED_PORTS {
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                bail!(
-                    "port {port} is in use: the reference configurations need it (stop what listens there)"
-                );
+            // A previous run's sockets may linger in TIME_WAIT for up to a minute.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(70);
+            while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                if std::time::Instant::now() >= deadline {
+                    bail!(
+                        "port {port} is in use: the reference configurations need it (stop what listens there)"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
             }
         }
         for sub in ["run", "logs", "www", "conf"] {
@@ -356,19 +363,19 @@ impl Topology {
                 "warn".into(),
             ]
         };
-        let e_in = start("envoy-in", &bins.envoy, envoy("envoy-in.yaml"), 35006)?;
-        let e_out = start("envoy-out", &bins.envoy, envoy("envoy-out.yaml"), 35001)?;
+        let e_in = start("envoy-in", &bins.envoy, envoy("envoy-in.yaml"), 21006)?;
+        let e_out = start("envoy-out", &bins.envoy, envoy("envoy-out.yaml"), 21001)?;
         let et_in = start(
             "envoy-tcp-in",
             &bins.envoy,
             envoy("envoy-tcp-in.yaml"),
-            35106,
+            21106,
         )?;
         let et_out = start(
             "envoy-tcp-out",
             &bins.envoy,
             envoy("envoy-tcp-out.yaml"),
-            35101,
+            21101,
         )?;
         let haproxy = |c: &str| vec!["-db".into(), "-f".into(), conf(c)];
         let h_in = start(
@@ -428,10 +435,10 @@ impl Topology {
             },
             PathDef {
                 name: "envoy",
-                http: addr(35001),
-                h2: addr(35001),
-                tcp: Some(addr(35101)),
-                inbound: Some((addr(35006), InboundTls::Spiffe)),
+                http: addr(21001),
+                h2: addr(21001),
+                tcp: Some(addr(21101)),
+                inbound: Some((addr(21006), InboundTls::Spiffe)),
                 sidecars: vec![e_out, e_in],
                 h2_sidecars: vec![e_out, e_in],
                 inbound_proc: Some(e_in),

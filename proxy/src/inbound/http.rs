@@ -61,18 +61,22 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     let start = Instant::now();
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
-    let mut entry = Entry {
-        direction: DIRECTION,
-        protocol: ctx.proto.as_str(),
-        src_addr: Some(ctx.src_addr.to_string()),
-        src_id: ctx.source.id_string(),
-        dst_addr: Some(ctx.app.to_string()),
-        dst_id: shared.tls().map(|t| t.creds.info.id.to_string()),
-        method: Some(req.method().to_string()),
-        path: Some(req.uri().path().to_string()),
-        request_id: Some(request_id.clone()),
-        bytes_rx: req.body_size_hint_exact(),
-        ..Entry::default()
+    let mut entry = if shared.log.enabled() {
+        Entry {
+            direction: DIRECTION,
+            protocol: ctx.proto.as_str(),
+            src_addr: Some(ctx.src_addr.to_string()),
+            src_id: ctx.source.id_string(),
+            dst_addr: Some(ctx.app.to_string()),
+            dst_id: shared.tls().map(|t| t.creds.info.id.to_string()),
+            method: Some(req.method().to_string()),
+            path: Some(req.uri().path().to_string()),
+            request_id: Some(request_id.clone()),
+            bytes_rx: req.body_size_hint_exact(),
+            ..Entry::default()
+        }
+    } else {
+        Entry::default()
     };
     let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut entry).await;
     let status = resp.status().as_u16();
@@ -190,8 +194,12 @@ fn record_decision(
     ctx.shared
         .metrics
         .record_authz(DIRECTION, policy_label(policy, reason), decision);
-    entry.reason = policy.describe(reason);
-    if let Reason::Rule(i) = reason
+    let logging = ctx.shared.log.enabled();
+    if logging {
+        entry.reason = policy.describe(reason);
+    }
+    if logging
+        && let Reason::Rule(i) = reason
         && let Some((p, r, _, _)) = policy.rule_info(i)
     {
         entry.policy = Some(p.to_string());
@@ -209,11 +217,13 @@ fn record_decision(
             .audit
             .with_label_values(&[label, would])
             .inc();
-        entry.audit = Some(format!(
-            "{}: {}",
-            would.replace('_', " "),
-            policy.describe(f.reason)
-        ));
+        if logging {
+            entry.audit = Some(format!(
+                "{}: {}",
+                would.replace('_', " "),
+                policy.describe(f.reason)
+            ));
+        }
     }
 }
 

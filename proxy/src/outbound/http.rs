@@ -46,28 +46,35 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
     let start = Instant::now();
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
-    let mut entry = Entry {
-        direction: DIRECTION,
-        protocol: ctx.proto.as_str(),
-        src_addr: Some(ctx.src_addr.to_string()),
-        src_id: shared
-            .tls()
-            .map(|t| t.creds.info.id.to_string())
-            .unwrap_or_default(),
-        dst_addr: Some(ctx.dst.to_string()),
-        dst_id: Some(
-            ctx.target
-                .identities
-                .iter()
-                .map(|i| i.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        method: Some(req.method().to_string()),
-        path: Some(req.uri().path().to_string()),
-        request_id: Some(request_id.clone()),
-        decision: "allow",
-        ..Entry::default()
+    let mut entry = if shared.log.enabled() {
+        Entry {
+            direction: DIRECTION,
+            protocol: ctx.proto.as_str(),
+            src_addr: Some(ctx.src_addr.to_string()),
+            src_id: shared
+                .tls()
+                .map(|t| t.creds.info.id.to_string())
+                .unwrap_or_default(),
+            dst_addr: Some(ctx.dst.to_string()),
+            dst_id: Some(
+                ctx.target
+                    .identities
+                    .iter()
+                    .map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            method: Some(req.method().to_string()),
+            path: Some(req.uri().path().to_string()),
+            request_id: Some(request_id.clone()),
+            decision: "allow",
+            ..Entry::default()
+        }
+    } else {
+        Entry {
+            decision: "allow",
+            ..Entry::default()
+        }
     };
     let resp = if shared.policy().is_quarantined() {
         shared
