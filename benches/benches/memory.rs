@@ -57,20 +57,10 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Pss of `pid`, bytes.
-fn pss(pid: u32) -> u64 {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .unwrap()
-}
-
 /// Lets PSS settle (allocator trims, lazy pages) before reading it.
 async fn settled_pss(pid: u32) -> u64 {
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    pss(pid)
+    vigil_benches::harness::procs::pss(pid).unwrap()
 }
 
 fn issue(ca: &CertificateAuthority, dir: &Path, who: &str) -> (PathBuf, PathBuf) {

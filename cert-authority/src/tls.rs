@@ -42,14 +42,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Names accepted by [`kx_group`], in [`KX_GROUPS`] order.
 pub const KX_GROUP_NAMES: &[&str] = &["x25519mlkem768", "x25519", "p256"];
 
-/// The key-exchange group called `name` (`x25519mlkem768`, `x25519`, `p256`; case
-/// insensitive, `secp256r1` accepted for `p256`).
+/// The canonical name (from [`KX_GROUP_NAMES`]) of the group called `name` (case
+/// insensitive; `secp256r1` is accepted for `p256`), if it is one.
+pub fn kx_group_name(name: &str) -> Option<&'static str> {
+    let name = name.trim().to_ascii_lowercase();
+    let name = if name == "secp256r1" { "p256" } else { &name };
+    KX_GROUP_NAMES.iter().copied().find(|n| *n == name)
+}
+
+/// The key-exchange group called `name` (any spelling [`kx_group_name`] accepts).
 pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    match name.to_ascii_lowercase().as_str() {
+    match kx_group_name(name)? {
         "x25519mlkem768" => Some(aws_lc_rs::kx_group::X25519MLKEM768),
         "x25519" => Some(aws_lc_rs::kx_group::X25519),
-        "p256" | "secp256r1" => Some(aws_lc_rs::kx_group::SECP256R1),
-        _ => None,
+        _ => Some(aws_lc_rs::kx_group::SECP256R1),
     }
 }
 

@@ -446,19 +446,13 @@ impl RunArgs {
         }
         let mut tls_groups = Vec::new();
         for g in &self.tls_groups {
-            let name = g.trim().to_ascii_lowercase();
-            let name = if name == "secp256r1" {
-                "p256".to_string()
-            } else {
-                name
-            };
-            if vigil_cert_authority::tls::kx_group(&name).is_none() {
-                errors.push(format!(
+            match vigil_cert_authority::tls::kx_group_name(g) {
+                Some(name) if !tls_groups.contains(&name) => tls_groups.push(name),
+                Some(_) => {}
+                None => errors.push(format!(
                     "--tls-groups: unknown key-exchange group {g:?} (known: {})",
                     vigil_cert_authority::tls::KX_GROUP_NAMES.join(", ")
-                ));
-            } else if !tls_groups.contains(&name) {
-                tls_groups.push(name);
+                )),
             }
         }
         if tls_groups.is_empty() && errors.is_empty() {
@@ -502,7 +496,7 @@ impl RunArgs {
             max_concurrent_streams: self.max_concurrent_streams,
             access_log: self.access_log,
             threads: self.threads,
-            tls_groups,
+            tls_groups: tls_groups.into_iter().map(String::from).collect(),
             request_metrics: self.request_metrics,
         })
     }
