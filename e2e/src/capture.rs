@@ -20,11 +20,16 @@ impl Capture {
     /// Captures every TCP packet on `iface` in `pod`'s namespace into `file`; returns once
     /// tcpdump reports that it is listening.
     pub fn start(pod: &Pod, iface: &str, file: &Path) -> Self {
+        Self::start_in(&pod.ns, iface, file)
+    }
+
+    /// [`Self::start`] in the network namespace named `netns` (`ip netns`).
+    pub fn start_in(netns: &str, iface: &str, file: &Path) -> Self {
         let mut child = Command::new("ip")
             .args([
                 "netns",
                 "exec",
-                &pod.ns,
+                netns,
                 "tcpdump",
                 "--immediate-mode",
                 "-i",
@@ -57,8 +62,7 @@ impl Capture {
         let deadline = Instant::now() + Duration::from_secs(10);
         assert!(
             rx.recv_timeout(deadline - Instant::now()).is_ok(),
-            "tcpdump did not start listening on {iface} in {}",
-            pod.ns
+            "tcpdump did not start listening on {iface} in {netns}"
         );
         Self {
             child,

@@ -11,7 +11,7 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         OnceLock,
         atomic::{AtomicU32, Ordering},
@@ -30,6 +30,41 @@ pub const CONTROLLER_TOKEN: &str = "vigil-e2e-controller-token";
 /// The controller's service-account user name.
 pub const CONTROLLER_USER: &str = "system:serviceaccount:vigil-system:vigil-controller";
 
+/// Where and how the API server runs.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Run etcd and the apiserver inside this network namespace (`ip netns`), on fixed
+    /// ports (the namespace is private); `None`: on loopback, on free ports.
+    pub netns: Option<String>,
+    /// The address the apiserver binds and advertises (the `kubernetes` Service's
+    /// endpoint).
+    pub address: std::net::Ipv4Addr,
+    /// `--service-cluster-ip-range`.
+    pub service_cidr: String,
+    /// Extra subject alternative names of the serving certificate (IPs or DNS names).
+    pub sans: Vec<String>,
+    /// Extra lines of the token file: `(token, user, groups)`.
+    pub tokens: Vec<(String, String, Vec<String>)>,
+    /// `--authorization-mode`.
+    pub authorization: String,
+    /// More kube-apiserver flags.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            netns: None,
+            address: std::net::Ipv4Addr::LOCALHOST,
+            service_cidr: "10.0.0.0/24".into(),
+            sans: Vec::new(),
+            tokens: Vec::new(),
+            authorization: "RBAC".into(),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
 /// The running server.
 pub struct Cluster {
     /// `https://127.0.0.1:<port>`.
@@ -43,6 +78,8 @@ pub struct Cluster {
     namespaces: AtomicU32,
     /// The apiserver's pid and arguments (for [`Cluster::restart_apiserver`]).
     apiserver: std::sync::Mutex<(u32, Vec<String>)>,
+    etcd_pid: u32,
+    netns: Option<String>,
 }
 
 /// Starts the cluster once per test binary; `None` (with a message) only when
@@ -64,13 +101,13 @@ pub fn cluster() -> Option<&'static Cluster> {
                     "{e}\nThe Kubernetes tests need kube-apiserver, etcd and helm: run e2e/k8s/testbin/build.sh (`.ci/run` does), or set VIGIL_SKIP_K8S_TESTS=1 to skip them knowingly"
                 ),
             };
-            Some(Cluster::start(bin))
+            Some(Cluster::start(bin, &ApiOptions::default()))
         })
         .as_ref()
 }
 
 /// The bin directory from `build.sh` (which builds what is missing; quick when cached).
-fn binaries() -> Result<PathBuf, String> {
+pub fn binaries() -> Result<PathBuf, String> {
     if let Some(d) = std::env::var_os("VIGIL_K8S_BIN")
         && Path::new(&d).join("kube-apiserver").is_file()
     {
@@ -116,57 +153,16 @@ fn remove_stale_dirs() {
     }
 }
 
-use crate::kube_procs::free_port;
+use crate::kube_procs::{free_port, spawn_for_life};
 
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 }
 
-/// Spawns `program args` from a thread that lives as long as the process, with SIGKILL as
-/// the parent-death signal (util-linux `setpriv --pdeathsig`, so no `unsafe` pre-exec hook).
-/// The signal follows the thread that forked, hence the long-lived keeper thread.
-fn spawn_for_life(
-    program: &Path,
-    args: &[String],
-    stdout: std::fs::File,
-    stderr: std::fs::File,
-) -> u32 {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg("--pdeathsig")
-        .arg("KILL")
-        .arg("--")
-        .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr);
-    static KEEPER: OnceLock<std::sync::mpsc::Sender<(Command, std::sync::mpsc::Sender<u32>)>> =
-        OnceLock::new();
-    let keeper = KEEPER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel::<(Command, std::sync::mpsc::Sender<u32>)>();
-        std::thread::spawn(move || {
-            let mut children: Vec<Child> = Vec::new();
-            while let Ok((mut cmd, reply)) = rx.recv() {
-                let child = cmd
-                    .spawn()
-                    .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
-                let _ = reply.send(child.id());
-                children.push(child);
-            }
-            // Not reached while the process lives: the sender is in a static.
-            std::thread::park();
-        });
-        tx
-    });
-    let (tx, rx) = std::sync::mpsc::channel();
-    keeper
-        .send((cmd, tx))
-        .unwrap_or_else(|e| panic!("process keeper: {e}"));
-    rx.recv().unwrap_or_else(|e| panic!("process keeper: {e}"))
-}
-
 impl Cluster {
-    fn start(bin: PathBuf) -> Self {
+    /// Starts etcd and kube-apiserver (from `bin`) as `opts` says, in a new temporary
+    /// directory; returns once `/readyz` answers.
+    pub fn start(bin: PathBuf, opts: &ApiOptions) -> Self {
         remove_stale_dirs();
         let dir = tempfile::Builder::new()
             .prefix("vigil-k8s-")
@@ -174,6 +170,11 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("tempdir: {e}"))
             .keep();
         write(&dir.join("owner.pid"), &std::process::id().to_string());
+        Self::start_in(bin, dir, opts)
+    }
+
+    /// [`Self::start`] in the directory `dir` (which the caller owns and removes).
+    pub fn start_in(bin: PathBuf, dir: PathBuf, opts: &ApiOptions) -> Self {
         // Serving certificate (127.0.0.1, localhost) from a throwaway CA.
         let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -187,9 +188,14 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"));
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .unwrap_or_else(|e| panic!("{e}"));
-        let params =
-            rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .unwrap_or_else(|e| panic!("{e}"));
+        let mut sans = vec![
+            "127.0.0.1".to_string(),
+            "localhost".to_string(),
+            opts.address.to_string(),
+        ];
+        sans.extend(opts.sans.iter().cloned());
+        sans.dedup();
+        let params = rcgen::CertificateParams::new(sans).unwrap_or_else(|e| panic!("{e}"));
         let issuer = rcgen::Issuer::new(ca_params, &ca_key);
         let cert = params
             .signed_by(&key, &issuer)
@@ -201,14 +207,21 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{e}"));
         write(&dir.join("sa.key"), &sa.serialize_pem());
         write(&dir.join("sa.pub"), &sa.public_key_pem());
-        write(
-            &dir.join("tokens.csv"),
-            &format!(
-                "{ADMIN_TOKEN},vigil-e2e-admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},{CONTROLLER_USER},controller,\"system:serviceaccounts,system:serviceaccounts:vigil-system\"\n"
-            ),
+        let mut tokens = format!(
+            "{ADMIN_TOKEN},vigil-e2e-admin,admin,\"system:masters\"\n{CONTROLLER_TOKEN},{CONTROLLER_USER},controller,\"system:serviceaccounts,system:serviceaccounts:vigil-system\"\n"
         );
+        for (token, user, groups) in &opts.tokens {
+            tokens.push_str(&format!("{token},{user},{user},\"{}\"\n", groups.join(",")));
+        }
+        write(&dir.join("tokens.csv"), &tokens);
 
-        let (client_port, peer_port, api_port) = (free_port(), free_port(), free_port());
+        // In a namespace of its own, the well-known ports are free.
+        let (client_port, peer_port, api_port) = if opts.netns.is_some() {
+            (2379, 2380, 6443)
+        } else {
+            (free_port(), free_port(), free_port())
+        };
+        let netns = opts.netns.as_deref();
         let log = |name: &str| {
             std::fs::File::create(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
         };
@@ -229,7 +242,8 @@ impl Cluster {
             "--log-level".into(),
             "warn".into(),
         ];
-        spawn_for_life(
+        let etcd_pid = spawn_for_life(
+            netns,
             &bin.join("etcd"),
             &etcd_args,
             log("etcd.log"),
@@ -239,23 +253,27 @@ impl Cluster {
         let p = |f: &str| dir.join(f).display().to_string();
         let api_args: Vec<String> = vec![
             format!("--etcd-servers=http://127.0.0.1:{client_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
+            format!("--bind-address={}", opts.address),
+            format!("--advertise-address={}", opts.address),
             format!("--secure-port={api_port}"),
             format!("--tls-cert-file={}", p("serving.crt")),
             format!("--tls-private-key-file={}", p("serving.key")),
             format!("--token-auth-file={}", p("tokens.csv")),
-            "--authorization-mode=RBAC".into(),
+            format!("--authorization-mode={}", opts.authorization),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             format!("--service-account-key-file={}", p("sa.pub")),
             format!("--service-account-signing-key-file={}", p("sa.key")),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            format!("--service-cluster-ip-range={}", opts.service_cidr),
             "--allow-privileged=true".into(),
             "--enable-priority-and-fairness=false".into(),
             "--profiling=false".into(),
             "--v=1".into(),
-        ];
+        ]
+        .into_iter()
+        .chain(opts.extra_args.iter().cloned())
+        .collect();
         let api_pid = spawn_for_life(
+            netns,
             &bin.join("kube-apiserver"),
             &api_args,
             log("kube-apiserver.log"),
@@ -263,16 +281,33 @@ impl Cluster {
         );
 
         let cluster = Self {
-            url: format!("https://127.0.0.1:{api_port}"),
+            url: format!("https://{}:{api_port}", opts.address),
             ca_pem: ca.pem(),
             bin,
             dir,
             namespaces: AtomicU32::new(0),
             apiserver: std::sync::Mutex::new((api_pid, api_args)),
+            etcd_pid,
+            netns: opts.netns.clone(),
         };
         cluster.write_kubeconfig();
         cluster.wait_ready();
         cluster
+    }
+
+    /// The pids of etcd and kube-apiserver.
+    pub fn server_pids(&self) -> Vec<u32> {
+        let api = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).0;
+        vec![api, self.etcd_pid]
+    }
+
+    /// The serving certificate's CA, as a file (for kubeconfigs of node components).
+    pub fn ca_file(&self) -> PathBuf {
+        let p = self.dir.join("ca.crt");
+        if !p.exists() {
+            write(&p, &self.ca_pem);
+        }
+        p
     }
 
     /// `<dir>/kubeconfig` (admin), for helm and kubectl-style tools.
@@ -368,6 +403,7 @@ impl Cluster {
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         guard.0 = spawn_for_life(
+            self.netns.as_deref(),
             &self.bin.join("kube-apiserver"),
             &guard.1,
             log("kube-apiserver.log"),
@@ -452,14 +488,19 @@ impl Cluster {
             .create(&PostParams::default(), &ns)
             .await
             .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
-        // No controller-manager: create the `default` ServiceAccount it would.
+        // Without a controller-manager, create the `default` ServiceAccount it would (with
+        // one, it may have been quicker).
         let sa: k8s_openapi::api::core::v1::ServiceAccount =
             serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}}))
                 .unwrap_or_else(|e| panic!("{e}"));
-        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.admin(), &name)
+        match Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(self.admin(), &name)
             .create(&PostParams::default(), &sa)
             .await
-            .unwrap_or_else(|e| panic!("creating {name}/default: {e}"));
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("creating {name}/default: {e}"),
+        }
         name
     }
 }

@@ -5,6 +5,7 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -33,6 +34,74 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port below 32000")
+}
+
+/// Spawns `program args` (inside the network namespace `netns`, if given) from a thread
+/// that lives as long as the process, with SIGKILL as the parent-death signal (util-linux
+/// `setpriv --pdeathsig`, so no `unsafe` pre-exec hook): the process dies with the test
+/// process, even when it is killed. The signal follows the thread that forked, hence the
+/// long-lived keeper thread. `nsenter --net` switches only the network namespace, so
+/// every process shares the host's mounts (kubelet's volume mounts must be visible to
+/// containerd and runc). Returns the pid.
+pub fn spawn_for_life(
+    netns: Option<&str>,
+    program: &Path,
+    args: &[String],
+    stdout: std::fs::File,
+    stderr: std::fs::File,
+) -> u32 {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg("setpriv");
+            c
+        }
+        None => Command::new("setpriv"),
+    };
+    cmd.arg("--pdeathsig")
+        .arg("KILL")
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    type Job = (Command, std::sync::mpsc::Sender<Result<u32, String>>);
+    static KEEPER: OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            let mut children: Vec<Child> = Vec::new();
+            loop {
+                match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Ok((mut cmd, reply)) => {
+                        let r = cmd.spawn().map_err(|e| format!("starting {cmd:?}: {e}"));
+                        let _ = reply.send(r.as_ref().map(Child::id).map_err(Clone::clone));
+                        if let Ok(child) = r {
+                            children.push(child);
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    // Not reached while the process lives: the sender is in a static.
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => std::thread::park(),
+                }
+                // Reap the ones that exited or were killed (no zombies while the test runs).
+                children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+            }
+        });
+        std::sync::Mutex::new(tx)
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    keeper
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, tx))
+        .unwrap_or_else(|e| panic!("process keeper: {e}"));
+    rx.recv()
+        .unwrap_or_else(|e| panic!("process keeper: {e}"))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A child process, killed on drop; its log is printed if the test is failing.

@@ -9,3 +9,5 @@ pub mod k8s;
 pub mod kube_procs;
 pub mod mesh;
 pub mod netns;
+pub mod node;
+pub mod workloads;

@@ -98,6 +98,26 @@ impl Pod {
     }
 }
 
+/// Runs `f` to completion on a new thread inside the network namespace `ns` (a
+/// current-thread runtime; sockets it opens and processes it starts are in `ns`).
+pub fn run_in<T: Send + 'static, F: Future<Output = T> + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> T {
+    blocking_in(ns, move || runtime().block_on(f()))
+}
+
+/// Runs the blocking `f` on a new thread inside the network namespace `ns`.
+pub fn blocking_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let owned = ns.to_string();
+    std::thread::spawn(move || {
+        enter(&owned);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
 fn enter(ns: &str) {
     let fd = File::open(format!("/var/run/netns/{ns}"))
         .unwrap_or_else(|e| panic!("namespace {ns}: {e}"));
