@@ -5,7 +5,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s e2e lint fmt bench bench-full bench-build generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s test-cluster images e2e lint fmt bench bench-full bench-build generate check-generated chart-lint clean
 
 all: build
 
@@ -22,9 +22,29 @@ demo:
 ## network-namespace e2e suite. Needs openssl, and for e2e iproute2, iptables, setpriv,
 ## tcpdump and tshark (.ci/run installs them). The e2e tests run the built binaries, so
 ## they are built first.
-test:
+test: images
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) --workspace
+
+# Where cargo puts its output (CARGO_TARGET_DIR or ./target): images go to $(TARGET_DIR)/images.
+TARGET_DIR ?= $(shell $(CARGO) metadata --format-version 1 --no-deps 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+
+## images: OCI image archives, without a container engine or a registry:
+## $(TARGET_DIR)/images/vigil-controller.tar and vigil-proxy.tar from the release binaries
+## (stripped of debug info; exactly the shared libraries they load; the proxy image carries
+## iptables for vigil-init), and vigil-testapp.tar for the real-node tests. They load with
+## ctr/k3s ctr images import, docker load and kind load image-archive (see the README).
+images:
+	$(CARGO) build $(CARGO_FLAGS) --release -p vigil-controller -p vigil-proxy
+	$(CARGO) build $(CARGO_FLAGS) -p vigil-testapp -p vigil-images
+	$(TARGET_DIR)/debug/vigil-images build --release-dir $(TARGET_DIR)/release \
+	  --testapp $(TARGET_DIR)/debug/vigil-testapp --out $(TARGET_DIR)/images
+
+## test-cluster: only the real-node tests (root): the chart on a single-node cluster whose
+## kubelet starts the pods (e2e/tests/cluster; binaries from e2e/k8s/testbin/build.sh)
+test-cluster: images
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test cluster -- --nocapture --test-threads=1
 
 ## e2e: only the network-namespace end-to-end suite (root), printing its measurements
 e2e:

@@ -35,6 +35,7 @@ impl From<&Destination> for pb::Destination {
             address: d.address.to_string(),
             proxy: d.proxy.map(|a| a.to_string()).unwrap_or_default(),
             identities: d.identities.clone(),
+            endpoints: d.endpoints.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -300,6 +301,12 @@ pub fn destination_from_wire(d: pb::Destination, at: &str) -> Result<Destination
             Some(parse_addr(&d.proxy, at)?)
         },
         identities: d.identities,
+        endpoints: d
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| parse_addr(e, &format!("{at}.endpoints[{i}]")))
+            .collect::<Result<_, _>>()?,
     })
 }
 

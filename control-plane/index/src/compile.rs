@@ -325,6 +325,7 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
                             address,
                             proxy,
                             identities: vec![other.identity.to_string()],
+                            endpoints: Vec::new(),
                         });
                     }
                 }
@@ -354,6 +355,7 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
                             address,
                             proxy,
                             identities: vec![info.identity.to_string()],
+                            endpoints: Vec::new(),
                         });
                         None
                     }

@@ -139,6 +139,9 @@ pub struct ServiceBackends {
     pub addresses: Vec<std::net::SocketAddr>,
     /// The pods behind it, as workload keys (mesh or not).
     pub backends: std::collections::BTreeSet<ObjectKey>,
+    /// For each virtual address, the ready backends' `podIP:targetPort` (not the
+    /// terminating ones): what callers' proxies balance over.
+    pub endpoints: BTreeMap<std::net::SocketAddr, Vec<std::net::SocketAddr>>,
 }
 
 impl Resources {

@@ -466,6 +466,7 @@ fn services_resolve_to_their_backends_identities_only_when_fully_meshed() {
         ServiceBackends {
             addresses: vec![vip],
             backends: [key("orders")].into(),
+            endpoints: [(vip, vec!["10.244.0.5:8080".parse().unwrap()])].into(),
         },
     );
     let mixed: std::net::SocketAddr = "10.0.0.11:80".parse().unwrap();
@@ -474,6 +475,7 @@ fn services_resolve_to_their_backends_identities_only_when_fully_meshed() {
         ServiceBackends {
             addresses: vec![mixed],
             backends: [key("orders"), key("not-in-mesh")].into(),
+            endpoints: Default::default(),
         },
     );
     ix.replace(res, NOW);
@@ -485,9 +487,19 @@ fn services_resolve_to_their_backends_identities_only_when_fully_meshed() {
         ix.resolve(&mixed).is_none(),
         "a backend without a proxy: not a mesh destination"
     );
+    assert_eq!(
+        ix.resolve(&vip).unwrap().endpoints,
+        vec!["10.244.0.5:8080".parse::<std::net::SocketAddr>().unwrap()],
+        "the ready backends travel with the service address"
+    );
     let web = ix.watch(&key("web"));
     let table = web.borrow().policy.outbound.destinations.clone();
-    assert!(table.iter().any(|d| d.address == vip), "{table:?}");
+    assert!(
+        table
+            .iter()
+            .any(|d| d.address == vip && d.endpoints.len() == 1),
+        "{table:?}"
+    );
     let db = ix.watch(&key("db"));
     assert!(
         !db.borrow()

@@ -27,6 +27,8 @@ pub struct Policy {
     revoked_ids: FxHashSet<Box<str>>,
     revoked_serials: FxHashSet<Vec<u8>>,
     destinations: FxHashMap<SocketAddr, Destination>,
+    /// Each backend of a virtual address -> that virtual address.
+    endpoint_of: FxHashMap<SocketAddr, SocketAddr>,
     passthrough: bool,
     /// Set when this is a deny-all standing in for an invalid policy.
     pub(crate) invalid: Option<String>,
@@ -41,6 +43,9 @@ pub struct Destination {
     pub proxy: SocketAddr,
     /// Identities the server may present.
     pub identities: BTreeSet<SpiffeId>,
+    /// The backends of a virtual address, to balance over (see
+    /// [`crate::model::Destination::endpoints`]); empty: connect to `proxy`.
+    pub endpoints: std::sync::Arc<[SocketAddr]>,
 }
 
 impl Destination {
@@ -62,6 +67,7 @@ impl Destination {
         Ok(Self {
             proxy: d.proxy.unwrap_or(d.address),
             identities,
+            endpoints: d.endpoints.clone().into(),
         })
     }
 }
@@ -193,9 +199,15 @@ impl Policy {
         }
 
         let mut destinations = FxHashMap::default();
+        let mut endpoint_of = FxHashMap::default();
         for (i, d) in model.outbound.destinations.iter().enumerate() {
             let at = format!("outbound.destinations[{i}]");
             let dest = Destination::compile(d, &at)?;
+            for e in dest.endpoints.iter() {
+                // A backend behind two virtual addresses (a pod in two Services) serves
+                // the identities of either: keep the first.
+                endpoint_of.entry(*e).or_insert(d.address);
+            }
             if destinations.insert(d.address, dest).is_some() {
                 return Err(PolicyError::Invalid {
                     at,
@@ -215,6 +227,7 @@ impl Policy {
             revoked_serials,
             passthrough: model.outbound.passthrough,
             destinations,
+            endpoint_of,
             invalid: None,
             model,
         })
@@ -233,6 +246,7 @@ impl Policy {
             revoked_ids: FxHashSet::default(),
             revoked_serials: FxHashSet::default(),
             destinations: FxHashMap::default(),
+            endpoint_of: FxHashMap::default(),
             passthrough: false,
             invalid: Some(reason.into()),
             model: ProxyPolicy {
@@ -270,6 +284,11 @@ impl Policy {
     /// The mesh destination at `addr`, if it is one.
     pub fn destination(&self, addr: &SocketAddr) -> Option<&Destination> {
         self.destinations.get(addr)
+    }
+
+    /// The destination (virtual address) that lists `addr` among its endpoints.
+    pub fn endpoint_owner(&self, addr: &SocketAddr) -> Option<&Destination> {
+        self.destinations.get(self.endpoint_of.get(addr)?)
     }
 
     /// May traffic to non-mesh destinations pass through in plaintext?

@@ -254,6 +254,14 @@ pub struct Destination {
     pub proxy: Option<SocketAddr>,
     /// SPIFFE IDs the server may present.
     pub identities: Vec<String>,
+    /// For a virtual address (a Kubernetes Service's `ClusterIP:port`): the ready
+    /// backends (`podIP:targetPort`). The outbound sends each HTTP request, and each
+    /// opaque connection, to one of them — so a pooled HTTP/2 connection is never pinned
+    /// to one backend, and a backend that is going away (its pod deleted) stops getting
+    /// new requests as soon as a snapshot without it arrives, while its in-flight
+    /// requests finish. Empty: connect to `proxy` (or `address`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<SocketAddr>,
 }
 
 fn is_false(b: &bool) -> bool {

@@ -536,6 +536,38 @@ outbound:
 }
 
 #[test]
+fn a_virtual_destination_lists_its_backends() {
+    let p = policy(
+        r#"
+outbound:
+  destinations:
+    - {address: "10.96.0.5:80", identities: ["spiffe://cluster.local/ns/shop/sa/orders"], endpoints: ["10.244.0.5:8080", "10.244.0.6:8080"]}
+    - {address: "10.244.0.9:8080", identities: ["spiffe://cluster.local/ns/shop/sa/pay"]}
+"#,
+    );
+    let vip = p.destination(&"10.96.0.5:80".parse().unwrap()).unwrap();
+    assert_eq!(vip.endpoints.len(), 2);
+    let owner = p
+        .endpoint_owner(&"10.244.0.6:8080".parse().unwrap())
+        .unwrap();
+    assert_eq!(
+        owner, vip,
+        "a backend resolves to the Service it is listed under"
+    );
+    assert!(
+        p.endpoint_owner(&"10.244.0.9:8080".parse().unwrap())
+            .is_none(),
+        "a plain destination is nobody's endpoint"
+    );
+    assert!(
+        p.destination(&"10.244.0.9:8080".parse().unwrap())
+            .unwrap()
+            .endpoints
+            .is_empty()
+    );
+}
+
+#[test]
 fn json_and_yaml_are_the_same_format() {
     let model: ProxyPolicy = serde_saphyr::from_str(BASIC).unwrap();
     let json = serde_json::to_string(&model).unwrap();

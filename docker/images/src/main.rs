@@ -27,9 +27,13 @@ enum Command {
         /// Where the archives go (default: <target dir>/images).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Where the release binaries are (default: this program's own directory).
+        /// Where the release vigil-controller and vigil-proxy are (default:
+        /// <target dir>/release).
         #[arg(long)]
-        bin_dir: Option<PathBuf>,
+        release_dir: Option<PathBuf>,
+        /// The test app binary (default: vigil-testapp next to this program).
+        #[arg(long)]
+        testapp: Option<PathBuf>,
         /// Image tag (default: the workspace version, which is the chart's appVersion).
         #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
         tag: String,
@@ -65,24 +69,26 @@ fn main() -> ExitCode {
 
 fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Build { out, bin_dir, tag } => {
+        Command::Build {
+            out,
+            release_dir,
+            testapp,
+            tag,
+        } => {
             let own_dir = std::env::current_exe()
                 .context("locating this program")?
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            let bin_dir = bin_dir.unwrap_or_else(|| own_dir.clone());
-            let out = out.unwrap_or_else(|| {
-                own_dir
-                    .parent()
-                    .map(|t| t.join("images"))
-                    .unwrap_or_else(|| PathBuf::from("images"))
-            });
+            let target = own_dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            let release = release_dir.unwrap_or_else(|| target.join("release"));
+            let testapp = testapp.unwrap_or_else(|| own_dir.join("vigil-testapp"));
+            let out = out.unwrap_or_else(|| target.join("images"));
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             let specs = [
-                images::controller(&bin_dir.join("vigil-controller"), &tag)?,
-                images::proxy(&bin_dir.join("vigil-proxy"), &tag)?,
-                images::testapp(&bin_dir.join("vigil-testapp"), &tag)?,
+                images::controller(&release.join("vigil-controller"), &tag)?,
+                images::proxy(&release.join("vigil-proxy"), &tag)?,
+                images::testapp(&testapp, &tag)?,
             ];
             for spec in &specs {
                 let name = spec.repository.rsplit('/').next().unwrap_or("image");

@@ -602,7 +602,8 @@ impl Node {
         }
     }
 
-    /// Runs a kubectl command (admin) inside the node's namespace: success and output.
+    /// Runs a kubectl command (admin) inside the node's namespace: success and output
+    /// (stdout; with stderr when it failed).
     pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
@@ -613,8 +614,10 @@ impl Node {
             .args(args)
             .output();
         match out {
+            // Success: stdout only (warnings on stderr would mix into `-o name` lists).
+            Ok(o) if o.status.success() => (true, String::from_utf8_lossy(&o.stdout).into_owned()),
             Ok(o) => (
-                o.status.success(),
+                false,
                 format!(
                     "{}{}",
                     String::from_utf8_lossy(&o.stdout),

@@ -6,6 +6,7 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+mod contract;
 mod install;
 mod lifecycle;
 mod policy;
@@ -61,4 +62,61 @@ fn the_user_path_on_a_real_node() {
     let node = Arc::new(node);
     let n = node.clone();
     node.run(move || async move { steps::run(&n).await });
+}
+
+#[test]
+fn the_images_match_the_chart_the_injector_and_the_dockerfiles() {
+    let Some(bin) = k8s_bin() else { return };
+    contract::check(&bin);
+}
+
+#[test]
+fn a_missing_image_archive_is_named_with_how_to_make_it() {
+    let Some(bin) = k8s_bin() else { return };
+    let missing = std::env::temp_dir().join("vigil-no-such-image.tar");
+    let err = Node::start(
+        &bin,
+        &NodeOptions {
+            images: vec![missing.clone()],
+            ..NodeOptions::default()
+        },
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(
+        err.contains(&missing.display().to_string()) && err.contains("make images"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_node_that_never_becomes_ready_shows_the_kubelets_last_words() {
+    if !netns::root_or_skip("a_node_that_never_becomes_ready_shows_the_kubelets_last_words") {
+        return;
+    }
+    let Some(bin) = k8s_bin() else { return };
+    let _turn = NODE_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    // No CNI configuration: the runtime's network never becomes ready.
+    let err = Node::start(
+        &bin,
+        &NodeOptions {
+            name: "never-ready".into(),
+            cni: false,
+            ready_timeout: std::time::Duration::from_secs(20),
+            ..NodeOptions::default()
+        },
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(err.contains("did not become Ready"), "{err}");
+    assert!(
+        err.contains("kubelet's last log lines") && err.lines().count() > 10,
+        "the kubelet's log is in the error: {err}"
+    );
+    assert!(
+        err.to_lowercase().contains("network") || err.to_lowercase().contains("cni"),
+        "the reason (no pod network) is visible: {err}"
+    );
 }

@@ -18,7 +18,8 @@ pub(crate) fn orders_url(path: &str) -> String {
 
 const FRONTEND_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 
-fn policy(methods: &str) -> String {
+/// The AccessPolicy of the path: frontend may call orders' `/orders…` with `methods`.
+pub(crate) fn access_policy(methods: &str) -> String {
     format!(
         r#"apiVersion: policy.vigil.dev/v1alpha1
 kind: AccessPolicy
@@ -48,7 +49,7 @@ pub(crate) async fn default_deny_then_allow(ctx: &Ctx<'_>) -> (Capture, std::pat
         0,
         "a denied request never reaches the app"
     );
-    ctx.apply(&policy("GET"));
+    ctx.apply(&access_policy("GET"));
     let (allowed, took) = within(
         "the AccessPolicy opens frontend -> orders",
         Duration::from_secs(10),
@@ -196,7 +197,7 @@ pub(crate) async fn probes_and_the_unenrolled(
         "mesh TLS (ALPN vigil/1): {alpn:?}"
     );
     println!(
-        "4. probes: {} kubelet probes reached orders through its proxy ({probe_lines} probe-route log lines); the unenrolled pod is not injected and gets 403; bridge capture: {} TLS 1.3 handshakes to orders, ALPN vigil/1, 0 frames with the mesh request's bytes, the plaintext control seen",
+        "4. probes: kubelet's probes reach orders through its proxy ({} more while we watched; {probe_lines} probe-route lines in its access log); the unenrolled pod is not injected and gets 403; bridge capture: {} TLS 1.3 handshakes to orders, ALPN vigil/1, 0 frames with the mesh request's bytes, the plaintext control seen",
         after - before,
         server_hellos.len()
     );

@@ -69,9 +69,14 @@ impl Ctx<'_> {
 
     /// Running, Ready pods `app=<app>` that are not being deleted: (name, IP).
     pub(crate) async fn ready_pods(&self, ns: &str, app: &str) -> Vec<(String, String)> {
+        self.ready_pods_by(ns, &format!("app={app}")).await
+    }
+
+    /// Running, Ready pods matching the label `selector` that are not being deleted.
+    pub(crate) async fn ready_pods_by(&self, ns: &str, selector: &str) -> Vec<(String, String)> {
         let api = Api::<Pod>::namespaced(self.client.clone(), ns);
         let pods = api
-            .list(&ListParams::default().labels(&format!("app={app}")))
+            .list(&ListParams::default().labels(selector))
             .await
             .unwrap();
         pods.items

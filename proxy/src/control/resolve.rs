@@ -44,10 +44,7 @@ async fn ask(ctl: &Control, address: SocketAddr) -> anyhow::Result<Option<Target
     let d = destination_from_wire(d, "destination")?;
     let compiled = vigil_policy::Destination::compile(&d, "destination")
         .map_err(|e| anyhow::anyhow!("the controller's answer is invalid: {e}"))?;
-    Ok(Some(Target {
-        proxy: compiled.proxy,
-        identities: compiled.identities,
-    }))
+    Ok(Some(Target::from(&compiled)))
 }
 
 /// The cached channel, rebuilt when this workload's certificate changed.

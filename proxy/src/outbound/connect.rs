@@ -43,6 +43,29 @@ pub struct Target {
     pub proxy: SocketAddr,
     /// Identities it may present.
     pub identities: BTreeSet<SpiffeId>,
+    /// A virtual address's backends: connect to one of these instead of `proxy`.
+    pub endpoints: Arc<[SocketAddr]>,
+}
+
+impl From<&vigil_policy::Destination> for Target {
+    fn from(d: &vigil_policy::Destination) -> Self {
+        Self {
+            proxy: d.proxy,
+            identities: d.identities.clone(),
+            endpoints: d.endpoints.clone(),
+        }
+    }
+}
+
+impl Target {
+    /// The backend `endpoint` of this (virtual) destination, as a target of its own.
+    fn backend(&self, endpoint: SocketAddr) -> Self {
+        Self {
+            proxy: endpoint,
+            identities: self.identities.clone(),
+            endpoints: Arc::from([]),
+        }
+    }
 }
 
 /// Resolves destinations and opens verified mTLS connections to them.
@@ -55,6 +78,8 @@ pub struct MeshConnector {
     policy: watch::Receiver<Arc<Policy>>,
     connect_timeout: std::time::Duration,
     handshake_timeout: std::time::Duration,
+    /// Round-robin position over virtual destinations' endpoints.
+    next: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Why a mesh connection could not be made.
@@ -104,6 +129,7 @@ impl MeshConnector {
             policy,
             connect_timeout,
             handshake_timeout,
+            next: Arc::default(),
         }
     }
 
@@ -123,14 +149,45 @@ impl MeshConnector {
             return Some(Target {
                 proxy: route.upstream,
                 identities: route.identities.clone(),
+                endpoints: Arc::from([]),
             });
         }
         let addr: SocketAddr = authority.parse().ok()?;
-        let listed = self.policy.borrow().destination(&addr).map(|d| Target {
-            proxy: d.proxy,
-            identities: d.identities.clone(),
-        });
-        listed.or_else(|| self.discovery.cached(&addr))
+        let listed = {
+            let policy = self.policy.borrow();
+            policy.destination(&addr).map(Target::from).or_else(|| {
+                // A backend of a virtual address (the authority a balanced request uses).
+                policy
+                    .endpoint_owner(&addr)
+                    .map(|d| Target::from(d).backend(addr))
+            })
+        };
+        listed
+            .or_else(|| self.discovery.cached(&addr))
+            .or_else(|| self.discovery.cached_backend(&addr))
+    }
+
+    /// For a request to `authority`: the backend to send it to, when the destination is
+    /// a virtual address with endpoints (round robin over the endpoints the current
+    /// policy lists: a backend that leaves the list gets no new requests).
+    pub fn backend_for(&self, authority: &str) -> Option<SocketAddr> {
+        if authority.ends_with(ROUTE_HOST) {
+            return None;
+        }
+        let addr: SocketAddr = authority.parse().ok()?;
+        let endpoints = match self.policy.borrow().destination(&addr) {
+            Some(d) => d.endpoints.clone(),
+            None => self.discovery.cached(&addr)?.endpoints,
+        };
+        self.pick(&endpoints)
+    }
+
+    fn pick(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        endpoints.get(n % endpoints.len()).copied()
     }
 
     /// Connects to `target` with mTLS offering `alpn`; the server must present one of the
@@ -147,14 +204,7 @@ impl MeshConnector {
             .clone()
             .ok_or(ConnectError::NoCredentials)?;
         let config = tls.client(&target.identities, alpn)?;
-        let addr = target.proxy;
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ConnectError::Connect {
-                addr,
-                source: io::ErrorKind::TimedOut.into(),
-            })?
-            .map_err(|source| ConnectError::Connect { addr, source })?;
+        let (addr, tcp) = self.tcp(target).await?;
         let _ = tcp.set_nodelay(true);
         // SPIFFE verification ignores the server name; any valid name will do.
         let name =
@@ -197,6 +247,33 @@ impl MeshConnector {
             },
             server,
         ))
+    }
+}
+
+impl MeshConnector {
+    /// A TCP connection to the target's proxy, or for a virtual destination to one of its
+    /// endpoints — trying up to three of them, so a backend that just went away (before
+    /// the policy said so) costs a retry, not a failed connection.
+    async fn tcp(&self, target: &Target) -> Result<(SocketAddr, TcpStream), ConnectError> {
+        let attempts = target.endpoints.len().clamp(1, 3);
+        let mut last = None;
+        for _ in 0..attempts {
+            let addr = self.pick(&target.endpoints).unwrap_or(target.proxy);
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => return Ok((addr, tcp)),
+                Ok(Err(source)) => last = Some(ConnectError::Connect { addr, source }),
+                Err(_) => {
+                    last = Some(ConnectError::Connect {
+                        addr,
+                        source: io::ErrorKind::TimedOut.into(),
+                    });
+                }
+            }
+        }
+        Err(last.unwrap_or(ConnectError::Connect {
+            addr: target.proxy,
+            source: io::ErrorKind::NotFound.into(),
+        }))
     }
 }
 
@@ -345,3 +422,6 @@ impl MeshClient {
         Self { connector, client }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -135,6 +135,19 @@ impl Discovery {
     pub fn cached(&self, addr: &SocketAddr) -> Option<Target> {
         self.cache().get(addr).and_then(|c| c.target.clone())
     }
+
+    /// `addr` as a backend of a cached virtual destination that lists it as an endpoint
+    /// (the authority of a request balanced over a discovered Service).
+    pub fn cached_backend(&self, addr: &SocketAddr) -> Option<Target> {
+        self.cache().values().find_map(|c| {
+            let t = c.target.as_ref()?;
+            t.endpoints.contains(addr).then(|| Target {
+                proxy: *addr,
+                identities: t.identities.clone(),
+                endpoints: std::sync::Arc::from([]),
+            })
+        })
+    }
 }
 
 fn found(t: Option<Target>) -> Found {
@@ -158,6 +171,7 @@ mod tests {
         Target {
             proxy: "10.0.0.2:8080".parse().unwrap(),
             identities: BTreeSet::from([SpiffeId::parse("spiffe://td/ns/a/sa/b").unwrap()]),
+            endpoints: std::sync::Arc::from([]),
         }
     }
 

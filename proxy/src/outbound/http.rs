@@ -112,9 +112,17 @@ async fn send(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
+    // A Service's virtual address: this request goes to one of its ready backends (the
+    // pool keeps a connection per backend), chosen from the policy in force now.
+    let backend = ctx
+        .shared
+        .mesh
+        .connector
+        .backend_for(&ctx.authority)
+        .map(|b| b.to_string());
     let uri = Uri::builder()
         .scheme("http")
-        .authority(ctx.authority.as_str())
+        .authority(backend.as_deref().unwrap_or(ctx.authority.as_str()))
         .path_and_query(path_and_query)
         .build();
     let Ok(uri) = uri else {

@@ -26,6 +26,7 @@ outbound:
   destinations:
     - {address: "10.0.0.1:80", identities: ["spiffe://cluster.local/ns/a/sa/b"]}
     - {address: "127.0.0.1:9000", proxy: "127.0.0.1:9443", identities: ["spiffe://cluster.local/ns/a/sa/c"]}
+    - {address: "10.96.0.5:80", identities: ["spiffe://cluster.local/ns/a/sa/d"], endpoints: ["10.244.0.5:8080", "[fd00::5]:8080"]}
 "#;
 
 #[test]
@@ -87,6 +88,12 @@ fn unspecified_or_malformed_fails_closed() {
         (
             "outbound.destinations[0]",
             Box::new(|p| p.outbound.as_mut().unwrap().destinations[0].address = "x".into()),
+        ),
+        (
+            "outbound.destinations[2].endpoints[1]",
+            Box::new(|p| {
+                p.outbound.as_mut().unwrap().destinations[2].endpoints[1] = "10.0.0.1".into()
+            }),
         ),
     ];
     for (want, break_it) in cases {

@@ -176,17 +176,31 @@ pub fn resources(s: &Snapshot) -> Resources {
     for x in &s.quarantines {
         out.apply(Resource::Quarantine((**x).clone()));
     }
-    out.services = services(&s.services, &s.slices);
+    // A pod being deleted keeps its identity and policy until it is gone (its in-flight
+    // requests finish), but is no Service backend for new requests from the moment its
+    // deletion starts — before the EndpointSlice controller says so.
+    let terminating: std::collections::BTreeSet<ObjectKey> = s
+        .pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .map(|p| ObjectKey::of(p.as_ref()))
+        .collect();
+    out.services = services(&s.services, &s.slices, &terminating);
     out
 }
 
-/// Each Service's `ClusterIP:port`s and the pods its EndpointSlices point at. Headless
-/// Services (clusterIP None) have no virtual address: callers reach the pods directly.
+/// Each Service's `ClusterIP:port`s, the pods its EndpointSlices point at, and for each
+/// virtual address the ready endpoints (`podIP:port`) of pods not in `terminating`.
+/// Headless Services (clusterIP None) have no virtual address: callers reach the pods
+/// directly.
 pub fn services(
     services: &[std::sync::Arc<Service>],
     slices: &[std::sync::Arc<EndpointSlice>],
+    terminating: &std::collections::BTreeSet<ObjectKey>,
 ) -> BTreeMap<ObjectKey, ServiceBackends> {
     let mut out: BTreeMap<ObjectKey, ServiceBackends> = BTreeMap::new();
+    // Per Service: (virtual address, port name) for matching EndpointSlice ports.
+    let mut named: BTreeMap<ObjectKey, Vec<(std::net::SocketAddr, String)>> = BTreeMap::new();
     for svc in services {
         let Some(spec) = &svc.spec else { continue };
         let ips: Vec<std::net::IpAddr> = spec
@@ -208,12 +222,27 @@ pub fn services(
             .collect();
         addresses.sort_unstable();
         addresses.dedup();
+        let by_name: Vec<(std::net::SocketAddr, String)> = ips
+            .iter()
+            .flat_map(|ip| {
+                spec.ports
+                    .iter()
+                    .flatten()
+                    .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+                    .filter_map(move |p| {
+                        let port = u16::try_from(p.port).ok()?;
+                        Some(((*ip, port).into(), p.name.clone().unwrap_or_default()))
+                    })
+            })
+            .collect();
         if !addresses.is_empty() {
+            let key = ObjectKey::of(svc.as_ref());
+            named.insert(key.clone(), by_name);
             out.insert(
-                ObjectKey::of(svc.as_ref()),
+                key,
                 ServiceBackends {
                     addresses,
-                    backends: Default::default(),
+                    ..ServiceBackends::default()
                 },
             );
         }
@@ -223,9 +252,16 @@ pub fn services(
             continue;
         };
         let ns = slice.namespace().unwrap_or_default();
-        let Some(svc) = out.get_mut(&ObjectKey::new(&ns, name)) else {
+        let key = ObjectKey::new(&ns, name);
+        let Some(svc) = out.get_mut(&key) else {
             continue;
         };
+        add_endpoints(
+            svc,
+            slice,
+            named.get(&key).map(Vec::as_slice).unwrap_or_default(),
+            terminating,
+        );
         for ep in slice.endpoints.iter().flatten() {
             match &ep.target_ref {
                 Some(r) if r.kind.as_deref() == Some("Pod") => {
@@ -247,6 +283,57 @@ pub fn services(
         }
     }
     out
+}
+
+/// Adds the slice's serving endpoints to each virtual address whose port name the slice
+/// carries: ready (unset means ready), not terminating, and not a pod in `terminating`.
+fn add_endpoints(
+    svc: &mut ServiceBackends,
+    slice: &EndpointSlice,
+    named: &[(std::net::SocketAddr, String)],
+    terminating: &std::collections::BTreeSet<ObjectKey>,
+) {
+    let ns = slice.namespace().unwrap_or_default();
+    for (virt, port_name) in named {
+        let Some(port) = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.clone().unwrap_or_default() == *port_name)
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
+            continue;
+        };
+        for ep in slice.endpoints.iter().flatten() {
+            let cond = ep.conditions.as_ref();
+            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+            let leaving = cond.and_then(|c| c.terminating).unwrap_or(false)
+                || ep.target_ref.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Pod")
+                        && r.name.as_ref().is_some_and(|n| {
+                            terminating.contains(&ObjectKey::new(
+                                r.namespace.clone().unwrap_or_else(|| ns.clone()),
+                                n,
+                            ))
+                        })
+                });
+            if !ready || leaving {
+                continue;
+            }
+            let list = svc.endpoints.entry(*virt).or_default();
+            for a in &ep.addresses {
+                if let Ok(ip) = a.parse::<std::net::IpAddr>()
+                    && ip.is_ipv4() == virt.is_ipv4()
+                {
+                    list.push((ip, port).into());
+                }
+            }
+            list.sort_unstable();
+            list.dedup();
+        }
+    }
 }
 
 #[cfg(test)]

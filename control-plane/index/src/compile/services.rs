@@ -1,6 +1,7 @@
 //! Services as destinations: a virtual address (ClusterIP:port) is a mesh destination when
 //! every backend is a mesh workload — mTLS to an endpoint without a proxy would fail —
-//! and then serves the union of their identities.
+//! and then serves the union of their identities, with its ready endpoints for callers'
+//! proxies to balance over.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,7 @@ pub(super) fn destinations(
                 address: *address,
                 proxy: None,
                 identities: identities.iter().cloned().collect(),
+                endpoints: svc.endpoints.get(address).cloned().unwrap_or_default(),
             };
             addresses.entry(*address).or_insert_with(|| d.clone());
             for b in &svc.backends {

@@ -96,6 +96,7 @@ fn services_map_cluster_ips_to_the_pods_of_their_endpoint_slices() {
                 "metadata: {name: ext-1, namespace: shop, labels: {kubernetes.io/service-name: ext}}\naddressType: IPv4\nendpoints:\n- {addresses: [192.0.2.1]}\n",
             ),
         ],
+        &Default::default(),
     );
     assert_eq!(
         out.len(),
@@ -117,6 +118,50 @@ fn services_map_cluster_ips_to_the_pods_of_their_endpoint_slices() {
     assert!(
         ext.backends.iter().all(|b| b.name.starts_with("external:")),
         "a non-pod endpoint is never a mesh backend"
+    );
+}
+
+#[test]
+fn service_endpoints_are_the_ready_backends_on_the_matching_port() {
+    let svc = |yaml: &str| -> Arc<Service> { Arc::new(serde_saphyr::from_str(yaml).unwrap()) };
+    let slice =
+        |yaml: &str| -> Arc<EndpointSlice> { Arc::new(serde_saphyr::from_str(yaml).unwrap()) };
+    let services_ = [svc(
+        "metadata: {name: orders, namespace: shop}\nspec: {clusterIP: 10.96.0.5, clusterIPs: [10.96.0.5], ports: [{name: http, port: 80, targetPort: 8080}, {name: grpc, port: 90, targetPort: 9090}]}\n",
+    )];
+    // Ready (explicitly, and unset = ready), not ready, terminating (by condition), and a
+    // pod whose deletion has started (known only from the pod, not yet from the slice).
+    let slices = [slice(
+        "metadata: {name: orders-a, namespace: shop, labels: {kubernetes.io/service-name: orders}}\naddressType: IPv4\nports: [{name: http, port: 8080}, {name: grpc, port: 9090}]\nendpoints:\n- {addresses: [10.244.0.5], conditions: {ready: true}, targetRef: {kind: Pod, name: orders-1}}\n- {addresses: [10.244.0.6], targetRef: {kind: Pod, name: orders-2}}\n- {addresses: [10.244.0.7], conditions: {ready: false}, targetRef: {kind: Pod, name: orders-3}}\n- {addresses: [10.244.0.8], conditions: {ready: false, serving: true, terminating: true}, targetRef: {kind: Pod, name: orders-4}}\n- {addresses: [10.244.0.9], conditions: {ready: true}, targetRef: {kind: Pod, name: orders-5}}\n",
+    )];
+    let deleting = [ObjectKey::new("shop", "orders-5")].into();
+    let out = services(&services_, &slices, &deleting);
+    let orders = &out[&ObjectKey::new("shop", "orders")];
+    let eps = |virt: &str| -> Vec<String> {
+        orders.endpoints[&virt.parse().unwrap()]
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(eps("10.96.0.5:80"), ["10.244.0.5:8080", "10.244.0.6:8080"]);
+    assert_eq!(
+        eps("10.96.0.5:90"),
+        ["10.244.0.5:9090", "10.244.0.6:9090"],
+        "each virtual port maps to the slice port of the same name"
+    );
+    assert_eq!(
+        orders.backends.len(),
+        5,
+        "every pod behind the Service still counts as a backend (identity, mesh check)"
+    );
+    // A slice without the port's name contributes nothing to it.
+    let unnamed = [slice(
+        "metadata: {name: orders-b, namespace: shop, labels: {kubernetes.io/service-name: orders}}\naddressType: IPv4\nports: [{name: other, port: 7000}]\nendpoints:\n- {addresses: [10.244.0.10], targetRef: {kind: Pod, name: orders-6}}\n",
+    )];
+    let out = services(&services_, &unnamed, &Default::default());
+    assert!(
+        out[&ObjectKey::new("shop", "orders")].endpoints.is_empty(),
+        "{out:?}"
     );
 }
 
