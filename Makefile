@@ -40,11 +40,12 @@ images:
 	$(TARGET_DIR)/debug/vigil-images build --release-dir $(TARGET_DIR)/release \
 	  --testapp $(TARGET_DIR)/debug/vigil-testapp --out $(TARGET_DIR)/images
 
-## test-cluster: only the real-node tests (root): the chart on a single-node cluster whose
-## kubelet starts the pods (e2e/tests/cluster; binaries from e2e/k8s/testbin/build.sh)
+## test-cluster: only the real-node tests (root): the image archives (docker load, skopeo,
+## the chart's contract), then the chart on a single-node cluster whose kubelet starts
+## the pods (e2e/tests/images, e2e/tests/cluster; binaries from e2e/k8s/testbin/build.sh)
 test-cluster: images
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
-	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test cluster -- --nocapture --test-threads=1
+	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test images --test cluster -- --nocapture --test-threads=1
 
 ## e2e: only the network-namespace end-to-end suite (root), printing its measurements
 e2e:

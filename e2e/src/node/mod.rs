@@ -22,6 +22,8 @@
 mod config;
 mod teardown;
 
+pub use teardown::remove_leftovers;
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

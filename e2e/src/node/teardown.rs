@@ -219,3 +219,28 @@ pub(super) fn remove_stale() {
         }
     }
 }
+
+/// Kills every process that names `dir`, unmounts everything below it and removes it:
+/// for other daemons a test runs under a directory of its own (dockerd).
+#[allow(clippy::print_stderr)]
+pub fn remove_leftovers(dir: &Path) {
+    let needle = dir.display().to_string();
+    for _ in 0..50 {
+        let pids = pids_mentioning(&needle);
+        if pids.is_empty() {
+            break;
+        }
+        for p in pids {
+            kill(p);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for m in mounts_under(dir) {
+        let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+    }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && dir.exists()
+    {
+        eprintln!("removing {}: {e}", dir.display());
+    }
+}

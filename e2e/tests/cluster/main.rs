@@ -6,7 +6,6 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
-mod contract;
 mod install;
 mod lifecycle;
 mod policy;
@@ -62,12 +61,6 @@ fn the_user_path_on_a_real_node() {
     let node = Arc::new(node);
     let n = node.clone();
     node.run(move || async move { steps::run(&n).await });
-}
-
-#[test]
-fn the_images_match_the_chart_the_injector_and_the_dockerfiles() {
-    let Some(bin) = k8s_bin() else { return };
-    contract::check(&bin);
 }
 
 #[test]

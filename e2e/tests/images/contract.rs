@@ -1,6 +1,7 @@
 //! The image archives against what runs them: the chart (users, ports, image names), the
 //! injector (`proxyUid`) and `docker/*.Dockerfile` (users, entrypoints, exposed ports).
-//! Reads the archives `make images` wrote, not the code that writes them.
+//! Reads the archives `make images` wrote, not the code that writes them — with our reader
+//! and with skopeo, an independent one.
 
 use std::{collections::BTreeSet, path::Path};
 
@@ -64,7 +65,9 @@ fn archive(name: &str) -> Inspected {
         "{} is missing: run `make images` (make test does)",
         path.display()
     );
-    inspect(&path).unwrap_or_else(|e| panic!("{e}"))
+    let i = inspect(&path).unwrap_or_else(|e| panic!("{e}"));
+    skopeo_reads(&path, &i);
+    i
 }
 
 /// `helm template` of the chart with its defaults.
@@ -84,6 +87,57 @@ fn rendered(bin: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     chart::documents(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// An independent reader: skopeo (containers/image, what podman and CRI-O use) reads
+/// the archive both as `docker load` sees it (`docker-archive:`, Docker's
+/// `manifest.json`) and as an OCI layout (`oci-archive:`), copies it (verifying every
+/// blob's digest) and reports the same configuration as ours.
+fn skopeo_reads(path: &Path, i: &Inspected) {
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new("skopeo")
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("skopeo: {e} (apt-get install skopeo; .ci/run installs it)")
+            });
+        assert!(
+            out.status.success(),
+            "skopeo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (user, ports, entrypoint, cmd) = config(i);
+    for transport in ["docker-archive", "oci-archive"] {
+        let reference = format!("{transport}:{}", path.display());
+        let c: Value = serde_json::from_str(&run(&["inspect", "--config", &reference])).unwrap();
+        let c = &c["config"];
+        assert_eq!(c["User"].as_str().unwrap_or_default(), user, "{reference}");
+        let exposed: BTreeSet<String> = c["ExposedPorts"]
+            .as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default();
+        assert_eq!(exposed, ports, "{reference}");
+        let list = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        assert_eq!(list(&c["Entrypoint"]), entrypoint, "{reference}");
+        assert_eq!(list(&c["Cmd"]), cmd, "{reference}");
+        let copy = tempfile::tempdir().unwrap();
+        run(&[
+            "copy",
+            "--quiet",
+            &reference,
+            &format!("oci:{}:copy", copy.path().display()),
+        ]);
+    }
 }
 
 pub(crate) fn check(bin: &Path) {
@@ -180,7 +234,7 @@ pub(crate) fn check(bin: &Path) {
         "the test app is not the proxy's user"
     );
     println!(
-        "images: {} ({} files), {} ({} files), {} — users, entrypoints and ports match the chart, the injector and the Dockerfiles",
+        "images: {} ({} files), {} ({} files), {} — read by skopeo as docker-archive and oci-archive; users, entrypoints and ports match the chart, the injector and the Dockerfiles",
         ctl.reference,
         ctl.files.len(),
         proxy.reference,
