@@ -206,3 +206,108 @@ async fn unauthorized_callers_are_refused_through_the_mesh_too() {
         StatusCode::BAD_GATEWAY
     );
 }
+
+/// The first access-log line matching `f`, waiting for the log's writer thread.
+async fn logged(sink: &LogSink, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..200 {
+        if let Some(l) = sink.lines().into_iter().find(|l| f(l)) {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no such access-log line in {:?}", sink.lines());
+}
+
+#[tokio::test]
+async fn the_outbound_log_says_it_forwarded_and_what_the_destination_answered() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    // orders admits web for GET only.
+    let policy = r#"
+generation: 1
+inbound:
+  - {policy: shop/web-reads, action: allow, from: [{id: "spiffe://cluster.local/ns/shop/sa/web"}], http: {methods: [GET]}}
+"#;
+    let (b, b_log) = proxy(&mesh, "orders", policy, &["--app".into(), app.to_string()]).await;
+    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
+    let (a, a_log) = proxy(
+        &mesh,
+        "web",
+        "inbound: []\n",
+        &["--outbound-route".into(), route],
+    )
+    .await;
+    let via = a.routes[0];
+
+    // Allowed: forwarded, 200, no request id from the destination's proxy (its app answered).
+    assert_eq!(http_get(via, "/ok").await.unwrap().0, StatusCode::OK);
+    let out = logged(&a_log, |l| l["path"] == "/ok").await;
+    assert_eq!(out["direction"], "outbound");
+    assert_eq!(out["decision"], "forward");
+    assert_eq!(out["status"], 200);
+    assert_eq!(out["dst_id"], wid("orders"));
+    assert_eq!(
+        out["reason"],
+        "forwarded over mTLS; the destination answered 200"
+    );
+
+    // Denied by the destination: the outbound does not claim "allow"; it says it forwarded
+    // the request and got the destination proxy's 403, whose request id leads to the deny.
+    let stream = TcpStream::connect(via).await.unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let post = Request::post("/denied")
+        .header("host", "orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, _) = send(&mut c, post).await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let out = logged(&a_log, |l| l["path"] == "/denied").await;
+    let inb = logged(&b_log, |l| l["path"] == "/denied").await;
+    assert_eq!(out["direction"], "outbound");
+    assert_eq!(out["decision"], "forward", "{out}");
+    assert_eq!(out["status"], 403);
+    assert_eq!(inb["direction"], "inbound");
+    assert_eq!(inb["decision"], "deny");
+    assert_eq!(inb["status"], 403);
+    let deny_id = inb["request_id"].as_str().unwrap();
+    assert_eq!(
+        out["reason"],
+        format!("forwarded over mTLS; the destination answered 403 (its request id {deny_id})")
+    );
+    assert_ne!(
+        out["request_id"], inb["request_id"],
+        "each proxy numbers its own"
+    );
+
+    // The metrics use the same words.
+    let (_, metrics) = http_get(a.admin, "/metrics").await.unwrap();
+    for series in [
+        r#"vigil_proxy_requests_total{decision="forward",direction="outbound",status="2xx"} 1"#,
+        r#"vigil_proxy_requests_total{decision="forward",direction="outbound",status="4xx"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
+
+    // Refused by the outbound itself (the destination is not who the route expects): deny.
+    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("payments"));
+    let (a2, a2_log) = proxy(
+        &mesh,
+        "web",
+        "inbound: []\n",
+        &["--outbound-route".into(), route],
+    )
+    .await;
+    assert_eq!(
+        http_get(a2.routes[0], "/wrong-server").await.unwrap().0,
+        StatusCode::BAD_GATEWAY
+    );
+    let out = logged(&a2_log, |l| l["path"] == "/wrong-server").await;
+    assert_eq!(
+        (&out["decision"], &out["status"]),
+        (&"deny".into(), &502.into()),
+        "{out}"
+    );
+}
