@@ -18,13 +18,13 @@ demo:
 	$(CARGO) build $(CARGO_FLAGS) -q -p vigil-cli --bin vigil
 	$(CARGO) run $(CARGO_FLAGS) -q -p vigil-cli --bin vigil -- demo $(DEMO_FLAGS)
 
-## test: the full test suite: unit, integration, CLI, the demo, and (as root) the
-## network-namespace e2e suite. Needs openssl, and for e2e iproute2, iptables, setpriv,
-## tcpdump and tshark (.ci/run installs them). The e2e tests run the built binaries, so
-## they are built first.
+## test: the full suite, set-up included (.ci/test.sh): installs what is missing
+## (.ci/setup.sh: Debian packages as root, Go and the Kubernetes test binaries), builds
+## every binary, runs every test binary even when one fails (unit, integration, CLI, the
+## demo, the README walkthroughs, the Kubernetes suite, and as root the network-namespace
+## e2e suite; not root: those are skipped, and named), then prints a summary of failures.
 test:
-	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
-	$(CARGO) test $(CARGO_FLAGS) --workspace
+	@CARGO="$(CARGO)" CARGO_FLAGS="$(CARGO_FLAGS)" bash .ci/test.sh
 
 ## e2e: only the network-namespace end-to-end suite (root), printing its measurements
 e2e:
