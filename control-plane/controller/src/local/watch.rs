@@ -30,7 +30,9 @@ pub const MAX_DELAY: Duration = Duration::from_secs(1);
 /// Whether an event can change what [`LocalSource::load`] reads: a file created, written,
 /// renamed, removed or its metadata changed (a `chmod` can make a file readable), a
 /// close after writing, or the kernel's "events were lost, rescan" flag. Opening or
-/// reading a file — what a reload itself does — is not a change.
+/// reading a file — what a reload itself does — is not a change. (The proxy's file
+/// watcher applies the same rule, `vigil_proxy::files::changes_content`; the two crates
+/// share no library where an 8-line predicate over `notify` events would belong.)
 pub fn changes_content(ev: &Event) -> bool {
     ev.need_rescan()
         || match ev.kind {
