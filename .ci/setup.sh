@@ -18,6 +18,8 @@ if [ "${VIGIL_TEST_SETUP_DONE:-}" = 1 ]; then
     return 0 2>/dev/null || exit 0
 fi
 
+# Callers run with `set -euo pipefail`: pipelines below end in `grep >/dev/null`, not
+# `grep -q`, whose early exit could fail the pipeline with SIGPIPE.
 setup_log() { printf '==> %s\n' "$*" >&2; }
 setup_note() { printf '    %s\n' "$*" >&2; }
 
@@ -102,7 +104,7 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 if command -v rustup >/dev/null 2>&1; then
     for c in clippy rustfmt; do # make lint
-        rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+        rustup component list --installed 2>/dev/null | grep "^$c" >/dev/null || rustup component add "$c"
     done
 fi
 
@@ -114,7 +116,7 @@ fi
 # `GOTOOLCHAIN=auto` would use) into $HOME/.cache/vigil/go-<version>.
 SETUP_GO_VERSION=1.26.8
 setup_go() {
-    if command -v go >/dev/null 2>&1 && go version | grep -Eq 'go1\.(2[6-9]|[3-9][0-9])'; then
+    if command -v go >/dev/null 2>&1 && go version | grep -E 'go1\.(2[6-9]|[3-9][0-9])' >/dev/null; then
         return 0
     fi
     local godir="$HOME/.cache/vigil/go-$SETUP_GO_VERSION"
@@ -146,7 +148,7 @@ else
         setup_note "set VIGIL_SKIP_K8S_TESTS=1 to skip the Kubernetes suite knowingly"
         return 1 2>/dev/null || exit 1
     fi
-    setup_log "Kubernetes test binaries ($(go version | cut -d' ' -f3); the first build takes ~5-7 minutes)"
+    setup_log "Kubernetes test binaries ($(go version | cut -d' ' -f3); built once, ~5-7 minutes on 2 cores, then cached)"
     if ! VIGIL_K8S_BIN=$(bash e2e/k8s/testbin/build.sh | tail -n 1) || [ ! -x "$VIGIL_K8S_BIN/kube-apiserver" ]; then
         setup_log "building the Kubernetes test binaries failed (see above)"
         setup_note "set VIGIL_SKIP_K8S_TESTS=1 to skip the Kubernetes suite knowingly"

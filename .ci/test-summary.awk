@@ -38,7 +38,7 @@ END {
     printf "\n==> summary: %d test binaries, %d tests passed, %d failed, %d ignored, in %dm%02ds\n",
         binaries, passed, failed, ignored, elapsed / 60, elapsed % 60
     if (nbad == 0) { print "    every test binary passed"; exit }
-    printf "    %d test binaries FAILED:\n", nbad
+    printf "    FAILED: %d of %d test binaries\n", nbad, binaries
     for (i = 1; i <= binaries; i++) {
         b = order[i]
         if (!bad[b]) continue
