@@ -28,6 +28,8 @@ enum Sink {
 /// Runs `program args` until `marker` appears in its diagnostics (or 60 s pass), and
 /// returns them.
 fn diagnostics(program: &Path, args: &[&str], sink: Sink, marker: &str) -> String {
+    let pid_dir = tempfile::tempdir().unwrap();
+    let pid_file = pid_dir.path().join("pid");
     let mut cmd = match sink {
         Sink::Pipe => {
             let mut c = Command::new(program);
@@ -35,14 +37,18 @@ fn diagnostics(program: &Path, args: &[&str], sink: Sink, marker: &str) -> Strin
             c
         }
         Sink::Terminal { .. } => {
-            // `script` runs the command on a new pty and copies what it writes to stdout.
+            // `script` runs the command on a new pty, in a session of its own, and copies
+            // what it writes to stdout. The command records its pid, so that it is killed
+            // even where SIGHUP is ignored (under nohup, say).
             let line = std::iter::once(program.display().to_string())
                 .chain(args.iter().map(|a| a.to_string()))
                 .map(|w| format!("'{w}'"))
                 .collect::<Vec<_>>()
                 .join(" ");
+            let line = format!("echo $$ > '{}'; exec {line}", pid_file.display());
             let mut c = Command::new("script");
             c.args(["-q", "-e", "-c", &line, "/dev/null"])
+                .env("SHELL", "/bin/sh")
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
@@ -54,7 +60,7 @@ fn diagnostics(program: &Path, args: &[&str], sink: Sink, marker: &str) -> Strin
         _ => cmd.env_remove("NO_COLOR"),
     };
     cmd.process_group(0);
-    let mut child = Group(cmd.spawn().unwrap());
+    let mut child = Group(cmd.spawn().unwrap(), pid_file);
     let mut out = match sink {
         Sink::Pipe => Box::new(child.0.stderr.take().unwrap()) as Box<dyn Read + Send>,
         Sink::Terminal { .. } => Box::new(child.0.stdout.take().unwrap()),
@@ -172,14 +178,21 @@ fn proxy_logs_are_plain_in_a_pipe() {
     );
 }
 
-/// A process group, killed when dropped. Under `script`, the program runs in a session of
-/// its own on the pty and gets SIGHUP when `script` dies.
-struct Group(Child);
+/// A process group, and the program `script` started in a session of its own (its pid in
+/// the file, once written), both killed when dropped.
+struct Group(Child, std::path::PathBuf);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let pgid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(i32::MAX));
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        use nix::{sys::signal, unistd::Pid};
+        if let Some(pid) = std::fs::read_to_string(&self.1)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+        {
+            let _ = signal::kill(Pid::from_raw(pid), signal::Signal::SIGKILL);
+        }
+        let pgid = Pid::from_raw(i32::try_from(self.0.id()).unwrap_or(i32::MAX));
+        let _ = signal::killpg(pgid, signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
