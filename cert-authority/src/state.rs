@@ -69,7 +69,9 @@ pub(crate) struct KeyedCert {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// No CA here yet.
-    #[error("no CA state in {0}: run `vigil ca init --state-dir {0}` first")]
+    #[error(
+        "no CA state in {0}: run `vigil ca init --state-dir {0}` first, or, if a `vigil-controller --state-dir {0}` is starting, wait until it is ready (it creates the CA on its first start)"
+    )]
     NotInitialized(PathBuf),
     /// `init` on a directory that already holds CA files.
     #[error(

@@ -17,6 +17,11 @@ use serde::Serialize;
 
 const QUEUE: usize = 4096;
 
+/// The decision of outbound traffic sent on to the destination's proxy, which authorizes
+/// it: the outbound only knows that it forwarded it and what came back (the HTTP status).
+/// Also the `decision` label of `vigil_proxy_requests_total{direction="outbound"}`.
+pub const FORWARD: &str = "forward";
+
 /// One log line.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Entry {
@@ -46,7 +51,9 @@ pub struct Entry {
     /// HTTP status sent to the client.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
-    /// `allow` or `deny`.
+    /// `allow` or `deny` where this proxy decided (inbound authorization, outbound
+    /// refusals and plaintext passthrough), or [`FORWARD`] where it sent the traffic on
+    /// over mTLS and the destination's proxy decides.
     pub decision: &'static str,
     /// What decided, e.g. `allowed by policy shop/web rule 0` or `default deny`.
     pub reason: String,

@@ -3,6 +3,9 @@
 //! The *directories* are watched, not the files: editors and Kubernetes Secret volumes
 //! replace files by renaming (or swapping a `..data` symlink), which a watch on the old
 //! inode would miss. A periodic tick is a safety net for missed events.
+//!
+//! Only events that can change a file count ([`changes_content`]): `notify` also reports
+//! opens, and the reload's own reads would otherwise schedule the next reload, forever.
 
 use std::{
     collections::BTreeSet,
@@ -10,7 +13,10 @@ use std::{
     time::Duration,
 };
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::{
+    Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher,
+    event::{AccessKind, AccessMode},
+};
 use tokio::sync::mpsc;
 
 /// Debounce window: events within it trigger one reload.
@@ -34,9 +40,11 @@ pub fn watch(
             _ => PathBuf::from("."),
         })
         .collect();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev {
-            // Any event in a watched directory may concern our files (renames of `..data`
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<Event>| {
+        if let Ok(ev) = ev
+            && changes_content(&ev)
+        {
+            // Any change in a watched directory may concern our files (renames of `..data`
             // included); filter out obviously unrelated files only.
             let relevant = ev.paths.is_empty()
                 || ev.paths.iter().any(|p| {
@@ -70,4 +78,56 @@ pub fn watch(
         }
     });
     Ok(watcher)
+}
+
+/// Whether an event can change a file: created, written, renamed, removed, metadata
+/// changed, closed after writing, or "events were lost, rescan". Opening or reading is
+/// not a change. (The controller's directory watcher applies the same rule.)
+pub fn changes_content(ev: &Event) -> bool {
+    ev.need_rescan()
+        || match ev.kind {
+            EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) | EventKind::Other => false,
+            // Backends that cannot say what happened: assume a change.
+            EventKind::Any => true,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_write_is_one_reload_even_though_the_reload_reads_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, "inbound: []\n").unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let (c, f) = (calls.clone(), file.clone());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _w = watch(&[file.as_path()], stop.clone(), move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = std::fs::read(&f); // what every reload does
+        })
+        .unwrap();
+        std::fs::write(&file, "inbound: []\ngeneration: 2\n").unwrap();
+        let start = std::time::Instant::now();
+        while calls.load(Ordering::SeqCst) == 0 {
+            assert!(start.elapsed() < Duration::from_secs(20), "no reload");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Keep reading it meanwhile, as any reader would.
+        for _ in 0..100 {
+            let _ = std::fs::read(&file).unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "reloads without a change");
+        stop.cancel();
+    }
 }

@@ -25,15 +25,26 @@ async fn pair(
     app: SocketAddr,
     extra: &[&str],
 ) -> (vigil_proxy::Proxy, vigil_proxy::Proxy, SocketAddr) {
-    let mut b_args = vec!["--app".to_string(), app.to_string()];
-    b_args.extend(extra.iter().map(|s| s.to_string()));
-    let (b, _) = proxy(mesh, "orders", ALLOW_WEB, &b_args).await;
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let mut a_args = vec!["--outbound-route".to_string(), route];
-    a_args.extend(extra.iter().map(|s| s.to_string()));
-    let (a, _) = proxy(mesh, "web", "inbound: []\n", &a_args).await;
+    let ((a, _), (b, _)) = pair_with_logs(mesh, app, ALLOW_WEB, extra).await;
     let via = a.routes[0];
     (a, b, via)
+}
+
+/// [`pair`] with B's policy chosen, and both access logs.
+async fn pair_with_logs(
+    mesh: &Mesh,
+    app: SocketAddr,
+    orders_policy: &str,
+    extra: &[&str],
+) -> ((vigil_proxy::Proxy, LogSink), (vigil_proxy::Proxy, LogSink)) {
+    let mut b_args = vec!["--app".to_string(), app.to_string()];
+    b_args.extend(extra.iter().map(|s| s.to_string()));
+    let b = proxy(mesh, "orders", orders_policy, &b_args).await;
+    let route = format!("127.0.0.1:0={},{}", b.0.inbound, wid("orders"));
+    let mut a_args = vec!["--outbound-route".to_string(), route];
+    a_args.extend(extra.iter().map(|s| s.to_string()));
+    let a = proxy(mesh, "web", "inbound: []\n", &a_args).await;
+    (a, b)
 }
 
 #[tokio::test]
@@ -192,9 +203,10 @@ async fn unauthorized_callers_are_refused_through_the_mesh_too() {
         http_get(a.routes[0], "/orders/1").await.unwrap().0,
         StatusCode::FORBIDDEN
     );
-    // And a route expecting the wrong identity never reaches the app: 502 from A.
+    // And a route expecting the wrong identity never reaches the app: 502 from A, which
+    // logs that it refused (it did not forward).
     let route = format!("127.0.0.1:0={},{}", b.inbound, wid("payments"));
-    let (a2, _) = proxy(
+    let (a2, a2_log) = proxy(
         &mesh,
         "web",
         "inbound: []\n",
@@ -205,4 +217,87 @@ async fn unauthorized_callers_are_refused_through_the_mesh_too() {
         http_get(a2.routes[0], "/orders/1").await.unwrap().0,
         StatusCode::BAD_GATEWAY
     );
+    let out = logged(&a2_log, |l| l["path"] == "/orders/1").await;
+    assert_eq!(
+        (&out["direction"], &out["decision"], &out["status"]),
+        (&"outbound".into(), &"deny".into(), &502.into()),
+        "{out}"
+    );
+}
+
+/// The first access-log line matching `f`, waiting for the log's writer thread.
+async fn logged(sink: &LogSink, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    for _ in 0..200 {
+        if let Some(l) = sink.lines().into_iter().find(|l| f(l)) {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no such access-log line in {:?}", sink.lines());
+}
+
+#[tokio::test]
+async fn the_outbound_log_says_it_forwarded_and_what_the_destination_answered() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    // orders admits web for GET only.
+    let policy = r#"
+generation: 1
+inbound:
+  - {policy: shop/web-reads, action: allow, from: [{id: "spiffe://cluster.local/ns/shop/sa/web"}], http: {methods: [GET]}}
+"#;
+    let ((a, a_log), (_b, b_log)) = pair_with_logs(&mesh, app, policy, &[]).await;
+    let via = a.routes[0];
+
+    // Allowed: forwarded, 200, no request id from the destination's proxy (its app answered).
+    assert_eq!(http_get(via, "/ok").await.unwrap().0, StatusCode::OK);
+    let out = logged(&a_log, |l| l["path"] == "/ok").await;
+    assert_eq!(out["direction"], "outbound");
+    assert_eq!(out["decision"], "forward");
+    assert_eq!(out["status"], 200);
+    assert_eq!(out["dst_id"], wid("orders"));
+    assert_eq!(
+        out["reason"],
+        "forwarded over mTLS; the destination answered 200"
+    );
+
+    // Denied by the destination: the outbound does not claim "allow"; it says it forwarded
+    // the request and got the destination proxy's 403, whose request id leads to the deny.
+    let stream = TcpStream::connect(via).await.unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let post = Request::post("/denied")
+        .header("host", "orders")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, _) = send(&mut c, post).await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let out = logged(&a_log, |l| l["path"] == "/denied").await;
+    let inb = logged(&b_log, |l| l["path"] == "/denied").await;
+    assert_eq!(out["direction"], "outbound");
+    assert_eq!(out["decision"], "forward", "{out}");
+    assert_eq!(out["status"], 403);
+    assert_eq!(inb["direction"], "inbound");
+    assert_eq!(inb["decision"], "deny");
+    assert_eq!(inb["status"], 403);
+    let deny_id = inb["request_id"].as_str().unwrap();
+    assert_eq!(
+        out["reason"],
+        format!("forwarded over mTLS; the destination answered 403 (its request id {deny_id})")
+    );
+    assert_ne!(
+        out["request_id"], inb["request_id"],
+        "each proxy numbers its own"
+    );
+
+    // The metrics use the same words.
+    let (_, metrics) = http_get(a.admin, "/metrics").await.unwrap();
+    for series in [
+        r#"vigil_proxy_requests_total{decision="forward",direction="outbound",status="2xx"} 1"#,
+        r#"vigil_proxy_requests_total{decision="forward",direction="outbound",status="4xx"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in\n{metrics}");
+    }
 }

@@ -307,6 +307,10 @@ fn errors_are_one_clear_line() {
         p(&out),
     ]);
     assert!(e.contains("vigil ca init"), "{e}");
+    assert!(
+        e.contains("vigil-controller") && e.contains("ready"),
+        "a controller creates its CA on its first start: {e}"
+    );
     assert!(!missing.exists(), "nothing created for a missing CA");
 
     ok(&["ca", "init", "--state-dir", p(&state)]);

@@ -1,5 +1,5 @@
-//! Wiring: CA, index, local source and its watcher, the gRPC and admin servers, and the
-//! background tasks (JIT recompiles, CA maintenance).
+//! Wiring: CA, index, the source (the local directory and its watcher, or Kubernetes),
+//! the gRPC and admin servers, and the background tasks (JIT recompiles, CA maintenance).
 
 use std::{
     net::SocketAddr,
@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::Context;
-use notify::{RecursiveMode, Watcher};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use vigil_cert_authority::{SpiffeId, ttl::TtlPolicy};
@@ -136,7 +135,11 @@ impl Controller {
         let mut webhook = None;
         match (source, kube) {
             (Some(source), _) => {
-                watcher = Some(watch_local(source, state.clone(), &mut tasks)?);
+                let dir = source.dir().display().to_string();
+                watcher = Some(
+                    crate::local::watch::start(source, state.clone(), &mut tasks)
+                        .with_context(|| format!("watching {dir}"))?,
+                );
             }
             (None, Some(k)) => {
                 let started = crate::k8s::start(state.clone(), k, args.state_dir.clone()).await?;
@@ -188,43 +191,4 @@ impl Controller {
             let _ = t.await;
         }
     }
-}
-
-/// Watches the local directory and recompiles on change.
-fn watch_local(
-    mut source: LocalSource,
-    state: Arc<State>,
-    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> anyhow::Result<notify::RecommendedWatcher> {
-    let dir = source.dir().to_path_buf();
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if ev.is_ok() {
-            let _ = reload_tx.send(());
-        }
-    })?;
-    watcher
-        .watch(&dir, RecursiveMode::NonRecursive)
-        .with_context(|| format!("watching {}", dir.display()))?;
-    let st = state.clone();
-    tasks.push(tokio::spawn(async move {
-        while reload_rx.recv().await.is_some() {
-            // Debounce: editors write in several steps.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            while reload_rx.try_recv().is_ok() {}
-            let (resources, errors) = source.load();
-            st.metrics
-                .source_errors
-                .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
-            *st.source_errors.lock().unwrap_or_else(|p| p.into_inner()) = errors;
-            st.index().replace(resources, unix_now());
-            st.publish_generation();
-            tracing::info!(
-                generation = st.index().generation(),
-                "local policy directory reloaded"
-            );
-        }
-    }));
-
-    Ok(watcher)
 }

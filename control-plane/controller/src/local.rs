@@ -265,5 +265,7 @@ fn typed<T: DeserializeOwned>(doc: &str) -> Result<T, (u64, u64, String)> {
     })
 }
 
+pub mod watch;
+
 #[cfg(test)]
 mod tests;

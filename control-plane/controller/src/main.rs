@@ -2,7 +2,7 @@
 
 #![allow(clippy::print_stderr)]
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use clap::Parser;
 use vigil_controller::{Controller, ControllerArgs};
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colours())
         .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => b.init(),
@@ -64,4 +65,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Colours in the text log only on a terminal, and never with `NO_COLOR` set
+/// (<https://no-color.org>): escape codes in a file or a pipe are noise.
+fn colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

@@ -1,8 +1,8 @@
 //! The controller's Prometheus metrics (labels bounded by workloads and fixed reasons).
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Every controller metric.
@@ -25,6 +25,9 @@ pub struct Metrics {
     pub issuer_expiry: IntGauge,
     /// `vigil_controller_source_errors`: files currently rejected.
     pub source_errors: IntGauge,
+    /// `vigil_controller_source_reloads_total`: times the local policy directory was
+    /// re-read because something in it changed.
+    pub source_reloads: IntCounter,
     /// `vigil_controller_policy_watch_refused_total{reason}`.
     pub watch_refused: IntCounterVec,
     /// `vigil_controller_resolves_total{result}`: `Policy.Resolve` answers (`mesh`,
@@ -88,6 +91,10 @@ impl Metrics {
             "vigil_controller_source_errors",
             "Policy files currently rejected"
         ));
+        let source_reloads = reg!(IntCounter::new(
+            "vigil_controller_source_reloads_total",
+            "Times the local policy directory was re-read after a change in it"
+        ));
         let watch_refused = reg!(IntCounterVec::new(
             Opts::new(
                 "vigil_controller_policy_watch_refused_total",
@@ -115,6 +122,7 @@ impl Metrics {
             refused,
             issuer_expiry,
             source_errors,
+            source_reloads,
             watch_refused,
             resolves,
         }

@@ -1,6 +1,12 @@
 //! Outbound HTTP: serve the app's connection with hyper and send each request over the
 //! pooled HTTP/2 mesh connection to the destination's proxy. An HTTP/1 request is marked
 //! `vigil-orig-proto: HTTP/1.1` so the far side hands it to its app as HTTP/1.1.
+//!
+//! The outbound does not authorize mesh requests — the destination's proxy does. So its
+//! access-log line says what it knows: `decision: "forward"` and the status the
+//! destination answered (a 403 there is the destination's deny, whose log line carries
+//! the request id quoted in the reason), or `deny` when it refused to send at all
+//! (quarantined, or the destination could not be reached or verified).
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -11,9 +17,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{DIRECTION, OutCtx};
 use crate::{
-    access_log::Entry,
+    access_log::{Entry, FORWARD},
     detect::Proto,
-    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
+    http_util::{Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, strip_hop_by_hop},
     serve,
     shared::closed_by_policy,
 };
@@ -67,12 +73,12 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
             method: Some(req.method().to_string()),
             path: Some(req.uri().path().to_string()),
             request_id: Some(request_id.clone()),
-            decision: "allow",
+            decision: FORWARD,
             ..Entry::default()
         }
     } else {
         Entry {
-            decision: "allow",
+            decision: FORWARD,
             ..Entry::default()
         }
     };
@@ -147,6 +153,9 @@ async fn send(
         .await
     {
         Ok(resp) => {
+            if ctx.shared.log.enabled() {
+                entry.reason = forwarded_reason(&resp);
+            }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
@@ -165,5 +174,17 @@ async fn send(
             entry.reason = format!("upstream failed: {e}: {source}");
             error_response(StatusCode::BAD_GATEWAY, request_id)
         }
+    }
+}
+
+/// `forwarded over mTLS; the destination answered 403 (its request id …)`: the request
+/// id is present when the destination's proxy, not its app, produced the answer.
+fn forwarded_reason<B>(resp: &Response<B>) -> String {
+    let status = resp.status().as_u16();
+    match resp.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
+        Some(id) => {
+            format!("forwarded over mTLS; the destination answered {status} (its request id {id})")
+        }
+        None => format!("forwarded over mTLS; the destination answered {status}"),
     }
 }

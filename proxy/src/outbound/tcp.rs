@@ -10,7 +10,7 @@ use tokio::{
 
 use super::{DIRECTION, OutCtx};
 use crate::{
-    access_log::Entry,
+    access_log::{Entry, FORWARD},
     detect::ALPN_TCP,
     io::{ByteCounts, Counted},
     shared::Shared,
@@ -31,7 +31,8 @@ where
             .map(|t| t.creds.info.id.to_string())
             .unwrap_or_default(),
         dst_addr: Some(ctx.dst.to_string()),
-        decision: "allow",
+        decision: FORWARD,
+        reason: "forwarded over mTLS".into(),
         ..Entry::default()
     };
     let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_TCP).await {

@@ -14,7 +14,11 @@
 //!   controller: CA + policy dir ──gRPC/mTLS──► every proxy (SVIDs, policy)
 //! ```
 
-use std::{io::Write, path::PathBuf, time::Instant};
+use std::{
+    io::{IsTerminal, Write},
+    path::PathBuf,
+    time::Instant,
+};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -52,6 +56,10 @@ pub(crate) fn run(a: DemoArgs) -> Result<u8> {
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "info".into()),
+            )
+            .with_ansi(
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
             )
             .with_writer(std::io::stderr)
             .try_init();
