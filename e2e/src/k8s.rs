@@ -1,7 +1,9 @@
 //! A real Kubernetes API server for tests: etcd + kube-apiserver built from their Go
 //! modules (`e2e/k8s/testbin/build.sh`), started on loopback with RBAC, a token file and
 //! service-account signing keys — what controller-runtime's envtest does. No kubelet,
-//! scheduler or controller-manager: Pods stay Pending, nothing becomes Ready.
+//! scheduler or controller-manager: Pods stay Pending, nothing becomes Ready. (The
+//! real-node harness, [`crate::node`], starts the same server inside its node's network
+//! namespace with [`ApiOptions`], and a kubelet next to it.)
 //!
 //! One server per test binary ([`cluster`]); each test takes a fresh namespace
 //! ([`Cluster::namespace`]). The processes are started from a thread that lives as long

@@ -13,6 +13,11 @@ use std::path::Path;
 
 use super::{CLUSTER_DOMAIN, NODE_IP, PAUSE_IMAGE, POD_CIDR};
 
+/// kube-proxy's `/healthz`: 200 once its rules are in sync with the API server.
+pub(super) const KUBE_PROXY_HEALTHZ: &str = "127.0.0.1:10256";
+/// CoreDNS's `/ready`: 200 once the `kubernetes` plugin has synced.
+pub(super) const COREDNS_READY: &str = "127.0.0.1:8181";
+
 /// containerd 1.6 (Debian's), every path under `dir`; pod network namespaces are mounted
 /// under its state directory (nothing in the host's /run/netns).
 pub(super) fn containerd(dir: &Path) -> String {
@@ -123,7 +128,7 @@ clusterCIDR: {POD_CIDR}
 hostnameOverride: {node}
 bindAddress: {NODE_IP}
 metricsBindAddress: 127.0.0.1:10249
-healthzBindAddress: 127.0.0.1:10256
+healthzBindAddress: {KUBE_PROXY_HEALTHZ}
 iptables: {{minSyncPeriod: 0s, syncPeriod: 30s}}
 conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}}
 "#,
@@ -132,12 +137,14 @@ conntrack: {{maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeo
 }
 
 /// CoreDNS as the node's DNS (as NodeLocal DNSCache would be): the `kubernetes` plugin
-/// answers `<svc>.<ns>.svc.cluster.local`; nothing is forwarded outside.
+/// answers `<svc>.<ns>.svc.cluster.local`; nothing is forwarded outside. `/ready` on
+/// 127.0.0.1:8181 says when it has synced with the API server.
 pub(super) fn corefile(kubeconfig: &Path) -> String {
     format!(
         r#".:53 {{
     bind {NODE_IP}
     errors
+    ready 127.0.0.1:8181
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
         kubeconfig {kc} e2e
         pods insecure

@@ -284,7 +284,7 @@ impl Node {
                         .into_iter()
                         .find(|c| c.type_ == "Ready");
                     match ready {
-                        Some(c) if c.status == "True" => return None,
+                        Some(c) if c.status == "True" => break,
                         Some(c) => {
                             last = format!(
                                 "{}: {}",
@@ -297,7 +297,30 @@ impl Node {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Some(last)
+            if start.elapsed() >= timeout {
+                return Some(last);
+            }
+            // Services need kube-proxy's rules, names need CoreDNS: both in sync before a
+            // test deploys anything.
+            for (what, addr, path) in [
+                ("kube-proxy", config::KUBE_PROXY_HEALTHZ, "/healthz"),
+                ("CoreDNS", config::COREDNS_READY, "/ready"),
+            ] {
+                let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+                    return Some(format!("{what}: bad address {addr}"));
+                };
+                loop {
+                    let answer = crate::apps::get(sock, path).await;
+                    if answer.is_ok_and(|(s, _)| s.is_success()) {
+                        break;
+                    }
+                    if start.elapsed() >= timeout {
+                        return Some(format!("the node is Ready but {what} is not ({addr}{path})"));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+            None
         });
         match condition {
             None => Ok(()),
