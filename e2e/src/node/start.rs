@@ -315,7 +315,9 @@ impl Node {
                         break;
                     }
                     if start.elapsed() >= timeout {
-                        return Some(format!("the node is Ready but {what} is not ({addr}{path})"));
+                        return Some(format!(
+                            "the node is Ready but {what} is not ({addr}{path})"
+                        ));
                     }
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
