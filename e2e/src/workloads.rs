@@ -111,6 +111,19 @@ impl Call {
     }
 }
 
+/// What one gRPC call (the test app's echo) made from a pod returned.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Grpc {
+    /// The HTTP status of the answer.
+    pub http_status: Option<u16>,
+    /// `grpc-status` (0 is OK).
+    pub grpc_status: Option<u32>,
+    /// The echoed message.
+    pub message: Option<String>,
+    /// Why no answer came.
+    pub error: Option<String>,
+}
+
 /// A stream's state, from the pod that holds it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct StreamStatus {
@@ -159,6 +172,23 @@ pub async fn call(pod_ip: &str, method: &str, url: &str) -> Call {
             error: Some(format!("control port: {e}")),
             elapsed_ms: 0.0,
         },
+    }
+}
+
+/// Makes the pod call the test app's gRPC echo at `base` (`http://host:port`, h2c) with
+/// `message`.
+pub async fn grpc(pod_ip: &str, base: &str, message: &str) -> Grpc {
+    let body = serde_json::json!({"url": base, "message": message}).to_string();
+    let failed = |e: String| Grpc {
+        http_status: None,
+        grpc_status: None,
+        message: None,
+        error: Some(e),
+    };
+    match post(control(pod_ip), "/grpc", body).await {
+        Ok(text) => serde_json::from_str(&text)
+            .unwrap_or_else(|e| failed(format!("control port answered {text:?}: {e}"))),
+        Err(e) => failed(format!("control port: {e}")),
     }
 }
 

@@ -6,10 +6,13 @@
 //! POST /stream/open  {"url": "http://10.96.0.12:8080/x?stream=1"}  -> {"id": 1}
 //! GET  /stream/status?id=1 -> {"open": true, "chunks": 12, "error": null, "open_ms": 1210}
 //! GET  /stats        -> {"instance": "...", "requests": 7, "by_path": {"/healthz": 5}}
+//! POST /grpc         {"url": "http://10.96.0.12:8080", "message": "hi"}
+//!                 -> {"http_status": 200, "grpc_status": 0, "message": "hi", "error": null}
 //! ```
 //!
 //! Calls share one pooled HTTP/1.1 client, as an ordinary app's would: keep-alive
-//! connections to the pod's outbound proxy stay open between calls.
+//! connections to the pod's outbound proxy stay open between calls. gRPC calls use an
+//! HTTP/2 (prior knowledge, h2c) client, as gRPC apps do.
 
 use std::{
     collections::BTreeMap,
@@ -50,8 +53,16 @@ struct StreamState {
 
 struct Ctx {
     client: HttpClient,
+    grpc: Client<HttpConnector, Full<Bytes>>,
     stats: Arc<Stats>,
     streams: Mutex<Streams>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GrpcReq {
+    /// `http://host:port` of the server.
+    url: String,
+    message: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +79,9 @@ pub(crate) async fn serve(listener: TcpListener, stats: Arc<Stats>) {
     let ctx = Arc::new(Ctx {
         client: Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(300))
+            .build_http(),
+        grpc: Client::builder(TokioExecutor::new())
+            .http2_only(true)
             .build_http(),
         stats,
         streams: Mutex::default(),
@@ -119,6 +133,15 @@ async fn handle(
             }
         },
         (Method::GET, "/stream/status") => stream_status(&ctx, &query),
+        (Method::POST, "/grpc") => match serde_json::from_slice::<GrpcReq>(&body) {
+            Ok(g) => grpc_call(&ctx, g).await,
+            Err(e) => {
+                return Ok(json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({"error": e.to_string()}),
+                ));
+            }
+        },
         (Method::GET, "/stats") => {
             let by_path = ctx
                 .stats
@@ -272,4 +295,52 @@ fn stream_status(ctx: &Ctx, query: &str) -> serde_json::Value {
         "open_ms": s.opened.elapsed().as_secs_f64() * 1e3,
         "closed_ms": s.closed_ms,
     })
+}
+
+/// One unary call of the echo method (`crate::app::GRPC_ECHO`): a length-prefixed message
+/// out, the reply's message, HTTP status and `grpc-status` (trailers, or headers for a
+/// trailers-only answer) back.
+async fn grpc_call(ctx: &Ctx, g: GrpcReq) -> serde_json::Value {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(g.message.len()).unwrap_or(0).to_be_bytes());
+    frame.extend_from_slice(g.message.as_bytes());
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!(
+            "{}{}",
+            g.url.trim_end_matches('/'),
+            crate::app::GRPC_ECHO
+        ))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(frame)));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => return serde_json::json!({"error": e.to_string()}),
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), async {
+        let resp = ctx.grpc.request(req).await.map_err(|e| describe(&e))?;
+        let http_status = resp.status().as_u16();
+        let head_status = resp.headers().get("grpc-status").cloned();
+        let collected = resp.into_body().collect().await.map_err(|e| describe(&e))?;
+        let grpc_status = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status").cloned())
+            .or(head_status)
+            .and_then(|v| v.to_str().ok()?.parse::<u32>().ok());
+        let bytes = collected.to_bytes();
+        let message = (bytes.len() >= 5).then(|| String::from_utf8_lossy(&bytes[5..]).into_owned());
+        Ok::<_, String>((http_status, grpc_status, message))
+    })
+    .await;
+    match outcome {
+        Ok(Ok((http_status, grpc_status, message))) => serde_json::json!({
+            "http_status": http_status,
+            "grpc_status": grpc_status,
+            "message": message,
+            "error": null,
+        }),
+        Ok(Err(e)) => serde_json::json!({"error": e}),
+        Err(_) => serde_json::json!({"error": "timed out after 5 s"}),
+    }
 }

@@ -47,6 +47,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// One line on stderr; a closed stderr is not worth dying for (`eprintln!` panics).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Who this instance is: the pod name (downward API `POD_NAME`) or the host name.
 pub(crate) fn instance() -> String {
     std::env::var("POD_NAME")
@@ -82,7 +90,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[allow(clippy::print_stderr)]
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context as _;
     let stats = Arc::new(app::Stats::default());
@@ -92,11 +99,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let control_listener = tokio::net::TcpListener::bind(args.control)
         .await
         .with_context(|| format!("binding the control port {}", args.control))?;
-    eprintln!(
+    // The bound addresses (with port 0, the ones the kernel chose): tests read this line.
+    say!(
         "vigil-testapp {}: app on {}, control on {}",
         instance(),
-        args.listen,
-        args.control
+        app_listener.local_addr().unwrap_or(args.listen),
+        control_listener.local_addr().unwrap_or(args.control)
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let app = tokio::spawn(app::serve(app_listener, stats.clone(), stop.clone()));
@@ -104,13 +112,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
     term.recv().await;
-    eprintln!(
+    say!(
         "SIGTERM: serving {:?} more, then draining",
         args.shutdown_delay
     );
     tokio::time::sleep(args.shutdown_delay).await;
     stop.cancel();
     let _ = app.await;
-    eprintln!("drained; exiting");
+    say!("drained; exiting");
     Ok(())
 }

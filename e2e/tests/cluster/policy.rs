@@ -18,7 +18,8 @@ pub(crate) fn orders_url(path: &str) -> String {
 
 const FRONTEND_ID: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 
-/// The AccessPolicy of the path: frontend may call orders' `/orders…` with `methods`.
+/// The AccessPolicy of the path: frontend may call orders' `/orders…` with `methods`, and
+/// its gRPC echo.
 pub(crate) fn access_policy(methods: &str) -> String {
     format!(
         r#"apiVersion: policy.vigil.dev/v1alpha1
@@ -28,7 +29,9 @@ spec:
   target: {{podSelector: {{matchLabels: {{app: orders}}}}}}
   action: Allow
   from: [{{serviceAccount: {SHOP}/frontend}}]
-  rules: [{{methods: [{methods}], paths: [{{prefix: /orders}}]}}]
+  rules:
+    - {{methods: [{methods}], paths: [{{prefix: /orders}}]}}
+    - {{grpc: [{{service: vigil.testapp.v1.Echo, method: Echo}}]}}
 "#
     )
 }
@@ -48,6 +51,12 @@ pub(crate) async fn default_deny_then_allow(ctx: &Ctx<'_>) -> (Capture, std::pat
         workloads::served(&orders, "/orders/1").await.unwrap(),
         0,
         "a denied request never reaches the app"
+    );
+    let grpc_denied = workloads::grpc(&fe, &orders_url(""), "not yet").await;
+    assert_eq!(
+        grpc_denied.http_status,
+        Some(403),
+        "gRPC, default deny: {grpc_denied:?}"
     );
     ctx.apply(&access_policy("GET"));
     let (allowed, took) = within(
@@ -69,11 +78,18 @@ pub(crate) async fn default_deny_then_allow(ctx: &Ctx<'_>) -> (Capture, std::pat
     assert_eq!(allowed.peer().as_deref(), Some(FRONTEND_ID), "{allowed:?}");
     let post = workloads::call(&fe, "POST", &orders_url("/orders/1")).await;
     assert_eq!(post.status, Some(403), "only GET is allowed: {post:?}");
+    // gRPC (h2c from the app, HTTP/2 over mTLS between the pods, trailers kept).
+    let grpc = workloads::grpc(&fe, &orders_url(""), "echo over the mesh").await;
+    assert_eq!(
+        (grpc.grpc_status, grpc.message.as_deref()),
+        (Some(0), Some("echo over the mesh")),
+        "{grpc:?}"
+    );
     let secret = "VIGIL-MESH-SECRET-7f3a9c";
     let c = workloads::call(&fe, "GET", &orders_url(&format!("/orders/{secret}"))).await;
     assert_eq!(c.status, Some(200), "{c:?}");
     println!(
-        "3. frontend -> orders (Service via DNS): 403 by default deny, 200 {:.0} ms after the AccessPolicy was created, caller {FRONTEND_ID}",
+        "3. frontend -> orders (Service via DNS): 403 by default deny, 200 {:.0} ms after the AccessPolicy was created, caller {FRONTEND_ID}; POST still 403; a gRPC echo answered with grpc-status 0",
         took.as_secs_f64() * 1e3
     );
     (cap, pcap)
