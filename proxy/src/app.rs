@@ -73,17 +73,12 @@ impl Proxy {
         // Policy: fail closed until a valid policy is loaded.
         let policy_store = Arc::new(PolicyStore::new());
         if let Some(path) = &cfg.policy {
-            policy_store::load_file(&policy_store, path);
+            let mut file = policy_store::PolicyFile::new(path);
+            let first = file.reload(&policy_store);
             let store = policy_store.clone();
-            let p = path.clone();
-            let mut last = std::fs::read(&p).ok();
             watchers.push(
-                files::watch(&[path], background.clone(), move || {
-                    let now = std::fs::read(&p).ok();
-                    if now != last {
-                        last = now;
-                        policy_store::load_file(&store, &p);
-                    }
+                files::watch(&[path], background.clone(), first, move || {
+                    file.reload(&store)
                 })
                 .with_context(|| format!("watching {}", path.display()))?,
             );
@@ -119,19 +114,35 @@ impl Proxy {
             }
             let store = creds.clone();
             let f2 = f.clone();
-            let mut last: Vec<Option<Vec<u8>>> =
-                f.paths().iter().map(|p| std::fs::read(p).ok()).collect();
+            let read_all = |f: &CredentialFiles| -> std::io::Result<Vec<Vec<u8>>> {
+                f.paths().iter().map(std::fs::read).collect()
+            };
+            let mut last = read_all(&f).ok();
+            let first = if last.is_some() {
+                files::Reloaded::Done
+            } else {
+                files::Reloaded::Retry
+            };
             watchers.push(
-                files::watch(&f.paths(), background.clone(), move || {
-                    let now: Vec<Option<Vec<u8>>> = f2.paths().iter().map(|p| std::fs::read(p).ok()).collect();
-                    if now == last {
-                        return;
+                files::watch(&f.paths(), background.clone(), first, move || {
+                    // Unreadable (descriptors exhausted, a Secret volume mid-swap): keep the
+                    // credentials in force and try again soon.
+                    let Ok(now) = read_all(&f2) else {
+                        return files::Reloaded::Retry;
+                    };
+                    if last.as_ref() == Some(&now) {
+                        return files::Reloaded::Done;
                     }
-                    last = now;
                     match f2.load_into(&store) {
                         Ok(c) => tracing::info!(id = %c.info.id, "credentials reloaded"),
+                        Err(e @ crate::identity::LoadError::Read { .. }) => {
+                            tracing::warn!(error = %e, "credential files unreadable; keeping the current ones (retrying)");
+                            return files::Reloaded::Retry;
+                        }
                         Err(e) => tracing::error!(error = %e, "credential reload rejected; keeping the current ones"),
                     }
+                    last = Some(now);
+                    files::Reloaded::Done
                 })
                 .context("watching credential files")?,
             );

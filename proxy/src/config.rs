@@ -139,6 +139,21 @@ pub struct RunArgs {
     /// Most concurrent connections per listener; more are closed on accept.
     #[arg(long, env = "VIGIL_PROXY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most connections per listener still in detection or their TLS handshake; more are
+    /// closed on accept (stalled handshakes cannot exhaust file descriptors).
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_MAX_PENDING_HANDSHAKES",
+        default_value_t = 1024
+    )]
+    pub max_pending_handshakes: usize,
+    /// Most such connections from one source address.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_MAX_PENDING_PER_SOURCE",
+        default_value_t = 128
+    )]
+    pub max_pending_per_source: usize,
     /// Largest HTTP request head (HTTP/1) or header list (HTTP/2); larger gets 431.
     #[arg(long, env = "VIGIL_PROXY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
@@ -316,6 +331,10 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Connection limit per listener.
     pub max_connections: usize,
+    /// Connections per listener still in detection or handshake.
+    pub max_pending_handshakes: usize,
+    /// The same, per source address.
+    pub max_pending_per_source: usize,
     /// Header size limit.
     pub max_header_bytes: usize,
     /// HTTP/2 stream limit.
@@ -444,6 +463,11 @@ impl RunArgs {
         if self.max_connections == 0 {
             errors.push("--max-connections must be at least 1".into());
         }
+        if self.max_pending_handshakes == 0 || self.max_pending_per_source == 0 {
+            errors.push(
+                "--max-pending-handshakes and --max-pending-per-source must be at least 1".into(),
+            );
+        }
         let mut tls_groups = Vec::new();
         for g in &self.tls_groups {
             match vigil_cert_authority::tls::kx_group_name(g) {
@@ -492,6 +516,8 @@ impl RunArgs {
             pool_max_idle: self.pool_max_idle,
             drain_timeout: self.drain_timeout,
             max_connections: self.max_connections,
+            max_pending_handshakes: self.max_pending_handshakes,
+            max_pending_per_source: self.max_pending_per_source,
             max_header_bytes: self.max_header_bytes,
             max_concurrent_streams: self.max_concurrent_streams,
             access_log: self.access_log,

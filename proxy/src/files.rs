@@ -24,12 +24,29 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Reload at least this often even without events.
 const SAFETY_TICK: Duration = Duration::from_secs(30);
 
-/// Calls `on_change` (on the runtime) whenever one of `paths` may have changed. Runs until
-/// the returned watcher is dropped or `stop` is cancelled.
+/// What a reload did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Read (and applied or rejected on its content): wait for the next change.
+    Done,
+    /// The files could not be read (descriptors exhausted, a file being replaced): call
+    /// again soon, without waiting for another event — the change that triggered this
+    /// reload may not produce one.
+    Retry,
+}
+
+/// Retries of a reload that could not read its files: 100 ms doubling to 5 s.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Calls `on_change` (on the runtime) whenever one of `paths` may have changed, and again
+/// with backoff while it answers [`Reloaded::Retry`] (`first` is the answer of the caller's
+/// own initial load). Runs until the returned watcher is dropped or `stop` is cancelled.
 pub fn watch(
     paths: &[&Path],
     stop: tokio_util::sync::CancellationToken,
-    mut on_change: impl FnMut() + Send + 'static,
+    first: Reloaded,
+    mut on_change: impl FnMut() -> Reloaded + Send + 'static,
 ) -> notify::Result<RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel::<()>();
     let names: BTreeSet<PathBuf> = paths.iter().map(|p| p.to_path_buf()).collect();
@@ -64,6 +81,7 @@ pub fn watch(
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SAFETY_TICK);
         tick.tick().await;
+        let mut retry = (first == Reloaded::Retry).then_some(RETRY_MIN);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -73,8 +91,12 @@ pub fn watch(
                     while rx.try_recv().is_ok() {}
                 }
                 _ = tick.tick() => {}
+                _ = tokio::time::sleep(retry.unwrap_or(SAFETY_TICK)), if retry.is_some() => {}
             }
-            on_change();
+            retry = match on_change() {
+                Reloaded::Done => None,
+                Reloaded::Retry => Some(retry.map_or(RETRY_MIN, |d| (d * 2).min(RETRY_MAX))),
+            };
         }
     });
     Ok(watcher)
@@ -111,9 +133,10 @@ mod tests {
         let calls = Arc::new(AtomicU32::new(0));
         let (c, f) = (calls.clone(), file.clone());
         let stop = tokio_util::sync::CancellationToken::new();
-        let _w = watch(&[file.as_path()], stop.clone(), move || {
+        let _w = watch(&[file.as_path()], stop.clone(), Reloaded::Done, move || {
             c.fetch_add(1, Ordering::SeqCst);
             let _ = std::fs::read(&f); // what every reload does
+            Reloaded::Done
         })
         .unwrap();
         std::fs::write(&file, "inbound: []\ngeneration: 2\n").unwrap();
@@ -128,6 +151,43 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "reloads without a change");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_could_not_read_is_retried_without_an_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.yaml");
+        std::fs::write(&file, "inbound: []\n").unwrap();
+        let calls = Arc::new(AtomicU32::new(0));
+        let c = calls.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        // The initial load failed; the next two attempts fail too, then reading works.
+        let _w = watch(
+            &[file.as_path()],
+            stop.clone(),
+            Reloaded::Retry,
+            move || {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Reloaded::Retry
+                } else {
+                    Reloaded::Done
+                }
+            },
+        )
+        .unwrap();
+        let start = std::time::Instant::now();
+        while calls.load(Ordering::SeqCst) < 3 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "retried {} times",
+                calls.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Done: no more calls without a change (the safety tick is 30 s away).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
         stop.cancel();
     }
 }

@@ -33,10 +33,21 @@ impl AppClient {
             b
         };
         let http1 = base().build(connector.clone());
-        let http2 = base().http2_only(true).build(connector);
+        // The app's HTTP/2 connection is shared by the requests of many mesh streams: the
+        // same windows as the mesh side, so one stalled response cannot hold the others.
+        let http2 = base()
+            .http2_only(true)
+            .http2_initial_stream_window_size(crate::http_util::STREAM_WINDOW)
+            .http2_initial_connection_window_size(crate::http_util::connection_window(
+                APP_MAX_STREAMS,
+            ))
+            .build(connector);
         Self { http1, http2 }
     }
 }
+
+/// Concurrent streams assumed on the app's HTTP/2 connection when sizing its window.
+const APP_MAX_STREAMS: u32 = 100;
 
 /// `http://<addr><path_and_query>`.
 pub fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {

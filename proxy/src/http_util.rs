@@ -107,6 +107,23 @@ impl Default for RequestIds {
     }
 }
 
+/// HTTP/2 flow control, both directions of every mesh connection: each stream may have
+/// this much in flight unacknowledged...
+pub(crate) const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// ...and the connection as a whole room for every stream's window at once. A stream
+/// whose reader stopped (a client that stops reading a download, an app that stops
+/// reading an upload) then holds at most its own window, never the connection's: the
+/// other requests on the same pooled connection keep flowing. (hyper's defaults — a
+/// 2 MB stream and a 5 MB connection window for clients — let three stalled downloads
+/// stop every request to that destination.) What a stalled stream costs is bounded by
+/// the stream window; the connection window is only a ceiling.
+pub(crate) fn connection_window(max_streams: u32) -> u32 {
+    STREAM_WINDOW
+        .saturating_mul(max_streams.max(1))
+        .min(i32::MAX.unsigned_abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

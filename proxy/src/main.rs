@@ -82,6 +82,13 @@ fn main() -> ExitCode {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = args.validate()?;
+    match vigil_proxy::limits::raise_fd_limit() {
+        Ok((before, now)) if now > before => {
+            tracing::info!(before, now, "raised the open-files limit to the hard limit");
+        }
+        Ok((_, now)) => tracing::info!(limit = now, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-files limit"),
+    }
     let runtime = if cfg.threads == 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

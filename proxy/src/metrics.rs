@@ -192,6 +192,20 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts one request the client abandoned before its response head
+    /// (`status="cancelled"`).
+    pub fn record_cancelled(&self, direction: &str, decision: &str, elapsed: std::time::Duration) {
+        if !self.per_request {
+            return;
+        }
+        self.requests
+            .with_label_values(&[direction, decision, crate::request_log::CANCELLED])
+            .inc();
+        self.request_duration
+            .with_label_values(&[direction])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// Counts one authorization decision of `policy` (a policy name or a fixed word).
     pub fn record_authz(&self, direction: &str, policy: &str, decision: &str) {
         if self.per_request {

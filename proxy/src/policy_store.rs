@@ -86,18 +86,54 @@ pub fn parse_file(path: &Path, text: &str) -> Result<ProxyPolicy, String> {
     }
 }
 
-/// Loads `path` into `store` (fail closed on any error).
-pub fn load_file(store: &PolicyStore, path: &Path) {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => return store.apply_unparseable(format!("{}: {e}", path.display())),
-    };
-    match parse_file(path, &text) {
-        Ok(model) => {
-            if let Ok(p) = store.apply(model) {
-                tracing::info!(generation = p.generation(), path = %path.display(), "policy applied");
-            }
+/// A policy file (file mode) and what was last read from it.
+#[derive(Debug)]
+pub struct PolicyFile {
+    path: std::path::PathBuf,
+    last: Option<Vec<u8>>,
+}
+
+/// "Cannot read the policy file" is logged at most every 5 s.
+static UNREADABLE: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(std::time::Duration::from_secs(5));
+
+impl PolicyFile {
+    /// The file at `path` (nothing read yet).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            last: None,
         }
-        Err(e) => store.apply_unparseable(e),
+    }
+
+    /// Reads the file and applies it to `store` when its content changed. Its content
+    /// decides fail closed: a document that does not parse or compile is replaced by
+    /// deny-all. Not being able to *read* it (descriptors exhausted, the file being
+    /// replaced, gone) says nothing about the policy: the one in force stays (fail static)
+    /// and the caller retries ([`crate::files::Reloaded::Retry`]).
+    pub fn reload(&mut self, store: &PolicyStore) -> crate::files::Reloaded {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) => {
+                if let Some(left_out) = UNREADABLE.allow() {
+                    tracing::warn!(path = %self.path.display(), error = %e, left_out, loaded = store.is_loaded(), "cannot read the policy file; the policy in force stays (retrying)");
+                }
+                return crate::files::Reloaded::Retry;
+            }
+        };
+        if self.last.as_deref() == Some(bytes.as_slice()) {
+            return crate::files::Reloaded::Done;
+        }
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        self.last = Some(bytes);
+        match parse_file(&self.path, &text) {
+            Ok(model) => {
+                if let Ok(p) = store.apply(model) {
+                    tracing::info!(generation = p.generation(), path = %self.path.display(), "policy applied");
+                }
+            }
+            Err(e) => store.apply_unparseable(e),
+        }
+        crate::files::Reloaded::Done
     }
 }

@@ -1,8 +1,9 @@
-//! Serving plumbing shared by both directions: the accept loop (connection limit, drain)
+//! Serving plumbing shared by both directions: the accept loop (connection limit,
+//! pending-handshake bounds, backoff on accept errors, drain)
 //! and driving a hyper server connection (HTTP/1 behind strict framing, or HTTP/2 with
 //! its limits) until it ends, the proxy drains, or policy closes it.
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use hyper::{body::Incoming, service::HttpService};
 use hyper_util::{
@@ -14,7 +15,14 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 
-use crate::{detect::Proto, http_util::Body, shared::Shared, strict_h1::StrictH1};
+use crate::{
+    detect::Proto,
+    http_util::Body,
+    log_limit::LogLimit,
+    pending::{Pending, PendingLimits},
+    shared::Shared,
+    strict_h1::StrictH1,
+};
 
 /// What a connection holds while it is open: its slot under the connection limit and the
 /// open-connections gauge. The handler keeps it (as an argument) until it returns, so the
@@ -24,10 +32,28 @@ use crate::{detect::Proto, http_util::Body, shared::Shared, strict_h1::StrictH1}
 pub(crate) struct ConnGuard {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _open: crate::metrics::OpenGuard,
+    pending: Option<Pending>,
 }
 
+impl ConnGuard {
+    /// Detection and the TLS handshake are done: the connection no longer counts against
+    /// the pending-handshake bounds.
+    pub(crate) fn established(&mut self) {
+        self.pending = None;
+    }
+}
+
+/// Accept errors are logged at most once a second (with the count left out).
+static ACCEPT_ERRORS: LogLimit = LogLimit::new(Duration::from_secs(1));
+/// After an accept error, wait this long before the next accept, doubling to
+/// [`ACCEPT_BACKOFF_MAX`]: `EMFILE` and friends do not clear by retrying at once, and
+/// retrying in a loop burns a core.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 /// Accepts until shutdown; each connection runs `handle` as a tracked task, under the
-/// per-listener connection limit (excess connections are closed at once and counted).
+/// per-listener connection limit and the pending-handshake bounds (excess connections are
+/// closed at once and counted). Accept errors back off.
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -38,15 +64,35 @@ pub(crate) async fn accept_loop<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let limit = Arc::new(tokio::sync::Semaphore::new(shared.cfg.max_connections));
+    let pending = PendingLimits::new(
+        shared.cfg.max_pending_handshakes,
+        shared.cfg.max_pending_per_source,
+    );
+    let mut backoff = Duration::ZERO;
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
             a = listener.accept() => a,
         };
         let (stream, src) = match accepted {
-            Ok(a) => a,
+            Ok(a) => {
+                backoff = Duration::ZERO;
+                a
+            }
             Err(e) => {
-                tracing::warn!(error = %e, direction, "accept failed");
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&[direction, "accept_error"])
+                    .inc();
+                backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
+                if let Some(left_out) = ACCEPT_ERRORS.allow() {
+                    tracing::warn!(error = %e, direction, left_out, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                }
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
                 continue;
             }
         };
@@ -58,10 +104,22 @@ pub(crate) async fn accept_loop<F, Fut>(
                 .inc();
             continue;
         };
+        let place = match pending.admit(src.ip()) {
+            Ok(p) => p,
+            Err(refused) => {
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&[direction, refused.label()])
+                    .inc();
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let guard = ConnGuard {
             _permit: permit,
             _open: shared.metrics.open(direction),
+            pending: Some(place),
         };
         shared
             .tracker
@@ -99,6 +157,10 @@ where
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .max_concurrent_streams(cfg.max_concurrent_streams)
+            .initial_stream_window_size(crate::http_util::STREAM_WINDOW)
+            .initial_connection_window_size(crate::http_util::connection_window(
+                cfg.max_concurrent_streams,
+            ))
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(Some(32))
             .max_local_error_reset_streams(Some(256))

@@ -18,35 +18,6 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Proxy B for `orders` in front of `app`, and proxy A for `web` with a route to it.
-/// Returns A's route listener.
-async fn pair(
-    mesh: &Mesh,
-    app: SocketAddr,
-    extra: &[&str],
-) -> (vigil_proxy::Proxy, vigil_proxy::Proxy, SocketAddr) {
-    let ((a, _), (b, _)) = pair_with_logs(mesh, app, ALLOW_WEB, extra).await;
-    let via = a.routes[0];
-    (a, b, via)
-}
-
-/// [`pair`] with B's policy chosen, and both access logs.
-async fn pair_with_logs(
-    mesh: &Mesh,
-    app: SocketAddr,
-    orders_policy: &str,
-    extra: &[&str],
-) -> ((vigil_proxy::Proxy, LogSink), (vigil_proxy::Proxy, LogSink)) {
-    let mut b_args = vec!["--app".to_string(), app.to_string()];
-    b_args.extend(extra.iter().map(|s| s.to_string()));
-    let b = proxy(mesh, "orders", orders_policy, &b_args).await;
-    let route = format!("127.0.0.1:0={},{}", b.0.inbound, wid("orders"));
-    let mut a_args = vec!["--outbound-route".to_string(), route];
-    a_args.extend(extra.iter().map(|s| s.to_string()));
-    let a = proxy(mesh, "web", "inbound: []\n", &a_args).await;
-    (a, b)
-}
-
 #[tokio::test]
 async fn http1_round_trip_with_keep_alive() {
     let mesh = Mesh::new();

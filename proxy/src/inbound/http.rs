@@ -16,6 +16,7 @@ use crate::{
     forward::app_uri,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
     ratelimit::RateLimiter,
+    request_log::RequestLog,
     serve,
     shared::{Source, closed_by_policy, unix_now},
 };
@@ -61,7 +62,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     let start = Instant::now();
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
-    let mut entry = if shared.log.enabled() {
+    let entry = if shared.log.enabled() {
         Entry {
             direction: DIRECTION,
             protocol: ctx.proto.as_str(),
@@ -78,17 +79,11 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     } else {
         Entry::default()
     };
-    let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut entry).await;
-    let status = resp.status().as_u16();
-    let elapsed = start.elapsed();
-    shared
-        .metrics
-        .record_request(DIRECTION, decision, status, elapsed);
-    entry.status = Some(status);
-    entry.decision = decision;
-    entry.latency_ms = elapsed.as_secs_f64() * 1e3;
-    entry.bytes_tx = resp.body_size_hint_exact();
-    shared.log.log(entry);
+    // Logged and counted exactly once, also if the client goes away first.
+    let mut record = RequestLog::new(shared, DIRECTION, start, entry);
+    let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut record.entry).await;
+    record.entry.decision = decision;
+    record.finish(resp.status().as_u16(), resp.body_size_hint_exact());
     Ok(resp)
 }
 
@@ -179,6 +174,8 @@ async fn authorize_and_forward(
             }
         }
     }
+    // Allowed: if the client goes away while the app answers, the record says so.
+    entry.decision = "allow";
     (forward(req, ctx, &normalized, request_id).await, "allow")
 }
 

@@ -49,7 +49,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     crate::serve::accept_loop(listener, shared, DIRECTION, handle).await;
 }
 
-async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, _guard: ConnGuard) {
+async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut guard: ConnGuard) {
     let cfg = &shared.cfg;
     let orig = original_dst(&stream);
     let (port, app) = match (cfg.app, orig) {
@@ -128,6 +128,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, _guard:
                 .tls_handshakes
                 .with_label_values(&[DIRECTION, "success"])
                 .inc();
+            guard.established();
             let conn = tls_stream.get_ref().1;
             let Some(peer) = vigil_cert_authority::tls::peer_identity(conn) else {
                 return;
@@ -145,6 +146,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, _guard:
             .await;
         }
         Outer::OtherTls => {
+            guard.established();
             // Someone else's TLS: opaque, unauthenticated; policy decides.
             Box::pin(route(
                 io,
@@ -158,6 +160,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, _guard:
             .await;
         }
         Outer::Plaintext => {
+            guard.established();
             let hint = (opaque_port || silent).then_some(Proto::Opaque);
             Box::pin(route(io, hint, Source::Plain, src, port, app, shared)).await;
         }

@@ -418,6 +418,8 @@ impl MeshClient {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_initial_max_send_streams(max_streams as usize)
+            .http2_initial_stream_window_size(crate::http_util::STREAM_WINDOW)
+            .http2_initial_connection_window_size(crate::http_util::connection_window(max_streams))
             .build(connector.clone());
         Self { connector, client }
     }

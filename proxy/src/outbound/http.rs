@@ -20,6 +20,7 @@ use crate::{
     access_log::{Entry, FORWARD},
     detect::Proto,
     http_util::{Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, strip_hop_by_hop},
+    request_log::RequestLog,
     serve,
     shared::closed_by_policy,
 };
@@ -52,7 +53,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
     let start = Instant::now();
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
-    let mut entry = if shared.log.enabled() {
+    let entry = if shared.log.enabled() {
         Entry {
             direction: DIRECTION,
             protocol: ctx.proto.as_str(),
@@ -82,26 +83,21 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
             ..Entry::default()
         }
     };
+    // Logged and counted exactly once, also if the app goes away before the answer.
+    let mut record = RequestLog::new(shared, DIRECTION, start, entry);
     let resp = if shared.policy().is_quarantined() {
         shared
             .metrics
             .rejected
             .with_label_values(&[DIRECTION, "quarantine"])
             .inc();
-        entry.decision = "deny";
-        entry.reason = "workload is quarantined".into();
+        record.entry.decision = "deny";
+        record.entry.reason = "workload is quarantined".into();
         error_response(StatusCode::FORBIDDEN, &request_id)
     } else {
-        send(req, &ctx, &request_id, &mut entry).await
+        send(req, &ctx, &request_id, &mut record.entry).await
     };
-    let status = resp.status().as_u16();
-    let elapsed = start.elapsed();
-    shared
-        .metrics
-        .record_request(DIRECTION, entry.decision, status, elapsed);
-    entry.status = Some(status);
-    entry.latency_ms = elapsed.as_secs_f64() * 1e3;
-    shared.log.log(entry);
+    record.finish(resp.status().as_u16(), 0);
     Ok(resp)
 }
 

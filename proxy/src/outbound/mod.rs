@@ -72,8 +72,11 @@ async fn handle(
     src: SocketAddr,
     shared: Arc<Shared>,
     route: Option<usize>,
-    _guard: crate::serve::ConnGuard,
+    mut guard: crate::serve::ConnGuard,
 ) {
+    // Only the pod's own applications reach the outbound, and detection is bounded by
+    // its timeout: its connections do not count as pending handshakes.
+    guard.established();
     let policy = shared.policy();
     if policy.is_quarantined() {
         shared

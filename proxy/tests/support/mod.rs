@@ -238,6 +238,7 @@ pub type AppBody = BoxBody<Bytes, Infallible>;
 
 /// An HTTP/1 + HTTP/2 app. Paths:
 /// - `/slow`: waits 500 ms;
+/// - `/big?mb=N`: N MiB (default 16) of body, produced only as fast as it is read;
 /// - `/count`: streams the request body, answers with its length;
 /// - `/grpc.Test/Echo`: echoes the body with gRPC-style trailers (`grpc-status: 0`);
 /// - anything else: JSON {method, path, query, version, peer, host, headers}.
@@ -268,6 +269,19 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(500)).await;
             Ok(Response::new(full("slow done")))
+        }
+        "/big" => {
+            // `?mb=N` MiB (default 16) in 64 KiB chunks, produced as the reader takes them.
+            let mb: usize = req
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("mb="))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(16);
+            let chunks = mb * 16;
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_chunks(chunk, chunks);
+            Ok(Response::new(BodyExt::boxed(stream)))
         }
         "/count" => {
             let mut body = req.into_body();
@@ -319,6 +333,32 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
 
 fn full(s: impl Into<Bytes>) -> AppBody {
     Full::new(s.into()).boxed()
+}
+
+/// `n` copies of `chunk`, one frame each, produced on demand (a reader that stops
+/// reading stops the producer: nothing is buffered ahead).
+fn futures_chunks(chunk: Bytes, n: usize) -> Chunks {
+    Chunks { chunk, left: n }
+}
+
+struct Chunks {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
 }
 
 /// A body of one data frame followed by trailers (what a unary gRPC response looks like).
@@ -505,6 +545,35 @@ pub async fn raw_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpi
     let mut out = Vec::new();
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Proxy B for `orders` in front of `app`, and proxy A for `web` with a route to it.
+/// Returns A's route listener.
+pub async fn pair(
+    mesh: &Mesh,
+    app: SocketAddr,
+    extra: &[&str],
+) -> (vigil_proxy::Proxy, vigil_proxy::Proxy, SocketAddr) {
+    let ((a, _), (b, _)) = pair_with_logs(mesh, app, ALLOW_WEB, extra).await;
+    let via = a.routes[0];
+    (a, b, via)
+}
+
+/// [`pair`] with B's policy chosen, and both access logs.
+pub async fn pair_with_logs(
+    mesh: &Mesh,
+    app: SocketAddr,
+    orders_policy: &str,
+    extra: &[&str],
+) -> ((vigil_proxy::Proxy, LogSink), (vigil_proxy::Proxy, LogSink)) {
+    let mut b_args = vec!["--app".to_string(), app.to_string()];
+    b_args.extend(extra.iter().map(|s| s.to_string()));
+    let b = proxy(mesh, "orders", orders_policy, &b_args).await;
+    let route = format!("127.0.0.1:0={},{}", b.0.inbound, wid("orders"));
+    let mut a_args = vec!["--outbound-route".to_string(), route];
+    a_args.extend(extra.iter().map(|s| s.to_string()));
+    let a = proxy(mesh, "web", "inbound: []\n", &a_args).await;
+    (a, b)
 }
 
 /// Kills a child process when the test ends, pass or fail.
