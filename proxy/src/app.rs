@@ -207,6 +207,10 @@ impl Proxy {
             metrics.clone(),
             background.clone(),
         );
+        tokio::spawn(crate::memory::trim_after_bursts(
+            metrics.clone(),
+            background.clone(),
+        ));
 
         let connector = MeshConnector::new(
             cfg.outbound_routes.clone(),

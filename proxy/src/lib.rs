@@ -26,6 +26,7 @@ pub mod init;
 pub mod io;
 pub mod limits;
 mod log_limit;
+mod memory;
 pub mod metrics;
 pub mod outbound;
 mod pending;

@@ -11,6 +11,9 @@ use prometheus::{
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Connections closed since the process started (what a burst leaves behind is
+    /// judged by it: [`crate::memory`]).
+    closed_connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `vigil_proxy_requests_total{direction, decision, status}`.
     pub requests: IntCounterVec,
     /// `vigil_proxy_request_duration_seconds{direction}`.
@@ -157,6 +160,7 @@ impl Metrics {
             tls_failures,
             connections,
             open_connections,
+            closed_connections: std::sync::Arc::default(),
             closed,
             bytes,
             cert_expiry,
@@ -215,11 +219,17 @@ impl Metrics {
         }
     }
 
+    /// Connections closed since start, both directions.
+    pub fn closed_total(&self) -> u64 {
+        self.closed_connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// An open-connection guard: increments now, decrements on drop.
     pub fn open(&self, direction: &'static str) -> OpenGuard {
         let g = self.open_connections.with_label_values(&[direction]);
         g.inc();
-        OpenGuard(g)
+        OpenGuard(g, self.closed_connections.clone())
     }
 }
 
@@ -231,11 +241,12 @@ impl Default for Metrics {
 
 /// Decrements the open-connection gauge when dropped.
 #[derive(Debug)]
-pub struct OpenGuard(IntGauge);
+pub struct OpenGuard(IntGauge, std::sync::Arc<std::sync::atomic::AtomicU64>);
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
