@@ -51,11 +51,17 @@ fn explain_says_what_decides_with_exit_codes() {
         "--method",
         "GET",
         "--path",
-        "/orders/1",
+        "/orders//x/../%31",
     ]);
     assert_eq!(allow.status.code(), Some(0), "{}", text(&allow));
     assert!(
         text(&allow).starts_with("ALLOW: allowed by policy shop/frontend-reads-orders rule 0"),
+        "{}",
+        text(&allow)
+    );
+    // It judged, and shows, the path the proxy would forward.
+    assert!(
+        text(&allow).contains("path (normalised): /orders/1\n"),
         "{}",
         text(&allow)
     );
@@ -124,6 +130,52 @@ fn explain_says_what_decides_with_exit_codes() {
                 "/a%2Fb",
             ],
             "400",
+        ),
+        // The rest of docs/path-contract.md's refusals, as the proxy refuses them.
+        (
+            vec![
+                "--from",
+                FRONTEND,
+                "--to",
+                "shop/orders",
+                "--port",
+                "1",
+                "--method",
+                "GET",
+                "--path",
+                "/orders/..;/admin",
+            ],
+            "path parameters",
+        ),
+        (
+            vec![
+                "--from",
+                FRONTEND,
+                "--to",
+                "shop/orders",
+                "--port",
+                "1",
+                "--method",
+                "GET",
+                "--path",
+                "/orders/..%20/admin",
+            ],
+            "ends in a dot or a space",
+        ),
+        (
+            vec![
+                "--from",
+                FRONTEND,
+                "--to",
+                "shop/orders",
+                "--port",
+                "1",
+                "--method",
+                "GET",
+                "--path",
+                "/orders/%ef%bc%8e%ef%bc%8e/admin",
+            ],
+            "fold to ASCII",
         ),
     ] {
         let mut a = vec!["explain", "--dir", d];

@@ -155,7 +155,7 @@ impl Policy {
             let http = r
                 .http
                 .as_ref()
-                .map(|h| CompiledHttp::compile(h, &at))
+                .map(|h| CompiledHttp::compile(h, &at, r.action == Action::Deny))
                 .transpose()?;
             let idx = u32::try_from(i).map_err(|_| invalid("too many rules"))?;
             for source in &r.from {

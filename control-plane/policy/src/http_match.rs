@@ -1,4 +1,13 @@
 //! L7 matchers, compiled once: methods, paths, headers, gRPC.
+//!
+//! Allow rules match exactly; deny rules match conservatively, so that a backend that
+//! reads a request more loosely than RFC 9110 cannot be reached around a deny: methods
+//! and paths compare ASCII-case-insensitively (IIS, ASP.NET Core and Windows file systems
+//! ignore case; Werkzeug upper-cases methods), and a path matches with or without one
+//! trailing slash (Express, and Spring MVC before 6, route `/admin/` to `/admin`) and
+//! with a format extension on its last segment (Rails and older Spring route
+//! `/admin.json` to `/admin`).
+//! docs/path-contract.md has the reasons.
 
 use globset::{GlobBuilder, GlobMatcher};
 use http::{HeaderMap, HeaderName};
@@ -23,6 +32,8 @@ pub struct HttpRequest<'a> {
 /// A compiled [`HttpMatch`].
 #[derive(Debug)]
 pub(crate) struct CompiledHttp {
+    /// A deny rule's matcher: compares conservatively (see the module docs).
+    conservative: bool,
     methods: Vec<Box<str>>,
     paths: Vec<CompiledPath>,
     headers: Vec<CompiledHeader>,
@@ -33,6 +44,19 @@ enum CompiledPath {
     Exact(Box<str>),
     Prefix(Box<str>),
     Glob(GlobMatcher),
+}
+
+/// Whether what follows a deny rule's path is nothing or a format extension in the last
+/// segment (`.json`): Rails (`.:format`) and Spring MVC before 5.3 (suffix patterns)
+/// route `/admin.json` to `/admin`.
+fn format_suffix(rest: &str) -> bool {
+    rest.is_empty() || (rest.starts_with('.') && !rest.contains('/'))
+}
+
+/// Whether `path` starts with `prefix`, ASCII-case-insensitively.
+fn starts_with_folded(path: &str, prefix: &str) -> bool {
+    path.len() >= prefix.len()
+        && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 #[derive(Debug)]
@@ -49,7 +73,8 @@ enum HeaderCond {
 }
 
 impl CompiledHttp {
-    pub(crate) fn compile(m: &HttpMatch, at: &str) -> Result<Self, PolicyError> {
+    /// Compiles `m`; `deny` makes it match conservatively (module docs).
+    pub(crate) fn compile(m: &HttpMatch, at: &str, deny: bool) -> Result<Self, PolicyError> {
         let bad = |what: String| PolicyError::Invalid {
             at: at.to_owned(),
             what,
@@ -69,7 +94,7 @@ impl CompiledHttp {
         }
         let mut paths = Vec::new();
         for p in &m.paths {
-            paths.push(compile_path(p).map_err(bad)?);
+            paths.push(compile_path(p, deny).map_err(bad)?);
         }
         for g in &m.grpc {
             let valid = |s: &str| {
@@ -97,6 +122,7 @@ impl CompiledHttp {
             headers.push(compile_header(h).map_err(bad)?);
         }
         Ok(Self {
+            conservative: deny,
             methods,
             paths,
             headers,
@@ -104,8 +130,16 @@ impl CompiledHttp {
     }
 
     pub(crate) fn matches(&self, req: &HttpRequest<'_>) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| **m == *req.method))
-            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(req.path)))
+        let method = |m: &str| match self.conservative {
+            true => m.eq_ignore_ascii_case(req.method),
+            false => m == req.method,
+        };
+        let path = |p: &CompiledPath| match self.conservative {
+            true => p.matches_conservatively(req.path),
+            false => p.matches(req.path),
+        };
+        (self.methods.is_empty() || self.methods.iter().any(|m| method(m)))
+            && (self.paths.is_empty() || self.paths.iter().any(path))
             && self.headers.iter().all(|h| h.matches(req.headers))
     }
 }
@@ -119,6 +153,30 @@ impl CompiledPath {
                 .strip_prefix(&**p)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
             Self::Glob(g) => g.is_match(path),
+        }
+    }
+
+    /// A deny rule's match: ASCII case ignored (a deny glob is compiled
+    /// case-insensitive), with or without one trailing slash, and (exact and prefix) with
+    /// a format extension.
+    fn matches_conservatively(&self, path: &str) -> bool {
+        let bare = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        match self {
+            Self::Exact(p) => {
+                let p = p.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(p);
+                starts_with_folded(bare, p) && bare.get(p.len()..).is_some_and(format_suffix)
+            }
+            Self::Prefix(p) => {
+                let p = p.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(p);
+                starts_with_folded(path, p)
+                    && (p.ends_with('/')
+                        || path.as_bytes().get(p.len()) == Some(&b'/')
+                        || bare.get(p.len()..).is_some_and(format_suffix))
+            }
+            Self::Glob(g) => g.is_match(path) || g.is_match(bare) || g.is_match(format!("{bare}/")),
         }
     }
 }
@@ -158,7 +216,7 @@ impl CompiledHeader {
     }
 }
 
-fn compile_path(p: &PathMatch) -> Result<CompiledPath, String> {
+fn compile_path(p: &PathMatch, deny: bool) -> Result<CompiledPath, String> {
     let text = match p {
         PathMatch::Exact(s) | PathMatch::Prefix(s) | PathMatch::Glob(s) => s,
     };
@@ -170,6 +228,25 @@ fn compile_path(p: &PathMatch) -> Result<CompiledPath, String> {
             "path {text:?} must be a normalised path without query, fragment or percent-encoding"
         ));
     }
+    // A path the proxy would forward in another form could never match: a policy that
+    // names one is wrong (an allow that never allows, a deny that never denies).
+    let normal = |s: &str| match crate::path::normalize(s) {
+        Ok(n) if n == s => Ok(()),
+        Ok(n) => Err(format!(
+            "path {s:?} is not in normal form: the proxy forwards it as {n:?} (docs/path-contract.md)"
+        )),
+        Err(e) => Err(format!("path {s:?} is refused by the proxy: {e}")),
+    };
+    match p {
+        PathMatch::Exact(s) | PathMatch::Prefix(s) => normal(s)?,
+        PathMatch::Glob(s) => {
+            if s.split('/').skip(1).any(|seg| matches!(seg, "." | "..")) || s.contains("//") {
+                return Err(format!(
+                    "glob {s:?} has a dot segment or `//`, which no normalised path has"
+                ));
+            }
+        }
+    }
     Ok(match p {
         PathMatch::Exact(s) => CompiledPath::Exact(s.as_str().into()),
         PathMatch::Prefix(s) => CompiledPath::Prefix(s.as_str().into()),
@@ -177,6 +254,7 @@ fn compile_path(p: &PathMatch) -> Result<CompiledPath, String> {
             GlobBuilder::new(s)
                 .literal_separator(true)
                 .backslash_escape(true)
+                .case_insensitive(deny)
                 .build()
                 .map_err(|e| format!("glob {s:?}: {e}"))?
                 .compile_matcher(),

@@ -455,6 +455,26 @@ fn invalid_documents_are_refused_with_their_location() {
             "percent-encoding",
         ),
         (
+            "inbound: [{policy: a/x, action: deny, from: [authenticated], http: {paths: [{exact: '/a//b'}]}}]",
+            "not in normal form",
+        ),
+        (
+            "inbound: [{policy: a/x, action: deny, from: [authenticated], http: {paths: [{prefix: '/a/../admin'}]}}]",
+            "forwards it as \"/admin\"",
+        ),
+        (
+            "inbound: [{policy: a/x, action: allow, from: [authenticated], http: {paths: [{prefix: '/a;b'}]}}]",
+            "refused by the proxy",
+        ),
+        (
+            "inbound: [{policy: a/x, action: deny, from: [authenticated], http: {paths: [{exact: '/admin.'}]}}]",
+            "ends in a dot",
+        ),
+        (
+            "inbound: [{policy: a/x, action: deny, from: [authenticated], http: {paths: [{glob: '/a/../*'}]}}]",
+            "dot segment",
+        ),
+        (
             "inbound: [{policy: a/x, action: allow, from: [authenticated], http: {paths: [{glob: '/a/[' }]}}]",
             "glob",
         ),
@@ -574,4 +594,73 @@ fn json_and_yaml_are_the_same_format() {
     let back: ProxyPolicy = serde_json::from_str(&json).unwrap();
     assert_eq!(back, model);
     assert_eq!(Policy::compile(back).unwrap().model(), &model);
+}
+
+/// docs/path-contract.md, "Deny rules match conservatively": the loosest common backend
+/// routes case-insensitively, ignores a trailing slash and a format extension, and
+/// upper-cases methods; a deny covers all of those. Allows stay exact.
+#[test]
+fn deny_rules_match_as_the_loosest_backend_routes() {
+    let p = policy(
+        r#"
+inbound:
+  - {policy: a/admin, action: deny, from: [authenticated], http: {paths: [{prefix: /admin}]}}
+  - {policy: a/login, action: deny, from: [authenticated], http: {paths: [{exact: /login/}]}}
+  - {policy: a/glob, action: deny, from: [authenticated], http: {paths: [{glob: "/v1/*/secret"}]}}
+  - {policy: a/delete, action: deny, from: [authenticated], http: {methods: [DELETE], paths: [{prefix: /keep}]}}
+  - {policy: a/all, action: allow, from: [authenticated]}
+"#,
+    );
+    for (method, path, rule) in [
+        ("GET", "/admin", 0),
+        ("GET", "/ADMIN", 0),
+        ("GET", "/Admin/users", 0),
+        ("GET", "/admin/", 0),
+        ("GET", "/admin.json", 0),
+        ("GET", "/AdMiN.xml", 0),
+        ("GET", "/login", 1),
+        ("GET", "/login/", 1),
+        ("GET", "/LOGIN", 1),
+        ("GET", "/login.php", 1),
+        ("GET", "/v1/x/secret", 2),
+        ("GET", "/V1/x/SECRET/", 2),
+        ("DELETE", "/keep/1", 3),
+        ("delete", "/keep/1", 3),
+        ("Delete", "/KEEP", 3),
+    ] {
+        denied(from(WEB).req(method, path).eval(&p), Reason::Rule(rule));
+    }
+    // Neighbours that are other resources everywhere stay allowed.
+    for (method, path) in [
+        ("GET", "/administrator"),
+        ("GET", "/admin-panel"),
+        ("GET", "/admin.d/x"),
+        ("GET", "/login/x"),
+        ("GET", "/v1/x/secrets"),
+        ("GET", "/keep/1"),
+        ("POST", "/keep/1"),
+    ] {
+        allowed_by(from(WEB).req(method, path).eval(&p), 4);
+    }
+    // Allow rules are exact: case, slash and extension variants are other paths.
+    let allow = policy(
+        r#"
+inbound:
+  - {policy: a/x, action: allow, from: [authenticated], http: {methods: [GET], paths: [{exact: /report}, {prefix: /public}]}}
+"#,
+    );
+    allowed_by(from(WEB).req("GET", "/report").eval(&allow), 0);
+    allowed_by(from(WEB).req("GET", "/public/a").eval(&allow), 0);
+    for (method, path) in [
+        ("GET", "/Report"),
+        ("GET", "/report/"),
+        ("GET", "/report.json"),
+        ("GET", "/PUBLIC/a"),
+        ("get", "/report"),
+    ] {
+        denied(
+            from(WEB).req(method, path).eval(&allow),
+            Reason::Default(DefaultPolicy::Deny),
+        );
+    }
 }
