@@ -5,7 +5,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s test-cluster images e2e lint fmt bench bench-full bench-build generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s test-cluster images e2e soak lint fmt bench bench-full bench-build generate check-generated chart-lint clean
 
 all: build
 
@@ -52,6 +52,14 @@ test-cluster: images
 e2e:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e -- --nocapture
+
+## soak: the soak under churn (root) for VIGIL_SOAK_SECS (default 1800; `make test` runs a
+## 180 s tier): HTTP/1.1, HTTP/2 and opaque TCP through real proxies in controller mode
+## while SVIDs rotate, a policy flips every 2 s, a quarantine toggles every 10 s and the
+## controller is killed and restarted; prints the figures (e2e/tests/soak.rs)
+soak:
+	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
+	VIGIL_SOAK_SECS=$${VIGIL_SOAK_SECS:-1800} $(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test soak -- --nocapture
 
 ## lint: formatting and clippy with warnings as errors
 lint:

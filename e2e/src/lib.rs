@@ -10,4 +10,5 @@ pub mod kube_procs;
 pub mod mesh;
 pub mod netns;
 pub mod node;
+pub mod soak;
 pub mod workloads;

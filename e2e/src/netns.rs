@@ -288,6 +288,11 @@ impl Net {
         }
     }
 
+    /// The process id of a running process.
+    pub fn pid(&self, id: ProcId) -> Option<u32> {
+        self.procs.get(id.0)?.as_ref().map(Child::id)
+    }
+
     /// Whether a process is still running.
     pub fn running(&mut self, id: ProcId) -> bool {
         match self.procs.get_mut(id.0) {
