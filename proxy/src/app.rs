@@ -243,10 +243,9 @@ impl Proxy {
             cfg: cfg.clone(),
         });
 
+        let backlog = cfg.listen_backlog;
         let bind = |addr: SocketAddr, what: &'static str| async move {
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the {what} listener on {addr}"))
+            listen(addr, backlog).with_context(|| format!("binding the {what} listener on {addr}"))
         };
         let inbound_l = bind(cfg.inbound, "inbound").await?;
         let outbound_l = bind(cfg.outbound, "outbound").await?;
@@ -389,4 +388,16 @@ fn identity_of_service_account_token(
         "with --service-account-token-file, pass --controller-identity (it names the trust domain)",
     )?;
     Ok(SpiffeId::workload(&td, &ns, &sa)?)
+}
+
+/// A listener on `addr` with an accept queue of `backlog` (SO_REUSEADDR, as
+/// `TcpListener::bind` sets it).
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

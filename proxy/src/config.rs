@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// Largest HTTP request head (HTTP/1) or header list (HTTP/2); larger gets 431.
     #[arg(long, env = "VIGIL_PROXY_MAX_HEADER_BYTES", default_value_t = 16 * 1024)]
     pub max_header_bytes: usize,
+    /// Accept queue of each listener (`listen(2)` backlog; the kernel caps it at
+    /// net.core.somaxconn). The standard library's 128 drops SYNs in a connection storm.
+    #[arg(long, env = "VIGIL_PROXY_LISTEN_BACKLOG", default_value_t = 1024)]
+    pub listen_backlog: u32,
     /// Most concurrent HTTP/2 streams per connection.
     #[arg(
         long,
@@ -337,6 +341,8 @@ pub struct Config {
     pub max_pending_per_source: usize,
     /// Header size limit.
     pub max_header_bytes: usize,
+    /// Listen backlog per listener.
+    pub listen_backlog: u32,
     /// HTTP/2 stream limit.
     pub max_concurrent_streams: u32,
     /// Access log target.
@@ -454,6 +460,9 @@ impl RunArgs {
                 });
             }
         }
+        if self.listen_backlog == 0 {
+            errors.push("--listen-backlog must be at least 1".into());
+        }
         if self.threads == 0 {
             errors.push("--threads must be at least 1".into());
         }
@@ -519,6 +528,7 @@ impl RunArgs {
             max_pending_handshakes: self.max_pending_handshakes,
             max_pending_per_source: self.max_pending_per_source,
             max_header_bytes: self.max_header_bytes,
+            listen_backlog: self.listen_backlog,
             max_concurrent_streams: self.max_concurrent_streams,
             access_log: self.access_log,
             threads: self.threads,

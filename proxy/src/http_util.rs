@@ -41,6 +41,18 @@ pub fn error_response(status: StatusCode, request_id: &str) -> Response<Body> {
     resp
 }
 
+/// The response to a HEAD request keeps its status and headers and loses its body. hyper
+/// does this itself for HTTP/1.1; over HTTP/2 a body after a HEAD goes out as DATA
+/// frames, a protocol error the client answers with a reset instead of reading the
+/// status (RFC 9113 §8.1). Every response the proxies serve passes through here.
+pub fn without_body_for_head(resp: Response<Body>, head: bool) -> Response<Body> {
+    if !head {
+        return resp;
+    }
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, full(Bytes::new()))
+}
+
 /// A body from bytes.
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into())

@@ -344,3 +344,52 @@ async fn out_of_descriptors_the_proxy_backs_off_logs_sparingly_and_keeps_its_pol
         t.elapsed()
     );
 }
+
+/// Every listener's accept queue is `--listen-backlog` (default 1024, not the standard
+/// library's 128), as the kernel reports it (`ss`: Send-Q of a listening socket).
+#[tokio::test]
+async fn listeners_have_the_configured_backlog() {
+    let backlog = |port: u16| {
+        let out = std::process::Command::new("ss")
+            .args(["-Hltn", &format!("sport = :{port}")])
+            .output()
+            .expect("ss (iproute2) is needed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        assert!(fields.len() >= 3, "ss said {text:?}");
+        fields[2].parse::<u32>().unwrap()
+    };
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    let (p, _) = proxy(
+        &mesh,
+        "orders",
+        "inbound: []\n",
+        &["--app".into(), app.to_string()],
+    )
+    .await;
+    for port in [p.inbound.port(), p.outbound.port(), p.admin.port()] {
+        assert_eq!(backlog(port), 1024.min(somaxconn), "port {port}");
+    }
+    let route = format!("127.0.0.1:0={},{}", p.inbound, wid("orders"));
+    let (q, _) = proxy(
+        &mesh,
+        "web",
+        "inbound: []\n",
+        &[
+            "--listen-backlog".into(),
+            "77".into(),
+            "--outbound-route".into(),
+            route,
+        ],
+    )
+    .await;
+    for port in [q.inbound.port(), q.admin.port(), q.routes[0].port()] {
+        assert_eq!(backlog(port), 77, "port {port}");
+    }
+}

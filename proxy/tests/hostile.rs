@@ -293,3 +293,20 @@ impl hyper::body::Body for ChannelBody {
             .map(|o| o.map(|b| Ok(hyper::body::Frame::data(b))))
     }
 }
+
+#[tokio::test]
+async fn more_than_100_header_fields_get_431() {
+    let mesh = Mesh::new();
+    let p = target(&mesh, &[]).await;
+    let request = |fields: usize| {
+        let mut r = String::from("GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 2..fields {
+            r.push_str(&format!("x-h{i}: 1\r\n"));
+        }
+        r + "\r\n"
+    };
+    let out = raw_mtls(&mesh, &p, request(100).as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "100 fields pass: {out}");
+    let out = raw_mtls(&mesh, &p, request(101).as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "101 fields: {out}");
+}

@@ -281,3 +281,97 @@ async fn every_form_over_http2_through_the_outbound() {
         check("HTTP/2 outbound", method, target, want, Some(status), &app);
     }
 }
+
+/// HEAD answered by a proxy itself (a deny, a refused path) carries no body: over HTTP/2
+/// a DATA frame after a HEAD is a protocol error, and the client would see a reset
+/// instead of the status (h2spec generic/4/2). Straight to the inbound over mesh HTTP/2,
+/// and from the app over h2c through the outbound.
+#[tokio::test]
+async fn head_answered_by_the_proxy_has_no_body_over_http2() {
+    let mesh = Mesh::new();
+    let app = Recorder::default();
+    let addr = app.serve().await;
+    let ((web, _), (orders, _)) = pair_with_logs(&mesh, addr, POLICY, &[]).await;
+    let inbound = mtls(
+        orders.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    let outbound = TcpStream::connect(web.routes[0]).await.unwrap();
+    for (how, io) in [
+        ("inbound", TokioIo::new(Box::new(inbound) as Box<dyn Io>)),
+        ("outbound", TokioIo::new(Box::new(outbound) as Box<dyn Io>)),
+    ] {
+        let (mut c, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        for (path, want) in [
+            ("/admin", StatusCode::FORBIDDEN),
+            ("/public/secret", StatusCode::FORBIDDEN),
+            ("/public/a%2Fb", StatusCode::BAD_REQUEST),
+            ("/public/a", StatusCode::OK),
+        ] {
+            let req = Request::head(format!("http://orders.shop{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = c
+                .send_request(req)
+                .await
+                .unwrap_or_else(|e| panic!("{how}: HEAD {path}: {e}"));
+            assert_eq!(resp.status(), want, "{how}: HEAD {path}");
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty(), "{how}: HEAD {path}: {body:?}");
+        }
+        // The connection is still good for a GET with a body.
+        let req = Request::get("http://orders.shop/admin")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = c.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{how}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(!body.is_empty(), "{how}: a GET's deny explains itself");
+    }
+}
+
+/// The same over HTTP/1.1: no body bytes after the head, and the connection carries on.
+#[tokio::test]
+async fn head_answered_by_the_proxy_has_no_body_over_http1() {
+    let mesh = Mesh::new();
+    let app = Recorder::default();
+    let addr = app.serve().await;
+    let (orders, _) = proxy(&mesh, "orders", POLICY, &["--app".into(), addr.to_string()]).await;
+    let s = mtls(
+        orders.inbound,
+        &mesh.client_creds("web"),
+        &[&wid("orders")],
+        b"vigil/1",
+    )
+    .await
+    .unwrap();
+    let out = raw_exchange(
+        s,
+        b"HEAD /admin HTTP/1.1\r\nHost: o\r\n\r\nHEAD /public/a%2Fb HTTP/1.1\r\nHost: o\r\n\r\nGET /public/a HTTP/1.1\r\nHost: o\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    let statuses: Vec<&str> = out.matches("HTTP/1.1 ").collect();
+    assert_eq!(statuses.len(), 3, "{out}");
+    let (i403, i400, i200) = (
+        out.find("HTTP/1.1 403").unwrap(),
+        out.find("HTTP/1.1 400").unwrap(),
+        out.find("HTTP/1.1 200").unwrap(),
+    );
+    assert!(i403 < i400 && i400 < i200, "{out}");
+    assert!(
+        !out[..i200].contains("request id"),
+        "no body after a HEAD: {out}"
+    );
+    assert!(out.ends_with("/public/a"), "{out}");
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}

@@ -60,6 +60,7 @@ fn closed(ctx: &ConnCtx, reason: &'static str) {
 
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
+    let head = req.method() == Method::HEAD;
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
     let entry = if shared.log.enabled() {
@@ -84,7 +85,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut record.entry).await;
     record.entry.decision = decision;
     record.finish(resp.status().as_u16(), resp.body_size_hint_exact());
-    Ok(resp)
+    Ok(crate::http_util::without_body_for_head(resp, head))
 }
 
 /// Returns the response and the decision label (`allow` / `deny`).

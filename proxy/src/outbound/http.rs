@@ -10,7 +10,7 @@
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -51,6 +51,7 @@ fn closed(ctx: &OutCtx, reason: &'static str) {
 
 async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
+    let head = req.method() == Method::HEAD;
     let shared = &ctx.shared;
     let request_id = shared.ids.next();
     let entry = if shared.log.enabled() {
@@ -98,7 +99,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
         send(req, &ctx, &request_id, &mut record.entry).await
     };
     record.finish(resp.status().as_u16(), 0);
-    Ok(resp)
+    Ok(crate::http_util::without_body_for_head(resp, head))
 }
 
 async fn send(
