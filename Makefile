@@ -5,7 +5,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s test-cluster images e2e soak lint fmt bench bench-full bench-build generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s test-cluster images e2e soak fuzz lint fmt bench bench-full bench-build generate check-generated chart-lint clean
 
 all: build
 
@@ -60,6 +60,12 @@ e2e:
 soak:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
 	VIGIL_SOAK_SECS=$${VIGIL_SOAK_SECS:-1800} $(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test soak -- --nocapture
+
+## fuzz: every cargo-fuzz target (fuzz/) for FUZZ_SECONDS each (default 60; CI runs 30),
+## from the committed seeds; installs nightly and cargo-fuzz if missing (.ci/fuzz.sh)
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash .ci/fuzz.sh
 
 ## lint: formatting and clippy with warnings as errors
 lint:

@@ -26,7 +26,7 @@ pub enum CsrError {
 }
 
 /// Verifies a CSR's proof of possession and returns its P-256 public key.
-pub(crate) fn public_key(der: &[u8]) -> Result<SubjectPublicKeyInfo, CsrError> {
+pub fn public_key(der: &[u8]) -> Result<SubjectPublicKeyInfo, CsrError> {
     let (rest, csr) =
         X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {

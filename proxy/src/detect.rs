@@ -83,39 +83,52 @@ pub async fn outer<S: AsyncRead + Unpin>(
     if read_more(io, &mut buf, deadline).await? == 0 {
         return Ok((Outer::Plaintext, buf.freeze()));
     }
-    // TLS handshake record: content type 22, version 3.x.
-    if buf[0] != 0x16 {
-        return Ok((Outer::Plaintext, buf.freeze()));
-    }
-    // Boxed: the acceptor is ~2.5 KB and this future lives in every connection's task.
-    let mut acceptor = Box::new(rustls::server::Acceptor::default());
-    let mut fed = 0;
     loop {
-        let mut rd = &buf[fed..];
-        match acceptor.read_tls(&mut rd) {
-            Ok(n) => fed += n,
-            Err(_) => return Ok((Outer::OtherTls, buf.freeze())),
+        if let Some(outer) = classify_outer(&buf) {
+            return Ok((outer, buf.freeze()));
         }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                let mesh = accepted
-                    .client_hello()
-                    .alpn()
-                    .is_some_and(|mut protos| protos.any(|p| MESH_ALPNS.contains(&p)));
-                let outer = if mesh {
-                    Outer::MeshTls
-                } else {
-                    Outer::OtherTls
-                };
-                return Ok((outer, buf.freeze()));
-            }
-            Ok(None) => {}
-            // Not a ClientHello rustls can read: not ours; let policy decide on it as opaque.
-            Err(_) => return Ok((Outer::OtherTls, buf.freeze())),
-        }
-        if buf.len() >= MAX_HELLO || read_more(io, &mut buf, deadline).await? == 0 {
+        if read_more(io, &mut buf, deadline).await? == 0 {
             return Ok((Outer::OtherTls, buf.freeze()));
         }
+    }
+}
+
+/// Classifies the outer layer from the bytes read so far (at least one): `None` while a
+/// ClientHello is still incomplete. A ClientHello is read by rustls itself; one offering a
+/// mesh ALPN is mesh TLS, any other TLS (or what rustls cannot read as a ClientHello) is
+/// other TLS, and anything that is not a TLS handshake record is plaintext.
+pub fn classify_outer(buf: &[u8]) -> Option<Outer> {
+    // TLS handshake record: content type 22.
+    if buf.first()? != &0x16 {
+        return Some(Outer::Plaintext);
+    }
+    // Boxed: the acceptor is ~2.5 KB and the caller's future lives in every connection's
+    // task.
+    let mut acceptor = Box::new(rustls::server::Acceptor::default());
+    let mut rd = buf;
+    while !rd.is_empty() {
+        match acceptor.read_tls(&mut rd) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => return Some(Outer::OtherTls),
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            let mesh = accepted
+                .client_hello()
+                .alpn()
+                .is_some_and(|mut protos| protos.any(|p| MESH_ALPNS.contains(&p)));
+            Some(if mesh {
+                Outer::MeshTls
+            } else {
+                Outer::OtherTls
+            })
+        }
+        Ok(None) if buf.len() < MAX_HELLO => None,
+        // Too long for a ClientHello, or not one rustls can read: not ours; policy decides
+        // on it as opaque.
+        Ok(None) | Err(_) => Some(Outer::OtherTls),
     }
 }
 
@@ -141,7 +154,7 @@ pub async fn inner<S: AsyncRead + Unpin>(
 }
 
 /// `Some` once the bytes decide; `None` if more are needed.
-fn classify(buf: &[u8]) -> Option<Proto> {
+pub fn classify(buf: &[u8]) -> Option<Proto> {
     if buf.is_empty() {
         return None;
     }

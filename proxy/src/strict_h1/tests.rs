@@ -196,3 +196,34 @@ async fn oversized_heads_are_left_to_hyper() {
     assert_eq!((v, err.is_some()), (None, false));
     assert_eq!(out, input, "passed through for hyper to answer 431");
 }
+
+/// Found by fuzzing (fuzz/fuzz_targets/strict_h1.rs): an oversized head with a bare CR
+/// early on was refused (400) when it arrived a byte at a time but passed to hyper (431)
+/// when it arrived in one read. The answer must not depend on how the bytes were split.
+#[test]
+fn an_oversized_bad_head_gets_the_same_answer_however_it_is_split() {
+    let max_head = 512;
+    for tail in [&b""[..], b"\r\n\r\n"] {
+        let mut input = b"POST /a HTTP/1.1\r\nHost: x\r\nX: a\rb\r\nY: ".to_vec();
+        input.extend(std::iter::repeat_n(b'y', 600));
+        input.extend(tail);
+        let (_, whole) = super::check_reads([input.as_slice()], max_head);
+        let (_, bytewise) = super::check_reads(input.chunks(1), max_head);
+        assert_eq!(
+            whole,
+            Some(Violation("bare CR in request head")),
+            "{tail:?}"
+        );
+        assert_eq!(bytewise, whole, "{tail:?}");
+    }
+    // A good oversized head still goes to hyper, whole or byte by byte.
+    let mut input = b"GET / HTTP/1.1\r\nX: ".to_vec();
+    input.extend(std::iter::repeat_n(b'a', 600));
+    input.extend(b"\r\n\r\n");
+    for (out, v) in [
+        super::check_reads([input.as_slice()], max_head),
+        super::check_reads(input.chunks(1), max_head),
+    ] {
+        assert_eq!((out, v), (input.clone(), None));
+    }
+}
