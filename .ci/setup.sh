@@ -2,6 +2,7 @@
 # .ci/run (CI), so what it exports reaches cargo:
 #   PATH                    + Go (installed when missing) and the Rust toolchain
 #   VIGIL_K8S_BIN           the Kubernetes test binaries (kube-apiserver, etcd, helm)
+#   VIGIL_H2SPEC            the h2spec binary (HTTP/2 conformance)
 #   VIGIL_SKIP_ROOT_TESTS=1 when not root (said, with the tests it skips)
 #   VIGIL_TEST_SETUP_DONE=1 so a second `source` (make test inside .ci/run) is a no-op
 #
@@ -167,6 +168,18 @@ else
     fi
     export VIGIL_K8S_BIN
     setup_note "$VIGIL_K8S_BIN"
+fi
+# h2spec (HTTP/2 conformance; proxy/tests/h2spec.rs), built from its pinned Go module by
+# e2e/h2spec/build.sh into $HOME/.cache/vigil/h2spec-<version>/ (a few seconds with warm
+# Go caches).
+if [ -z "${VIGIL_H2SPEC:-}" ] || [ ! -x "${VIGIL_H2SPEC:-}" ]; then
+    if setup_go && VIGIL_H2SPEC=$(bash e2e/h2spec/build.sh | tail -n 1) && [ -x "$VIGIL_H2SPEC" ]; then
+        export VIGIL_H2SPEC
+        setup_log "h2spec: $VIGIL_H2SPEC"
+    else
+        setup_log "building h2spec failed (see above); proxy/tests/h2spec.rs will fail"
+        unset VIGIL_H2SPEC
+    fi
 fi
 unset -f setup_go
 

@@ -1,0 +1,146 @@
+//! HTTP/2 conformance with h2spec (github.com/summerwind/h2spec, built by
+//! e2e/h2spec/build.sh; `.ci/setup.sh` exports `VIGIL_H2SPEC`), in strict mode, against
+//! the outbound (h2c from the app, prior knowledge) and the inbound (mesh mTLS: h2spec
+//! has no client certificates, so a relay of this test's own takes its plaintext
+//! connections and opens mesh mTLS with `web`'s SVID to the inbound). Behind them, a
+//! real HTTP/1.1 + h2c app.
+//!
+//! Every case must pass except the ones listed in [`EXCEPTIONS`] with the reason; the
+//! test fails if another case fails or if a listed one starts passing (then the list is
+//! out of date).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
+
+mod support;
+
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf};
+
+use support::*;
+use tokio::net::TcpListener;
+
+/// h2spec cases (`section/number` as h2spec numbers them) that fail for a reason that is
+/// not the proxy's to fix, per target.
+const EXCEPTIONS: &[(&str, &str, &str)] = &[
+    ("outbound", INVALID_PREFACE, DETECTION),
+    ("inbound", INVALID_PREFACE, DETECTION),
+];
+
+const INVALID_PREFACE: &str = "http2/3.5: Sends invalid connection preface";
+/// Both listeners detect the protocol from the first bytes: h2spec's invalid preface
+/// ("INVALID CONNECTION PREFACE") starts like an HTTP/1 request line, so it is answered
+/// as HTTP/1 (400, then the connection closes) rather than with an HTTP/2 GOAWAY — right
+/// for listeners that also serve HTTP/1.1 (the inbound behind mesh TLS too).
+const DETECTION: &str = "protocol detection answers a non-preface that looks like HTTP/1 as HTTP/1";
+
+fn h2spec() -> PathBuf {
+    let p = std::env::var_os("VIGIL_H2SPEC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "VIGIL_H2SPEC is not set: build h2spec with e2e/h2spec/build.sh (`make test` does)"
+            )
+        });
+    assert!(p.is_file(), "VIGIL_H2SPEC={} is not a file", p.display());
+    p
+}
+
+/// Accepts plaintext and relays each connection over mesh mTLS (as `web`) to `inbound`.
+async fn mtls_relay(mesh: &Mesh, inbound: SocketAddr) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let creds = std::sync::Arc::new(mesh.client_creds("web"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut plain, _)) = l.accept().await else {
+                continue;
+            };
+            let creds = creds.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = mtls(inbound, &creds, &[&wid("orders")], b"vigil/1").await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Runs h2spec (strict) against `addr`; returns (cases, failed case ids).
+fn run_h2spec(addr: SocketAddr, report: &std::path::Path) -> (usize, BTreeSet<String>) {
+    let out = std::process::Command::new(h2spec())
+        .args(["-S", "-o", "3", "-h"])
+        .arg(addr.ip().to_string())
+        .arg("-p")
+        .arg(addr.port().to_string())
+        .arg("-j")
+        .arg(report)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let xml =
+        std::fs::read_to_string(report).unwrap_or_else(|e| panic!("no report ({e}):\n{text}"));
+    // <testcase package="http2/6.5.3" classname="..." ...> followed by <failure>/<error>.
+    let mut cases = 0;
+    let mut failed = BTreeSet::new();
+    for chunk in xml.split("<testcase").skip(1) {
+        cases += 1;
+        let body = chunk.split("</testcase>").next().unwrap_or_default();
+        if body.contains("<failure") || body.contains("<error") {
+            let package = chunk
+                .split("package=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("?");
+            let class = chunk
+                .split("classname=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap_or("?");
+            failed.insert(format!("{package}: {class}"));
+        }
+    }
+    eprintln!(
+        "h2spec against {addr}: {cases} cases, {} failed",
+        failed.len()
+    );
+    for f in &failed {
+        eprintln!("  failed: {f}");
+    }
+    (cases, failed)
+}
+
+fn check(target: &str, cases: usize, failed: &BTreeSet<String>) {
+    assert!(cases > 100, "{target}: h2spec ran only {cases} cases");
+    let expected: BTreeSet<String> = EXCEPTIONS
+        .iter()
+        .filter(|(t, _, _)| *t == target)
+        .map(|(_, case, _)| case.to_string())
+        .collect();
+    let unexpected: Vec<_> = failed.difference(&expected).collect();
+    let now_passing: Vec<_> = expected.difference(failed).collect();
+    assert!(
+        unexpected.is_empty(),
+        "{target}: h2spec cases failed: {unexpected:#?}"
+    );
+    assert!(
+        now_passing.is_empty(),
+        "{target}: listed exceptions now pass, remove them: {now_passing:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2spec_strict_outbound_and_inbound() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    let ((web, _), (orders, _)) = pair_with_logs(&mesh, app, ALLOW_WEB, &[]).await;
+    let relay = mtls_relay(&mesh, orders.inbound).await;
+    let dir = tempfile::tempdir().unwrap();
+    for (target, addr) in [("outbound", web.routes[0]), ("inbound", relay)] {
+        let report = dir.path().join(format!("{target}.xml"));
+        let (cases, failed) = tokio::task::spawn_blocking(move || run_h2spec(addr, &report))
+            .await
+            .unwrap();
+        check(target, cases, &failed);
+    }
+}
