@@ -38,6 +38,7 @@ pub mod shared;
 pub mod strict_h1;
 pub mod tls_errors;
 pub mod tls_state;
+mod upgrade;
 pub mod wait_ready;
 
 pub use app::Proxy;

@@ -1,15 +1,13 @@
 //! Serving plumbing shared by both directions: the accept loop (connection limit,
 //! pending-handshake bounds, backoff on accept errors, drain)
-//! and driving a hyper server connection (HTTP/1 behind strict framing, or HTTP/2 with
-//! its limits) until it ends, the proxy drains, or policy closes it.
+//! and driving a hyper server connection (HTTP/1 behind strict framing, with upgrades, or
+//! HTTP/2 with its limits) until it ends, the proxy drains, or policy closes it.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, service::HttpService};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::graceful::GracefulConnection,
-};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -21,7 +19,7 @@ use crate::{
     log_limit::LogLimit,
     pending::{Pending, PendingLimits},
     shared::Shared,
-    strict_h1::StrictH1,
+    strict_h1::{StrictH1, UpgradeSwitch},
 };
 
 /// What a connection holds while it is open: its slot under the connection limit and the
@@ -144,15 +142,18 @@ where
 {
     let cfg = &shared.cfg;
     if proto == Proto::Http1 {
+        let strict = StrictH1::new(io, cfg.max_header_bytes);
+        let service = UpgradeAware {
+            inner: service,
+            switch: strict.upgrade_switch(),
+        };
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes)
-            .serve_connection(
-                TokioIo::new(StrictH1::new(io, cfg.max_header_bytes)),
-                service,
-            );
-        drive(conn, shared, closer).await
+            .serve_connection(TokioIo::new(strict), service)
+            .with_upgrades();
+        drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     } else {
         let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -165,12 +166,53 @@ where
             .max_pending_accept_reset_streams(Some(32))
             .max_local_error_reset_streams(Some(256))
             .serve_connection(TokioIo::new(io), service);
-        drive(conn, shared, closer).await
+        drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     }
 }
 
-async fn drive<C: GracefulConnection>(
+/// HTTP/1 service wrapper keeping [`StrictH1`] and hyper in step on upgrades: a `101`
+/// answer to a request carrying `Upgrade` flips the connection's switch (what follows is
+/// the new protocol); any other answer to such a request closes the connection, so the
+/// bytes held after it are never parsed as a request.
+#[derive(Clone, Debug)]
+struct UpgradeAware<S> {
+    inner: S,
+    switch: UpgradeSwitch,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for UpgradeAware<S>
+where
+    S: HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let fut = self.inner.clone().call(req);
+        let switch = self.switch.clone();
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if upgrade {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    switch.set();
+                } else {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// Runs `conn` until it ends, the proxy drains (then `graceful` lets in-flight requests
+/// finish), or `closer` fires.
+async fn drive<C: Future>(
     conn: C,
+    graceful: impl FnOnce(Pin<&mut C>),
     shared: &Shared,
     closer: impl Future<Output = &'static str>,
 ) -> Option<&'static str> {
@@ -178,7 +220,7 @@ async fn drive<C: GracefulConnection>(
     tokio::select! {
         _ = conn.as_mut() => None,
         _ = shared.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             let _ = conn.await;
             None
         }

@@ -15,10 +15,21 @@
 //! and closes the connection: one writer, no interleaving. A bad *chunked body* ends the
 //! stream with an error (the request is already in flight; the connection is dropped).
 //! A head larger than the limit is passed through unvalidated so hyper answers `431`.
+//!
+//! A request carrying `Upgrade` may switch the connection to another protocol. Whatever
+//! the client sends after it is *held* — not validated, not given to hyper — until the
+//! proxy decides: a `101 Switching Protocols` sets the connection's [`UpgradeSwitch`] and
+//! the held bytes (and all that follow) belong to the new protocol; any other answer
+//! carries `Connection: close` (see `serve::http`), so nothing after an upgrade request
+//! is ever parsed as another HTTP request.
 
 use std::{
     io,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -41,6 +52,26 @@ pub struct StrictH1<T> {
     violation: Option<Violation>,
     /// A body violation, reported after the bytes validated before it are delivered.
     pending_error: Option<io::Error>,
+    /// The request being read asked to upgrade: hold what follows its body.
+    upgrade_requested: bool,
+    switch: UpgradeSwitch,
+}
+
+/// Set when the proxy answered an upgrade request with `101 Switching Protocols`: from
+/// then on the connection carries the new protocol and [`StrictH1`] passes it through.
+#[derive(Clone, Debug, Default)]
+pub struct UpgradeSwitch(Arc<AtomicBool>);
+
+impl UpgradeSwitch {
+    /// The connection switched protocols.
+    pub fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    /// Whether it has.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// What was wrong with the framing (for logs and metrics).
@@ -62,7 +93,10 @@ enum State {
     ChunkCrlf(u8),
     /// Reading trailer lines after the last chunk; the current line.
     Trailers(Vec<u8>),
-    /// No more validation (oversized head handed to hyper, or after a violation).
+    /// After an upgrade request: bytes held back until the proxy decides (see the module
+    /// docs); at most `max_head` of them are read.
+    Held(Vec<u8>),
+    /// No more validation (oversized head handed to hyper, an upgraded connection).
     Passthrough,
     /// A violation was reported; reads end.
     Done,
@@ -86,6 +120,23 @@ impl<T> StrictH1<T> {
             max_head,
             violation: None,
             pending_error: None,
+            upgrade_requested: false,
+            switch: UpgradeSwitch::default(),
+        }
+    }
+
+    /// The switch the server sets when it answers an upgrade request with `101`.
+    pub fn upgrade_switch(&self) -> UpgradeSwitch {
+        self.switch.clone()
+    }
+
+    /// The state after a complete request: the next head, or — after an upgrade
+    /// request — holding.
+    fn next_message(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade_requested) {
+            State::Held(Vec::new())
+        } else {
+            State::Head(Vec::new())
         }
     }
 
@@ -109,6 +160,16 @@ impl<T> StrictH1<T> {
                     return Ok(());
                 }
                 State::Done => return Ok(()),
+                State::Held(held) => {
+                    if self.switch.is_set() {
+                        let held = std::mem::take(held);
+                        self.out.extend_from_slice(&held);
+                        self.state = State::Passthrough;
+                        continue;
+                    }
+                    held.extend_from_slice(input);
+                    return Ok(());
+                }
                 State::Head(buf) => {
                     // Empty lines before a request line are allowed (RFC 9112 §2.2).
                     if buf.as_slice() == b"\r" {
@@ -160,11 +221,11 @@ impl<T> StrictH1<T> {
                     let rest = buf.split_off(end);
                     let head = std::mem::take(buf);
                     match validate_head(&head) {
-                        Ok(framing) => {
+                        Ok((framing, upgrade)) => {
                             self.out.extend_from_slice(&head);
+                            self.upgrade_requested = upgrade;
                             self.state = match framing {
-                                Framing::None => State::Head(Vec::new()),
-                                Framing::Length(0) => State::Head(Vec::new()),
+                                Framing::None | Framing::Length(0) => self.next_message(),
                                 Framing::Length(n) => State::Body(n),
                                 Framing::Chunked => State::ChunkSize(Vec::new()),
                             };
@@ -180,7 +241,7 @@ impl<T> StrictH1<T> {
                     input = &input[take..];
                     *n -= take as u64;
                     if *n == 0 {
-                        self.state = State::Head(Vec::new());
+                        self.state = self.next_message();
                     }
                 }
                 State::ChunkSize(line) => {
@@ -235,7 +296,7 @@ impl<T> StrictH1<T> {
                     }
                     if byte == b'\n' {
                         if line.as_slice() == b"\r\n" {
-                            self.state = State::Head(Vec::new());
+                            self.state = self.next_message();
                         } else {
                             let checked = check_field_line(&line[..line.len() - 1])
                                 .and_then(|_| check_crlf(line));
@@ -287,6 +348,20 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
             }
             if matches!(self.state, State::Done) {
                 return Poll::Ready(Ok(())); // EOF after a rejected head
+            }
+            let this = &mut *self;
+            if let State::Held(held) = &mut this.state {
+                if this.switch.is_set() {
+                    let held = std::mem::take(held);
+                    this.out.extend_from_slice(&held);
+                    this.state = State::Passthrough;
+                    continue;
+                }
+                if held.len() >= this.max_head {
+                    // Enough held; hyper polls again once the answer is written (and an
+                    // answer other than 101 closes the connection).
+                    return Poll::Pending;
+                }
             }
             let mut scratch = [0u8; 8192];
             let mut rb = ReadBuf::new(&mut scratch);
@@ -378,7 +453,9 @@ fn early_violation(buf: &[u8]) -> Option<&'static str> {
     None
 }
 
-fn validate_head(head: &[u8]) -> Result<Framing, &'static str> {
+/// The head's framing, and whether it carries `Upgrade` (the request may switch the
+/// connection to another protocol).
+fn validate_head(head: &[u8]) -> Result<(Framing, bool), &'static str> {
     if let Some(v) = early_violation(head) {
         return Err(v);
     }
@@ -392,8 +469,10 @@ fn validate_head(head: &[u8]) -> Result<Framing, &'static str> {
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut te_seen = false;
+    let mut upgrade = false;
     for line in lines {
         let (name, value) = check_field_line(line)?;
+        upgrade |= name.eq_ignore_ascii_case(b"upgrade");
         if name.eq_ignore_ascii_case(b"content-length") {
             if content_length.is_some() {
                 return Err("more than one Content-Length");
@@ -414,13 +493,14 @@ fn validate_head(head: &[u8]) -> Result<Framing, &'static str> {
             chunked = true;
         }
     }
-    match (content_length, chunked) {
-        (Some(_), true) => Err("both Content-Length and Transfer-Encoding"),
-        (_, true) if http10 => Err("Transfer-Encoding on HTTP/1.0"),
-        (_, true) => Ok(Framing::Chunked),
-        (Some(n), false) => Ok(Framing::Length(n)),
-        (None, false) => Ok(Framing::None),
-    }
+    let framing = match (content_length, chunked) {
+        (Some(_), true) => return Err("both Content-Length and Transfer-Encoding"),
+        (_, true) if http10 => return Err("Transfer-Encoding on HTTP/1.0"),
+        (_, true) => Framing::Chunked,
+        (Some(n), false) => Framing::Length(n),
+        (None, false) => Framing::None,
+    };
+    Ok((framing, upgrade))
 }
 
 /// `METHOD SP target SP HTTP/1.x`; returns true for HTTP/1.0.

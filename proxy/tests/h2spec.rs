@@ -66,15 +66,21 @@ async fn mtls_relay(mesh: &Mesh, inbound: SocketAddr) -> SocketAddr {
     addr
 }
 
-/// Runs h2spec (strict) against `addr`; returns (cases, failed case ids).
-fn run_h2spec(addr: SocketAddr, report: &std::path::Path) -> (usize, BTreeSet<String>) {
+/// Runs h2spec (strict) against `addr` — all of it, or the sections in `only` — and
+/// returns (cases, failed case ids). Each failure is printed with h2spec's reason.
+fn run_h2spec(
+    addr: SocketAddr,
+    report: &std::path::Path,
+    only: &[String],
+) -> (usize, BTreeSet<String>) {
     let out = std::process::Command::new(h2spec())
-        .args(["-S", "-o", "3", "-h"])
+        .args(["-S", "-o", "5", "-h"])
         .arg(addr.ip().to_string())
         .arg("-p")
         .arg(addr.port().to_string())
         .arg("-j")
         .arg(report)
+        .args(only)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -87,36 +93,69 @@ fn run_h2spec(addr: SocketAddr, report: &std::path::Path) -> (usize, BTreeSet<St
         cases += 1;
         let body = chunk.split("</testcase>").next().unwrap_or_default();
         if body.contains("<failure") || body.contains("<error") {
-            let package = chunk
-                .split("package=\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .unwrap_or("?");
-            let class = chunk
-                .split("classname=\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-                .unwrap_or("?");
-            failed.insert(format!("{package}: {class}"));
+            let attr = |name: &str| {
+                chunk
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .unwrap_or("?")
+                    .to_string()
+            };
+            let id = format!("{}: {}", attr("package"), attr("classname"));
+            let why = body
+                .split_once('>')
+                .map(|(_, rest)| rest.trim())
+                .unwrap_or_default();
+            eprintln!("  failed: {id}\n    {why}");
+            failed.insert(id);
         }
     }
     eprintln!(
-        "h2spec against {addr}: {cases} cases, {} failed",
+        "h2spec against {addr}{}: {cases} cases, {} failed",
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", only.join(" "))
+        },
         failed.len()
     );
-    for f in &failed {
-        eprintln!("  failed: {f}");
+    (cases, failed)
+}
+
+/// Runs the whole suite; a case that fails unexpectedly is run again once, alone with its
+/// section, and counts as failed only if it fails again. h2spec waits a fixed time for
+/// each expected frame, so on a loaded 2-core CI machine a slow answer can read as a
+/// failure; a real conformance bug fails both times (and both failures are printed).
+fn run_target(
+    target: &'static str,
+    addr: SocketAddr,
+    dir: &std::path::Path,
+) -> (usize, BTreeSet<String>) {
+    let (cases, mut failed) = run_h2spec(addr, &dir.join(format!("{target}.xml")), &[]);
+    let expected = exceptions(target);
+    let again: BTreeSet<String> = failed
+        .difference(&expected)
+        .filter_map(|id| id.split(':').next().map(str::to_string))
+        .collect();
+    if !again.is_empty() {
+        let sections: Vec<String> = again.into_iter().collect();
+        let (_, still) = run_h2spec(addr, &dir.join(format!("{target}-again.xml")), &sections);
+        failed.retain(|id| expected.contains(id) || still.contains(id));
     }
     (cases, failed)
 }
 
-fn check(target: &str, cases: usize, failed: &BTreeSet<String>) {
-    assert!(cases > 100, "{target}: h2spec ran only {cases} cases");
-    let expected: BTreeSet<String> = EXCEPTIONS
+fn exceptions(target: &str) -> BTreeSet<String> {
+    EXCEPTIONS
         .iter()
         .filter(|(t, _, _)| *t == target)
         .map(|(_, case, _)| case.to_string())
-        .collect();
+        .collect()
+}
+
+fn check(target: &str, cases: usize, failed: &BTreeSet<String>) {
+    assert!(cases > 100, "{target}: h2spec ran only {cases} cases");
+    let expected = exceptions(target);
     let unexpected: Vec<_> = failed.difference(&expected).collect();
     let now_passing: Vec<_> = expected.difference(failed).collect();
     assert!(
@@ -137,8 +176,8 @@ async fn h2spec_strict_outbound_and_inbound() {
     let relay = mtls_relay(&mesh, orders.inbound).await;
     let dir = tempfile::tempdir().unwrap();
     for (target, addr) in [("outbound", web.routes[0]), ("inbound", relay)] {
-        let report = dir.path().join(format!("{target}.xml"));
-        let (cases, failed) = tokio::task::spawn_blocking(move || run_h2spec(addr, &report))
+        let path = dir.path().to_path_buf();
+        let (cases, failed) = tokio::task::spawn_blocking(move || run_target(target, addr, &path))
             .await
             .unwrap();
         check(target, cases, &failed);

@@ -1,11 +1,12 @@
 //! Inbound HTTP: serve the connection with hyper, authorize every request, forward
-//! allowed ones to the app.
+//! allowed ones to the app. An allowed upgrade (WebSocket …) the app accepts becomes a
+//! tunnel, re-authorized on every policy change (see [`crate::upgrade`]).
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Reason, Request as AuthzRequest};
 
@@ -19,6 +20,7 @@ use crate::{
     request_log::RequestLog,
     serve,
     shared::{Source, closed_by_policy, unix_now},
+    upgrade,
 };
 
 /// Serves one HTTP connection until it ends, the proxy drains, or policy closes it.
@@ -91,7 +93,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
 /// Returns the response and the decision label (`allow` / `deny`).
 async fn authorize_and_forward(
     req: Request<Incoming>,
-    ctx: &ConnCtx,
+    ctx: &Arc<ConnCtx>,
     request_id: &str,
     entry: &mut Entry,
 ) -> (Response<Body>, &'static str) {
@@ -108,6 +110,17 @@ async fn authorize_and_forward(
     if req.method() == Method::CONNECT {
         return reject("connect_method", StatusCode::METHOD_NOT_ALLOWED, entry);
     }
+    // Upgrades (WebSocket …) arrive over HTTP/1.1 only, mesh peers included.
+    let protocols = match ctx.proto {
+        Proto::Http1 => match upgrade::requested(&req) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "refusing upgrade request");
+                return reject("malformed_upgrade", StatusCode::BAD_REQUEST, entry);
+            }
+        },
+        _ => None,
+    };
     let normalized = match vigil_policy::path::normalize(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
@@ -117,8 +130,10 @@ async fn authorize_and_forward(
     };
     entry.path = Some(normalized.clone());
 
-    // Kubelet-style probes: plaintext GET/HEAD to a declared route needs no identity.
+    // Kubelet-style probes: plaintext GET/HEAD to a declared route needs no identity
+    // (and switches no protocol).
     let probe = matches!(ctx.source, Source::Plain)
+        && protocols.is_none()
         && matches!(*req.method(), Method::GET | Method::HEAD)
         && shared
             .cfg
@@ -177,7 +192,73 @@ async fn authorize_and_forward(
     }
     // Allowed: if the client goes away while the app answers, the record says so.
     entry.decision = "allow";
-    (forward(req, ctx, &normalized, request_id).await, "allow")
+    let upgrade = protocols.map(|protocols| Upgrade {
+        protocols,
+        method: req.method().clone(),
+        path: normalized.clone(),
+        headers: req.headers().clone(),
+    });
+    (
+        forward(req, ctx, &normalized, request_id, upgrade).await,
+        "allow",
+    )
+}
+
+/// An allowed upgrade request: what to ask the app for, and what the tunnel is
+/// re-authorized against whenever policy changes.
+struct Upgrade {
+    protocols: HeaderValue,
+    method: Method,
+    path: String,
+    headers: http::HeaderMap,
+}
+
+impl Upgrade {
+    /// Why the tunnel must close under `p`, if it must: the upgrade request, judged
+    /// again, is no longer allowed.
+    fn closes(&self, ctx: &ConnCtx, p: &vigil_policy::Policy) -> Option<&'static str> {
+        if let Some(reason) = connection_killer(p, &ctx.source) {
+            return Some(reason);
+        }
+        let d = p.evaluate(
+            &AuthzRequest {
+                peer: ctx.source.peer(),
+                source_ip: Some(ctx.src_addr.ip()),
+                port: ctx.port,
+                http: Some(HttpRequest {
+                    method: self.method.as_str(),
+                    path: &self.path,
+                    headers: &self.headers,
+                }),
+            },
+            unix_now(),
+        );
+        (!d.allowed).then_some(match d.reason {
+            Reason::Revoked => "revoked",
+            Reason::Quarantined => "quarantine",
+            _ => "policy",
+        })
+    }
+}
+
+/// Carries an upgraded connection between the client and the app until either ends or
+/// policy no longer allows the request that opened it.
+fn spawn_tunnel(ctx: &Arc<ConnCtx>, up: Upgrade, client: OnUpgrade, app: OnUpgrade) {
+    let ctx = ctx.clone();
+    let shared = ctx.shared.clone();
+    shared.tracker.spawn(async move {
+        let policy = ctx.shared.policy.clone();
+        let now = policy.borrow().clone();
+        let closer = async {
+            // A change between the decision and the switch counts too.
+            match up.closes(&ctx, &now) {
+                Some(reason) => reason,
+                None => closed_by_policy(policy, |p| up.closes(&ctx, p)).await,
+            }
+        };
+        let ended = upgrade::tunnel(client, app, closer).await;
+        ended.record(&ctx.shared, DIRECTION, &ctx.source.id_string());
+    });
 }
 
 fn record_decision(
@@ -236,14 +317,17 @@ pub(crate) fn policy_label(policy: &vigil_policy::Policy, reason: Reason) -> &st
     }
 }
 
-/// Sends an allowed request to the app, in the protocol the original client spoke.
+/// Sends an allowed request to the app, in the protocol the original client spoke; an
+/// upgrade the app accepts becomes a tunnel.
 async fn forward(
-    req: Request<Incoming>,
-    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    ctx: &Arc<ConnCtx>,
     normalized: &str,
     request_id: &str,
+    upgrade: Option<Upgrade>,
 ) -> Response<Body> {
     let shared = &ctx.shared;
+    let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the app.
     let app_h1 = match ctx.proto {
@@ -263,6 +347,9 @@ async fn forward(
     };
     parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(up) = &upgrade {
+        upgrade::restore(&mut parts.headers, up.protocols.clone());
+    }
     parts.headers.remove(ORIG_PROTO);
     parts.headers.remove(PEER_ID);
     if let Source::Mesh(info) = &ctx.source
@@ -292,6 +379,20 @@ async fn forward(
             .await
     };
     match result {
+        Ok(mut resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let chosen = upgrade::chosen(resp.headers());
+            let (Some(up), Some(client), Some(chosen)) = (upgrade, on_client, chosen) else {
+                // A switch nobody asked for, or to no protocol: not passed on.
+                tracing::debug!(app = %ctx.app, "the app switched protocols unasked");
+                return app_error(ctx, request_id);
+            };
+            let app = hyper::upgrade::on(&mut resp);
+            spawn_tunnel(ctx, up, client, app);
+            let (mut parts, _) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            upgrade::restore(&mut parts.headers, chosen);
+            Response::from_parts(parts, crate::http_util::full(bytes::Bytes::new()))
+        }
         Ok(resp) => {
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -299,14 +400,18 @@ async fn forward(
         }
         Err(e) => {
             tracing::debug!(error = %e, app = %ctx.app, "forwarding to the app failed");
-            shared
-                .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "app_unavailable"])
-                .inc();
-            error_response(StatusCode::BAD_GATEWAY, request_id)
+            app_error(ctx, request_id)
         }
     }
+}
+
+fn app_error(ctx: &ConnCtx, request_id: &str) -> Response<Body> {
+    ctx.shared
+        .metrics
+        .rejected
+        .with_label_values(&[DIRECTION, "app_unavailable"])
+        .inc();
+    error_response(StatusCode::BAD_GATEWAY, request_id)
 }
 
 /// Exact body size, when the body knows it.

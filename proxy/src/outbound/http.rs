@@ -2,6 +2,9 @@
 //! pooled HTTP/2 mesh connection to the destination's proxy. An HTTP/1 request is marked
 //! `vigil-orig-proto: HTTP/1.1` so the far side hands it to its app as HTTP/1.1.
 //!
+//! An upgrade request (WebSocket …) takes a connection of its own instead, see
+//! [`super::upgrade`].
+//!
 //! The outbound does not authorize mesh requests — the destination's proxy does. So its
 //! access-log line says what it knows: `decision: "forward"` and the status the
 //! destination answered (a 403 there is the destination's deny, whose log line carries
@@ -96,10 +99,37 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
         record.entry.reason = "workload is quarantined".into();
         error_response(StatusCode::FORBIDDEN, &request_id)
     } else {
-        send(req, &ctx, &request_id, &mut record.entry).await
+        match upgrade_requested(&req, &ctx) {
+            Ok(None) => send(req, &ctx, &request_id, &mut record.entry).await,
+            Ok(Some(protocols)) => {
+                super::upgrade::send(req, protocols, &ctx, &request_id, &mut record.entry).await
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "refusing upgrade request");
+                shared
+                    .metrics
+                    .rejected
+                    .with_label_values(&[DIRECTION, "malformed_upgrade"])
+                    .inc();
+                record.entry.decision = "deny";
+                record.entry.reason = e.to_string();
+                error_response(StatusCode::BAD_REQUEST, &request_id)
+            }
+        }
     };
     record.finish(resp.status().as_u16(), 0);
     Ok(crate::http_util::without_body_for_head(resp, head))
+}
+
+/// The protocols an upgrade request asks for (HTTP/1.1 from the app only).
+fn upgrade_requested(
+    req: &Request<Incoming>,
+    ctx: &OutCtx,
+) -> Result<Option<HeaderValue>, crate::upgrade::MalformedUpgrade> {
+    match ctx.proto {
+        Proto::Http1 => crate::upgrade::requested(req),
+        _ => Ok(None),
+    }
 }
 
 async fn send(
@@ -176,7 +206,7 @@ async fn send(
 
 /// `forwarded over mTLS; the destination answered 403 (its request id …)`: the request
 /// id is present when the destination's proxy, not its app, produced the answer.
-fn forwarded_reason<B>(resp: &Response<B>) -> String {
+pub(super) fn forwarded_reason<B>(resp: &Response<B>) -> String {
     let status = resp.status().as_u16();
     match resp.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
         Some(id) => {

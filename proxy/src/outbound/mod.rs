@@ -28,6 +28,7 @@ mod connect;
 pub mod discovery;
 mod http;
 mod tcp;
+mod upgrade;
 
 pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector, Target};
 

@@ -227,3 +227,60 @@ fn an_oversized_bad_head_gets_the_same_answer_however_it_is_split() {
         assert_eq!((out, v), (input.clone(), None));
     }
 }
+
+const UPGRADE_HEAD: &[u8] =
+    b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+
+#[tokio::test]
+async fn bytes_after_an_upgrade_request_are_held_until_the_switch() {
+    // Not switched: neither a frame nor a smuggled request behind it reaches hyper, and
+    // neither counts as a violation (the answer closes the connection).
+    let mut input = UPGRADE_HEAD.to_vec();
+    input.extend_from_slice(b"\x81\x05hello\r\nGET /admin HTTP/1.1\r\nHost: a\r\n\r\n");
+    let (out, v, err) = check(&input).await;
+    assert_eq!(out, UPGRADE_HEAD);
+    assert_eq!((v, err), (None, false));
+    // Also after a body.
+    let mut with_body =
+        b"POST /up HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+    let framed = with_body.clone();
+    with_body.extend_from_slice(b"\x00junk");
+    let (out, v, _) = check(&with_body).await;
+    assert_eq!((out, v), (framed, None));
+}
+
+#[tokio::test]
+async fn a_switched_connection_passes_everything_through() {
+    let early = b"\x81\x05hello\r\n\x00";
+    let mut first = UPGRADE_HEAD.to_vec();
+    first.extend_from_slice(early);
+    let later = b"GET /admin HTTP/1.1\n\n".to_vec(); // bare LF: not HTTP any more
+    let mut s = StrictH1::new(Chunks(vec![first, later.clone()].into()), 16 * 1024);
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], UPGRADE_HEAD);
+    s.upgrade_switch().set();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    let mut want = early.to_vec();
+    want.extend_from_slice(&later);
+    assert_eq!(rest, want);
+    assert!(s.violation().is_none());
+}
+
+#[tokio::test]
+async fn held_bytes_are_bounded() {
+    let mut input = UPGRADE_HEAD.to_vec();
+    input.extend(std::iter::repeat_n(b'x', 64 * 1024));
+    let mut s = StrictH1::new(Chunks(vec![input].into()), 1024);
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], UPGRADE_HEAD);
+    // Past the bound the reader stops reading (pending) instead of buffering more.
+    let more = tokio::time::timeout(std::time::Duration::from_millis(50), s.read(&mut buf)).await;
+    assert!(more.is_err(), "expected a pending read");
+    match &s.state {
+        State::Held(h) => assert!(h.len() <= 1024 + 8192, "{}", h.len()),
+        _ => panic!("not holding"),
+    }
+}
