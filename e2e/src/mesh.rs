@@ -224,7 +224,7 @@ impl Mesh {
             proxy.as_str(),
             "run",
             "--inbound",
-            "0.0.0.0:4143",
+            "[::]:4143",
             "--outbound",
             "127.0.0.1:4140",
             "--admin",

@@ -245,25 +245,31 @@ impl Proxy {
 
         let backlog = cfg.listen_backlog;
         let bind = |addr: SocketAddr, what: &'static str| async move {
-            listen(addr, backlog).with_context(|| format!("binding the {what} listener on {addr}"))
+            crate::listen::bind(addr, backlog)
+                .with_context(|| format!("binding the {what} listener on {addr}"))
         };
-        let inbound_l = bind(cfg.inbound, "inbound").await?;
-        let outbound_l = bind(cfg.outbound, "outbound").await?;
-        let admin_l = bind(cfg.admin, "admin").await?;
+        let inbound_ls = bind(cfg.inbound, "inbound").await?;
+        let outbound_ls = bind(cfg.outbound, "outbound").await?;
+        let admin_ls = bind(cfg.admin, "admin").await?;
         let mut route_ls = Vec::new();
         for r in &cfg.outbound_routes {
-            route_ls.push(bind(r.listen, "outbound route").await?);
+            route_ls.extend(bind(r.listen, "outbound route").await?.into_iter().take(1));
         }
-        let inbound_addr = inbound_l.local_addr()?;
-        let outbound_addr = outbound_l.local_addr()?;
-        let admin_addr = admin_l.local_addr()?;
+        let first = |ls: &[TcpListener]| ls.first().map(TcpListener::local_addr).transpose();
+        let inbound_addr = first(&inbound_ls)?.context("no inbound listener")?;
+        let outbound_addr = first(&outbound_ls)?.context("no outbound listener")?;
+        let admin_addr = first(&admin_ls)?.context("no admin listener")?;
         let routes = route_ls
             .iter()
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
 
-        tokio::spawn(inbound::serve(inbound_l, shared.clone()));
-        tokio::spawn(outbound::serve_transparent(outbound_l, shared.clone()));
+        for l in inbound_ls {
+            tokio::spawn(inbound::serve(l, shared.clone()));
+        }
+        for l in outbound_ls {
+            tokio::spawn(outbound::serve_transparent(l, shared.clone()));
+        }
         for (i, l) in route_ls.into_iter().enumerate() {
             tokio::spawn(outbound::serve_route(l, shared.clone(), i));
         }
@@ -271,11 +277,16 @@ impl Proxy {
             shared: shared.clone(),
             policy_store: policy_store.clone(),
         });
-        let admin_task = tokio::spawn(admin::serve(admin_l, admin));
+        let admin_tasks: Vec<_> = admin_ls
+            .into_iter()
+            .map(|l| tokio::spawn(admin::serve(l, admin.clone())))
+            .collect();
         let bg = background.clone();
         tokio::spawn(async move {
             bg.cancelled().await;
-            admin_task.abort();
+            for t in admin_tasks {
+                t.abort();
+            }
         });
         tracing::info!(inbound = %inbound_addr, outbound = %outbound_addr, admin = %admin_addr, "vigil-proxy started");
         Ok(Self {
@@ -388,16 +399,4 @@ fn identity_of_service_account_token(
         "with --service-account-token-file, pass --controller-identity (it names the trust domain)",
     )?;
     Ok(SpiffeId::workload(&td, &ns, &sa)?)
-}
-
-/// A listener on `addr` with an accept queue of `backlog` (SO_REUSEADDR, as
-/// `TcpListener::bind` sets it).
-fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
-    let socket = match addr {
-        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(backlog)
 }

@@ -9,11 +9,11 @@ use serde::Serialize;
 use vigil_cert_authority::SpiffeId;
 
 /// Default inbound listener.
-pub const DEFAULT_INBOUND: &str = "0.0.0.0:4143";
+pub const DEFAULT_INBOUND: &str = "[::]:4143";
 /// Default outbound (transparent) listener.
 pub const DEFAULT_OUTBOUND: &str = "127.0.0.1:4140";
 /// Default admin listener.
-pub const DEFAULT_ADMIN: &str = "0.0.0.0:4191";
+pub const DEFAULT_ADMIN: &str = "[::]:4191";
 
 /// Flags of `vigil-proxy run`.
 #[derive(Clone, Debug, Args)]

@@ -1,4 +1,5 @@
-//! `vigil-proxy init`: program iptables (nat) so a pod's traffic flows through its proxy.
+//! `vigil-proxy init`: program iptables and ip6tables (nat) so a pod's traffic flows
+//! through its proxy.
 //!
 //! ```text
 //! PREROUTING ─► VIGIL_INBOUND:  skip-inbound-ports, admin port ─► RETURN
@@ -11,9 +12,20 @@
 //!
 //! Idempotent: the two chains are created if missing and flushed, then refilled; the jumps
 //! into them are added only if absent. Running it twice leaves the same rules. The original
-//! destination survives REDIRECT and is read back with SO_ORIGINAL_DST. IPv4 only.
+//! destination survives REDIRECT and is read back with SO_ORIGINAL_DST
+//! (IP6T_SO_ORIGINAL_DST for IPv6).
+//!
+//! Both families get the same chains (loopback is `127.0.0.0/8` or `::1/128`; each
+//! `--skip-cidrs` entry goes to its own family). IPv6 (`--ipv6`): `on` programs ip6tables
+//! and fails if it cannot; `off` leaves it alone; `auto` (the default) programs it and
+//! fails if it cannot *when the pod has a routable IPv6 address* — traffic over an address
+//! the rules do not cover would bypass the proxy — and otherwise (IPv6 disabled, or only
+//! link-local addresses, as in an IPv4 cluster) skips it or tolerates a failure, saying so.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+};
 
 use clap::Args;
 
@@ -51,9 +63,9 @@ pub struct InitArgs {
         value_delimiter = ','
     )]
     pub skip_outbound_ports: Vec<u16>,
-    /// Outbound destination networks (CIDR) that bypass the proxy.
+    /// Outbound destination networks (CIDR, IPv4 or IPv6) that bypass the proxy.
     #[arg(long, env = "VIGIL_PROXY_INIT_SKIP_CIDRS", value_delimiter = ',')]
-    pub skip_cidrs: Vec<ipnet::Ipv4Net>,
+    pub skip_cidrs: Vec<ipnet::IpNet>,
     /// Print the iptables commands instead of running them.
     #[arg(long)]
     pub dry_run: bool,
@@ -63,6 +75,48 @@ pub struct InitArgs {
     /// The iptables binary.
     #[arg(long, env = "VIGIL_PROXY_INIT_IPTABLES", default_value = "iptables")]
     pub iptables: String,
+    /// The ip6tables binary.
+    #[arg(long, env = "VIGIL_PROXY_INIT_IP6TABLES", default_value = "ip6tables")]
+    pub ip6tables: String,
+    /// Whether to program IPv6 too (see the module docs).
+    #[arg(long, env = "VIGIL_PROXY_INIT_IPV6", value_enum, default_value_t = Ipv6Mode::Auto)]
+    pub ipv6: Ipv6Mode,
+}
+
+/// `--ipv6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Ipv6Mode {
+    /// Required when the pod has a routable IPv6 address, best effort otherwise.
+    Auto,
+    /// Always; a failure is an error.
+    On,
+    /// Never.
+    Off,
+}
+
+/// An address family the rules are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// iptables.
+    V4,
+    /// ip6tables.
+    V6,
+}
+
+impl Family {
+    fn loopback(self) -> String {
+        match self {
+            Self::V4 => format!("{}/8", Ipv4Addr::new(127, 0, 0, 0)),
+            Self::V6 => format!("{}/128", Ipv6Addr::LOCALHOST),
+        }
+    }
+
+    fn holds(self, net: &ipnet::IpNet) -> bool {
+        matches!(
+            (self, net),
+            (Self::V4, ipnet::IpNet::V4(_)) | (Self::V6, ipnet::IpNet::V6(_))
+        )
+    }
 }
 
 /// Why rules could not be installed.
@@ -99,8 +153,8 @@ impl Rule {
     }
 }
 
-/// The rules of the two chains, in order (without chain creation or jumps).
-pub fn chain_rules(a: &InitArgs) -> Vec<Rule> {
+/// The rules of the two chains for `family`, in order (without chain creation or jumps).
+pub fn chain_rules(a: &InitArgs, family: Family) -> Vec<Rule> {
     let mut rules = Vec::new();
     let mut skip_in = a.skip_inbound_ports.clone();
     skip_in.push(a.admin_port);
@@ -123,9 +177,11 @@ pub fn chain_rules(a: &InitArgs) -> Vec<Rule> {
         &["-m", "owner", "--uid-owner", &uid, "-j", "RETURN"],
     ));
     rules.push(append(OUTBOUND_CHAIN, &["-o", "lo", "-j", "RETURN"]));
-    let loopback = format!("{}/8", Ipv4Addr::new(127, 0, 0, 0));
-    rules.push(append(OUTBOUND_CHAIN, &["-d", &loopback, "-j", "RETURN"]));
-    for cidr in &a.skip_cidrs {
+    rules.push(append(
+        OUTBOUND_CHAIN,
+        &["-d", &family.loopback(), "-j", "RETURN"],
+    ));
+    for cidr in a.skip_cidrs.iter().filter(|c| family.holds(c)) {
         rules.push(append(
             OUTBOUND_CHAIN,
             &["-d", &cidr.trunc().to_string(), "-j", "RETURN"],
@@ -184,9 +240,53 @@ fn jumps() -> [Rule; 2] {
     ]
 }
 
-/// Prints (dry run) or applies the rules. Returns the commands, for the caller to print.
+/// Prints (dry run) or applies the rules, IPv4 and (see `--ipv6`) IPv6. Returns the
+/// commands, for the caller to print; a tolerated IPv6 failure is logged.
 pub fn run(a: &InitArgs) -> Result<Vec<String>, InitError> {
-    let bin = a.iptables.as_str();
+    let mut shown = run_family(a, Family::V4)?;
+    let routable_v6 = routable_ipv6();
+    match (a.ipv6, routable_v6) {
+        (Ipv6Mode::Off, _) => {}
+        (Ipv6Mode::On, _) | (Ipv6Mode::Auto, Some(_)) => {
+            shown.extend(run_family(a, Family::V6)?);
+        }
+        (Ipv6Mode::Auto, None) => match run_family(a, Family::V6) {
+            Ok(lines) => shown.extend(lines),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "IPv6 rules not programmed; the pod has no routable IPv6 address"
+            ),
+        },
+    }
+    Ok(shown)
+}
+
+/// A global-scope IPv6 address of this network namespace, if it has one
+/// (`/proc/net/if_inet6`: address, index, prefix, scope, flags, name; scope 0 is global).
+pub fn routable_ipv6() -> Option<Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    parse_if_inet6(&table).into_iter().next()
+}
+
+fn parse_if_inet6(table: &str) -> Vec<Ipv6Addr> {
+    table
+        .lines()
+        .filter_map(|line| {
+            let mut f = line.split_whitespace();
+            let hex = f.next()?;
+            let scope = f.nth(2)?;
+            let bits = u128::from_str_radix(hex, 16).ok()?;
+            let addr = Ipv6Addr::from(bits);
+            (scope == "00" && !IpAddr::V6(addr).is_loopback()).then_some(addr)
+        })
+        .collect()
+}
+
+fn run_family(a: &InitArgs, family: Family) -> Result<Vec<String>, InitError> {
+    let bin = match family {
+        Family::V4 => a.iptables.as_str(),
+        Family::V6 => a.ip6tables.as_str(),
+    };
     let mut shown = Vec::new();
     if a.remove {
         for j in jumps() {
@@ -220,7 +320,7 @@ pub fn run(a: &InitArgs) -> Result<Vec<String>, InitError> {
             exec(bin, &flush, false)?;
         }
     }
-    for r in chain_rules(a) {
+    for r in chain_rules(a, family) {
         shown.push(r.render(bin));
         if !a.dry_run {
             exec(bin, &r, false)?;
@@ -307,11 +407,11 @@ mod tests {
             "--skip-outbound-ports",
             "5432",
             "--skip-cidrs",
-            "10.1.2.3/16",
+            "10.1.2.3/16,fd00:1::5/64",
             "--proxy-uid",
             "2102",
         ]);
-        let rendered: Vec<String> = chain_rules(&a)
+        let rendered: Vec<String> = chain_rules(&a, Family::V4)
             .iter()
             .map(|r| r.render("iptables"))
             .collect();
@@ -331,10 +431,81 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_rules_mirror_ipv4_with_their_own_loopback_and_cidrs() {
+        let a = args(&["--skip-cidrs", "10.1.2.3/16,fd00:1::5/64,2001:db8::/32"]);
+        let rendered: Vec<String> = chain_rules(&a, Family::V6)
+            .iter()
+            .map(|r| r.render("ip6tables"))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                "ip6tables -t nat -A VIGIL_INBOUND -p tcp -m multiport --dports 4191 -j RETURN",
+                "ip6tables -t nat -A VIGIL_INBOUND -p tcp -j REDIRECT --to-ports 4143",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -m owner --uid-owner 1337 -j RETURN",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -o lo -j RETURN",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -d ::1/128 -j RETURN",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -d fd00:1::/64 -j RETURN",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -d 2001:db8::/32 -j RETURN",
+                "ip6tables -t nat -A VIGIL_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+            ]
+        );
+    }
+
+    #[test]
+    fn routable_ipv6_means_global_scope_and_not_loopback() {
+        let table = "\
+00000000000000000000000000000001 01 80 10 80       lo
+fe80000000000000b0c1fffffe2a3b4c 02 40 20 80     eth0
+fd000000000000000000000000000002 02 40 00 80     eth0
+";
+        assert_eq!(
+            parse_if_inet6(table),
+            ["fd00::2".parse::<Ipv6Addr>().unwrap()]
+        );
+        let v4_cluster = "\
+00000000000000000000000000000001 01 80 10 80       lo
+fe80000000000000b0c1fffffe2a3b4c 02 40 20 80     eth0
+";
+        assert!(parse_if_inet6(v4_cluster).is_empty());
+    }
+
+    #[test]
+    fn ipv6_on_fails_without_ip6tables_and_off_never_runs_it() {
+        let on = args(&["--dry-run", "--ipv6", "on"]);
+        let shown = run(&on).unwrap();
+        assert!(
+            shown
+                .iter()
+                .any(|l| l.starts_with("ip6tables -t nat -N VIGIL_INBOUND"))
+        );
+        let off = args(&["--dry-run", "--ipv6", "off"]);
+        assert!(
+            !run(&off)
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("ip6tables"))
+        );
+        let missing = args(&[
+            "--ipv6",
+            "on",
+            "--iptables",
+            "true",
+            "--ip6tables",
+            "/nonexistent/ip6tables",
+        ]);
+        let err = run(&missing).unwrap_err();
+        assert!(
+            matches!(err, InitError::NotFound(ref b) if b.contains("ip6tables")),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn many_ports_are_split_for_multiport() {
         let ports: Vec<String> = (1..=20).map(|p| p.to_string()).collect();
         let a = args(&["--skip-outbound-ports", &ports.join(",")]);
-        let n = chain_rules(&a)
+        let n = chain_rules(&a, Family::V4)
             .iter()
             .filter(|r| {
                 r.0.contains(&"multiport".to_string()) && r.0.contains(&OUTBOUND_CHAIN.to_string())

@@ -25,6 +25,7 @@ pub mod inbound;
 pub mod init;
 pub mod io;
 pub mod limits;
+pub mod listen;
 mod log_limit;
 mod memory;
 pub mod metrics;

@@ -51,7 +51,10 @@ fn main() -> ExitCode {
                         println!("{l}");
                     }
                 } else {
-                    eprintln!("vigil-proxy init: {} iptables rules applied", lines.len());
+                    eprintln!(
+                        "vigil-proxy init: {} iptables/ip6tables rules applied",
+                        lines.len()
+                    );
                 }
                 ExitCode::SUCCESS
             }

@@ -73,9 +73,11 @@ pub(crate) async fn accept_loop<F, Fut>(
             a = listener.accept() => a,
         };
         let (stream, src) = match accepted {
-            Ok(a) => {
+            Ok((stream, src)) => {
                 backoff = Duration::ZERO;
-                a
+                // IPv4 through a dual-stack listener arrives v4-mapped: policy, limits
+                // and logs see the IPv4 address.
+                (stream, crate::listen::canonical(src))
             }
             Err(e) => {
                 shared

@@ -129,13 +129,15 @@ pub async fn closed_by_policy(
 /// redirected by iptables; `None` otherwise.
 pub fn original_dst(stream: &tokio::net::TcpStream) -> Option<SocketAddr> {
     let sock = socket2::SockRef::from(stream);
-    let local = stream.local_addr().ok()?;
+    let local = crate::listen::canonical(stream.local_addr().ok()?);
+    // IPv4 accepted by a dual-stack socket has IPv4 conntrack state: SOL_IP asks for it.
     let orig = match local {
         SocketAddr::V4(_) => sock.original_dst_v4(),
         SocketAddr::V6(_) => sock.original_dst_v6(),
     }
     .ok()?
-    .as_socket()?;
+    .as_socket()
+    .map(crate::listen::canonical)?;
     // Without a redirect the "original" destination is simply the local address.
     (orig != local).then_some(orig)
 }

@@ -208,9 +208,9 @@ fn proxy_env(config: &InjectorConfig, settings: &PodSettings, routes: &[String])
             "VIGIL_PROXY_SERVICE_ACCOUNT_TOKEN_FILE",
             &format!("{TOKEN_DIR}/token"),
         ),
-        value_env("VIGIL_PROXY_INBOUND", &format!("0.0.0.0:{}", p.inbound)),
+        value_env("VIGIL_PROXY_INBOUND", &format!("[::]:{}", p.inbound)),
         value_env("VIGIL_PROXY_OUTBOUND", &format!("127.0.0.1:{}", p.outbound)),
-        value_env("VIGIL_PROXY_ADMIN", &format!("0.0.0.0:{}", p.admin)),
+        value_env("VIGIL_PROXY_ADMIN", &format!("[::]:{}", p.admin)),
         value_env("VIGIL_PROXY_LOG", &config.log_level),
         value_env("VIGIL_PROXY_LOG_FORMAT", "json"),
     ]);

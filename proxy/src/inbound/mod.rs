@@ -54,7 +54,15 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut gua
     let orig = original_dst(&stream);
     let (port, app) = match (cfg.app, orig) {
         (Some(app), _) => (app.port(), app),
-        (None, Some(orig)) => (orig.port(), SocketAddr::from(([127, 0, 0, 1], orig.port()))),
+        // The app on the loopback of the family the client used: IPv6 clients reach
+        // it on ::1 (an app in an IPv6 or dual-stack pod listens on `::`).
+        (None, Some(orig)) => {
+            let lo: std::net::IpAddr = match orig {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+            };
+            (orig.port(), SocketAddr::new(lo, orig.port()))
+        }
         (None, None) => {
             // Neither redirected nor configured with --app: nowhere to forward.
             shared
