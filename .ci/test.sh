@@ -38,7 +38,7 @@ set -e
 awk -v elapsed=$((SECONDS - start)) -f .ci/test-summary.awk "$log" >&2
 
 if [ -n "${VIGIL_SKIP_ROOT_TESTS:-}" ]; then
-    printf '    skipped (not root): proxy/tests/interception.rs, e2e/tests/mesh.rs, e2e/tests/cluster, docker load in e2e/tests/images\n' >&2
+    printf '    skipped (not root): proxy/tests/interception.rs, e2e/tests/mesh.rs, e2e/tests/dual_stack.rs, e2e/tests/cluster, docker load in e2e/tests/images\n' >&2
 fi
 if [ -n "${VIGIL_SKIP_K8S_TESTS:-}" ]; then
     printf '    skipped (VIGIL_SKIP_K8S_TESTS): e2e/tests/k8s_*.rs\n' >&2

@@ -16,7 +16,7 @@ use tokio::{
 /// JSON `{service, peer, method, path}` (`peer` from the `x-vigil-peer-id` header the
 /// proxy sets after verifying the caller).
 pub async fn http_app(service: &'static str, port: u16) {
-    let l = TcpListener::bind(("0.0.0.0", port))
+    let l = TcpListener::bind(("::", port))
         .await
         .unwrap_or_else(|e| panic!("binding :{port}: {e}"));
     loop {
@@ -45,9 +45,9 @@ pub async fn http_app(service: &'static str, port: u16) {
     }
 }
 
-/// A TCP echo server on `0.0.0.0:port` (an opaque, non-HTTP protocol).
+/// A TCP echo server on `[::]:port` (both families) (an opaque, non-HTTP protocol).
 pub async fn echo_app(port: u16) {
-    let l = TcpListener::bind(("0.0.0.0", port))
+    let l = TcpListener::bind(("::", port))
         .await
         .unwrap_or_else(|e| panic!("binding :{port}: {e}"));
     loop {

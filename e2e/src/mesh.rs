@@ -139,7 +139,8 @@ impl Mesh {
             "--state-dir".into(),
             self.path("state"),
             "--listen".into(),
-            self.controller(),
+            // Both families: IPv6-only pods reach it at its IPv6 address.
+            format!("[::]:{GRPC_PORT}"),
             "--admin".into(),
             self.ctl_pod.addr(ADMIN_PORT).to_string(),
             "--svid-ttl".into(),
@@ -195,6 +196,19 @@ impl Mesh {
     /// Enrolls `pod` as workload `shop/<name>`: `vigil-proxy init` (iptables), a bootstrap
     /// token, and `vigil-proxy run` in controller mode. Waits until the proxy is ready.
     pub fn enroll(&mut self, pod: &Pod, name: &str, extra: &[&str]) -> ProcId {
+        let controller = self.controller();
+        self.enroll_via(pod, name, &controller, extra)
+    }
+
+    /// [`Mesh::enroll`] with the controller at `controller` (an IPv6-only pod reaches it at
+    /// its IPv6 address).
+    pub fn enroll_via(
+        &mut self,
+        pod: &Pod,
+        name: &str,
+        controller: &str,
+        extra: &[&str],
+    ) -> ProcId {
         let proxy = bin("vigil-proxy").display().to_string();
         sh(&[
             "ip",
@@ -230,7 +244,7 @@ impl Mesh {
             "--admin",
             PROXY_ADMIN,
             "--controller",
-            &self.controller(),
+            controller,
             "--workload",
             &format!("{NS}/{name}"),
             "--bundle",
@@ -328,6 +342,19 @@ impl Mesh {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// `Segment` documents, one per app: segment `<app>` selects the pods labelled
+/// `app: <app>`.
+pub fn app_segments(apps: &[&str]) -> String {
+    apps.iter()
+        .map(|app| {
+            format!(
+                "apiVersion: policy.vigil.dev/v1alpha1\nkind: Segment\nmetadata: {{name: {app}, namespace: {NS}}}\nspec: {{podSelector: {{matchLabels: {{app: {app}}}}}}}\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
 }
 
 /// `Workload` documents: (name, labels, addresses).

@@ -16,7 +16,7 @@
 
 use std::{
     fs::File,
-    net::{Ipv4Addr, SocketAddr},
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
     path::Path,
     process::{Child, Command, Stdio},
 };
@@ -64,14 +64,28 @@ pub fn sh(args: &[&str]) -> String {
 pub struct Pod {
     /// Namespace name (`ip netns`).
     pub ns: String,
-    /// Its address.
+    /// Its IPv4 address (removed by [`Net::ipv6_only`]).
     pub ip: Ipv4Addr,
+    /// Its link to the bridge.
+    pub dev: String,
 }
 
 impl Pod {
     /// `ip:port` of this pod.
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::from((self.ip, port))
+    }
+
+    /// Its IPv6 address once [`Net::add_ipv6`] gave it one: `fd00:<a>:<b>:<c>::<host>`
+    /// on the network's `/64`, the IPv4 address's octets in the prefix.
+    pub fn ip6(&self) -> Ipv6Addr {
+        let [a, b, c, host] = self.ip.octets();
+        Ipv6Addr::new(0xfd00, a.into(), b.into(), c.into(), 0, 0, 0, host.into())
+    }
+
+    /// `[ip6]:port` of this pod.
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip6(), port))
     }
 
     /// Runs `f` to completion on a thread inside this pod's namespace.
@@ -161,6 +175,7 @@ impl Net {
         let node = Pod {
             ns: format!("{id}-br"),
             ip: Ipv4Addr::new(10, tag, third, 1),
+            dev: "br0".into(),
         };
         let mut net = Self {
             id,
@@ -199,17 +214,18 @@ impl Net {
     /// A pod `name` at `.host`, linked to the bridge by a veth pair.
     pub fn pod(&mut self, name: &str, host: u8) -> Pod {
         let [a, b, c] = self.subnet;
-        let pod = Pod {
-            ns: format!("{}-{name}", self.id),
-            ip: Ipv4Addr::new(a, b, c, host),
-        };
-        self.add_namespace(&pod.ns);
         self.links += 1;
         // Link names are at most 15 bytes.
         let (inner, outer) = (
             format!("{}e{}", self.id, self.links),
             format!("{}b{}", self.id, self.links),
         );
+        let pod = Pod {
+            ns: format!("{}-{name}", self.id),
+            ip: Ipv4Addr::new(a, b, c, host),
+            dev: inner.clone(),
+        };
+        self.add_namespace(&pod.ns);
         sh(&[
             "ip",
             "link",
@@ -248,6 +264,23 @@ impl Net {
         ]);
         sh(&["ip", "-n", &pod.ns, "link", "set", &inner, "up"]);
         pod
+    }
+
+    /// Gives `pod` its IPv6 address ([`Pod::ip6`], `/64`, usable at once: no duplicate
+    /// address detection) besides its IPv4 one: a dual-stack pod.
+    pub fn add_ipv6(&self, pod: &Pod) -> Ipv6Addr {
+        let cidr = format!("{}/64", pod.ip6());
+        sh(&[
+            "ip", "-n", &pod.ns, "addr", "add", &cidr, "dev", &pod.dev, "nodad",
+        ]);
+        pod.ip6()
+    }
+
+    /// Removes `pod`'s IPv4 address: with [`Net::add_ipv6`], an IPv6-only pod (loopback
+    /// keeps 127.0.0.1, as in a real IPv6-only pod).
+    pub fn ipv6_only(&self, pod: &Pod) {
+        let cidr = format!("{}/24", pod.ip);
+        sh(&["ip", "-n", &pod.ns, "addr", "del", &cidr, "dev", &pod.dev]);
     }
 
     /// Starts `argv` inside `pod` (as [`PROXY_UID`] if `as_proxy`), standard output to

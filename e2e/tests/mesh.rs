@@ -19,21 +19,9 @@ use http::StatusCode;
 use vigil_e2e::{
     apps::{self, echo, get, http},
     capture::{Capture, frames_containing, tshark},
-    mesh::{Mesh, id, workloads},
+    mesh::{Mesh, app_segments, id, workloads},
     netns::root_or_skip,
 };
-
-const SEGMENTS: &str = "\
-apiVersion: policy.vigil.dev/v1alpha1
-kind: Segment
-metadata: {name: web, namespace: shop}
-spec: {podSelector: {matchLabels: {app: web}}}
----
-apiVersion: policy.vigil.dev/v1alpha1
-kind: Segment
-metadata: {name: orders, namespace: shop}
-spec: {podSelector: {matchLabels: {app: orders}}}
-";
 
 /// web may GET /orders* on orders:8080 and use the opaque TCP service on orders:9000;
 /// anyone outside the mesh may GET /public* on orders:8080.
@@ -108,7 +96,7 @@ fn interception_identity_wire_encryption_policy_and_quarantine() {
             ("intruder", "app: intruder", &[intruder.addr(8080)]),
         ]),
     );
-    mesh.write("segments.yaml", SEGMENTS);
+    mesh.write("segments.yaml", &app_segments(&["web", "orders"]));
     mesh.write("policies.yaml", POLICIES);
     mesh.start_controller();
     mesh.enroll(
@@ -408,7 +396,7 @@ fn rotation_under_traffic_and_a_controller_outage() {
             ("orders", "app: orders", &[orders.addr(8080)]),
         ]),
     );
-    mesh.write("segments.yaml", SEGMENTS);
+    mesh.write("segments.yaml", &app_segments(&["web", "orders"]));
     mesh.write("policies.yaml", POLICIES);
     mesh.start_controller();
     mesh.enroll(&orders, "orders", &[]);
