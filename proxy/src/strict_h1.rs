@@ -36,6 +36,12 @@ use std::{
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use self::grammar::{
+    Framing, check_crlf, check_field_line, early_violation, find, parse_chunk_line, validate_head,
+};
+
+mod grammar;
+
 /// Bytes that make hyper fail to parse a request line, so it responds 400 and closes.
 const POISON: &[u8] = b"\x00 / HTTP/1.1\r\n\r\n";
 /// Longest chunk-size line (size + extensions) accepted.
@@ -100,13 +106,6 @@ enum State {
     Passthrough,
     /// A violation was reported; reads end.
     Done,
-}
-
-/// How a validated head frames its body.
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
 }
 
 impl<T> StrictH1<T> {
@@ -433,152 +432,6 @@ pub fn check_reads<'a>(
         }
     }
     (s.out.to_vec(), s.violation)
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Problems visible before the head is complete (so a never-ending bad head is refused
-/// early rather than buffered up to the limit).
-fn early_violation(buf: &[u8]) -> Option<&'static str> {
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' && (i == 0 || buf[i - 1] != b'\r') {
-            return Some("bare LF in request head");
-        }
-        if b == b'\r' && buf.get(i + 1).is_some_and(|&n| n != b'\n') {
-            return Some("bare CR in request head");
-        }
-    }
-    None
-}
-
-/// The head's framing, and whether it carries `Upgrade` (the request may switch the
-/// connection to another protocol).
-fn validate_head(head: &[u8]) -> Result<(Framing, bool), &'static str> {
-    if let Some(v) = early_violation(head) {
-        return Err(v);
-    }
-    // `head` ends with CRLF CRLF; split into lines without their CRLF.
-    let body = &head[..head.len() - 4];
-    let mut lines = body
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
-    let request_line = lines.next().ok_or("empty request head")?;
-    let http10 = check_request_line(request_line)?;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut te_seen = false;
-    let mut upgrade = false;
-    for line in lines {
-        let (name, value) = check_field_line(line)?;
-        upgrade |= name.eq_ignore_ascii_case(b"upgrade");
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if content_length.is_some() {
-                return Err("more than one Content-Length");
-            }
-            if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-                return Err("invalid Content-Length");
-            }
-            let s = std::str::from_utf8(value).map_err(|_| "invalid Content-Length")?;
-            content_length = Some(s.parse().map_err(|_| "invalid Content-Length")?);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te_seen {
-                return Err("more than one Transfer-Encoding");
-            }
-            te_seen = true;
-            if !value.eq_ignore_ascii_case(b"chunked") {
-                return Err("Transfer-Encoding other than `chunked`");
-            }
-            chunked = true;
-        }
-    }
-    let framing = match (content_length, chunked) {
-        (Some(_), true) => return Err("both Content-Length and Transfer-Encoding"),
-        (_, true) if http10 => return Err("Transfer-Encoding on HTTP/1.0"),
-        (_, true) => Framing::Chunked,
-        (Some(n), false) => Framing::Length(n),
-        (None, false) => Framing::None,
-    };
-    Ok((framing, upgrade))
-}
-
-/// `METHOD SP target SP HTTP/1.x`; returns true for HTTP/1.0.
-fn check_request_line(line: &[u8]) -> Result<bool, &'static str> {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("malformed request line");
-    };
-    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) || target.is_empty() {
-        return Err("malformed request line");
-    }
-    match version {
-        b"HTTP/1.1" => Ok(false),
-        b"HTTP/1.0" => Ok(true),
-        _ => Err("unsupported HTTP version"),
-    }
-}
-
-/// `name ":" OWS value OWS`, no obs-fold; returns name and trimmed value.
-fn check_field_line(line: &[u8]) -> Result<(&[u8], &[u8]), &'static str> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
-        return Err("obsolete line folding");
-    }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or("header line without `:`")?;
-    let name = &line[..colon];
-    if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
-        return Err("invalid header name (whitespace before `:`?)");
-    }
-    let value = trim_ows(&line[colon + 1..]);
-    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
-        return Err("control character in header value");
-    }
-    Ok((name, value))
-}
-
-fn check_crlf(line: &[u8]) -> Result<(), &'static str> {
-    if line.len() >= 2 && line[line.len() - 2] == b'\r' {
-        Ok(())
-    } else {
-        Err("bare LF in chunked framing")
-    }
-}
-
-fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
-    check_crlf(line)?;
-    let body = &line[..line.len() - 2];
-    if body.contains(&b'\r') || body.contains(&b'\n') {
-        return Err("bare CR in chunk size");
-    }
-    let size = match body.iter().position(|&b| b == b';') {
-        Some(i) => &body[..i],
-        None => body,
-    };
-    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
-        return Err("invalid chunk size");
-    }
-    let s = std::str::from_utf8(size).map_err(|_| "invalid chunk size")?;
-    u64::from_str_radix(s, 16).map_err(|_| "invalid chunk size")
-}
-
-fn trim_ows(mut v: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = v {
-        v = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = v {
-        v = rest;
-    }
-    v
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
