@@ -51,9 +51,13 @@ fn main() -> ExitCode {
                         println!("{l}");
                     }
                 } else {
+                    let v6 = lines
+                        .iter()
+                        .filter(|l| l.starts_with(&format!("{} ", args.ip6tables)))
+                        .count();
                     eprintln!(
-                        "vigil-proxy init: {} iptables/ip6tables rules applied",
-                        lines.len()
+                        "vigil-proxy init: {} iptables rules applied, {v6} ip6tables rules applied",
+                        lines.len() - v6
                     );
                 }
                 ExitCode::SUCCESS

@@ -156,7 +156,20 @@ pub(crate) fn load_and_run() {
         "--proxy-uid",
         "2102",
     ]);
-    assert!(init.contains("iptables rules applied"), "{init}");
+    // "N iptables rules applied, M ip6tables rules applied": the same chains in both
+    // families (M is 0 only where the container's IPv6 is off and none was needed).
+    let counts: Vec<usize> = init
+        .split(" rules applied")
+        .filter_map(|part| part.split_whitespace().rev().nth(1)?.parse().ok())
+        .collect();
+    assert!(
+        init.contains(" iptables rules applied") && init.contains(" ip6tables rules applied"),
+        "{init}"
+    );
+    assert!(
+        matches!(counts[..], [v4, v6] if v4 > 0 && (v6 == v4 || v6 == 0)),
+        "{init}: {counts:?}"
+    );
     println!(
         "docker: the three archives load (docker load) and run; vigil-proxy init programs iptables in a container: {}",
         init.trim()
