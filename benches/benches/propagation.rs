@@ -29,6 +29,7 @@ use vigil_benches::{Goal, Ratio};
 use vigil_cert_authority::{SpiffeId, TrustDomain, creds::Credentials, pemfile, tls};
 use vigil_controller::{Controller, ControllerArgs};
 use vigil_index::{Kind, ObjectKey, Resource, Resources};
+use vigil_policy::unix_now;
 
 const ROUNDS: usize = 5;
 const MAX_CONNECTIONS: usize = 1000;
@@ -233,11 +234,4 @@ async fn run(n: usize) -> (f64, f64, f64) {
     );
     ctl.stop().await;
     out
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

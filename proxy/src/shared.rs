@@ -1,6 +1,6 @@
 //! What every listener and connection shares.
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, sync::Arc};
 
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -99,13 +99,7 @@ impl Source {
     }
 }
 
-/// Unix seconds now (for JIT windows).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use vigil_policy::unix_now;
 
 /// Waits until a policy change makes `check` return a reason to close the connection.
 /// Changes already seen when called are ignored; only new ones count.

@@ -3,7 +3,6 @@
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex, MutexGuard},
-    time::SystemTime,
 };
 
 use tokio::sync::watch;
@@ -107,10 +106,4 @@ impl Drop for ConnectedGuard {
     }
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use vigil_policy::unix_now;

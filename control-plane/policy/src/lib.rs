@@ -25,3 +25,13 @@ pub use evaluate::{AuditFinding, Decision, Peer, Reason, Request};
 pub use http_match::HttpRequest;
 pub use model::ProxyPolicy;
 pub use pattern::SpiffePattern;
+
+/// Unix seconds now: the clock every caller of [`Policy::evaluate`] passes (time-bound
+/// access windows), and the controller's for expiring them. A clock before the epoch
+/// reads as 0.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

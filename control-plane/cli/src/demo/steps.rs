@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use http::StatusCode;
-use vigil_policy::model::DefaultPolicy;
+use vigil_policy::{model::DefaultPolicy, unix_now};
 
 use super::{
     client::{self, Reply, outcome},
@@ -555,11 +555,4 @@ fn short(serial: Option<&str>) -> String {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
