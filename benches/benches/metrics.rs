@@ -16,7 +16,10 @@ use std::{hint::black_box, path::PathBuf, time::Duration};
 
 use criterion::Criterion;
 use vigil_benches::{Goal, Ratio, criterion_median};
-use vigil_proxy::metrics::Metrics;
+use vigil_proxy::metrics::{
+    Judged, Metrics,
+    labels::{Decision, Direction},
+};
 
 const GROUP: &str = "metrics";
 
@@ -39,8 +42,8 @@ fn main() {
     for m in [&on, &off] {
         for p in 0..50 {
             let name = format!("shop/policy-{p}");
-            for d in ["allow", "deny"] {
-                m.record_authz("inbound", &name, d);
+            for d in [Decision::Allow, Decision::Deny] {
+                m.record_authz(Direction::Inbound, &name, d, Judged::Request);
             }
         }
     }
@@ -49,8 +52,18 @@ fn main() {
     for (name, m) in [("update", &on), ("update_off", &off)] {
         g.bench_function(name, |b| {
             b.iter(|| {
-                m.record_request(black_box("inbound"), "allow", black_box(200), elapsed);
-                m.record_authz("inbound", black_box("shop/policy-7"), "allow");
+                m.record_request(
+                    black_box(Direction::Inbound),
+                    Decision::Allow,
+                    black_box(200),
+                    elapsed,
+                );
+                m.record_authz(
+                    Direction::Inbound,
+                    black_box("shop/policy-7"),
+                    Decision::Allow,
+                    Judged::Request,
+                );
             })
         });
     }

@@ -13,14 +13,14 @@ use std::{
     time::SystemTime,
 };
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
+
+pub use self::why::{Answer, Audit, Judgement, Note, What, Why};
+use crate::metrics::labels::{Decision, Direction};
+
+mod why;
 
 const QUEUE: usize = 4096;
-
-/// The decision of outbound traffic sent on to the destination's proxy, which authorizes
-/// it: the outbound only knows that it forwarded it and what came back (the HTTP status).
-/// Also the `decision` label of `vigil_proxy_requests_total{direction="outbound"}`.
-pub const FORWARD: &str = "forward";
 
 /// One log line.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -28,7 +28,7 @@ pub struct Entry {
     /// RFC 3339 time the request or connection ended.
     pub time: String,
     /// `inbound` or `outbound`.
-    pub direction: &'static str,
+    pub direction: Direction,
     /// `http1`, `http2` or `tcp`.
     pub protocol: &'static str,
     /// Source address.
@@ -52,20 +52,25 @@ pub struct Entry {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// `allow` or `deny` where this proxy decided (inbound authorization, outbound
-    /// refusals and plaintext passthrough), or [`FORWARD`] where it sent the traffic on
-    /// over mTLS and the destination's proxy decides.
-    pub decision: &'static str,
-    /// What decided, e.g. `allowed by policy shop/web rule 0` or `default deny`.
-    pub reason: String,
+    /// refusals and plaintext passthrough), or `forward` ([`Decision::Forward`]) where it
+    /// sent the traffic on over mTLS and the destination's proxy decides.
+    pub decision: Decision,
+    /// What decided, e.g. `allowed by policy shop/web rule 0` or `default deny`, and what
+    /// happened after; a value, written as text.
+    #[serde(serialize_with = "display")]
+    pub reason: Why,
     /// The deciding policy (`namespace/name`), if a rule decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// The deciding rule's index within its policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
-    /// An audit-mode finding ("would deny by ..."), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit: Option<String>,
+    /// An audit-mode finding ("would deny: ..."), if any.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "display_some"
+    )]
+    pub audit: Option<Audit>,
     /// Milliseconds from request start to response headers (or connection duration).
     pub latency_ms: f64,
     /// Bytes received from the source.
@@ -75,6 +80,20 @@ pub struct Entry {
     /// Request ID (also in the `x-vigil-request-id` response header).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn display_some<T: std::fmt::Display, S: Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
 }
 
 /// Where log lines go.

@@ -16,6 +16,7 @@ use crate::{
     access_log::AccessLog,
     admin::{self, Admin},
     config::{AccessLogTarget, Config},
+    connections::Connections,
     control::{self, Control, ProofSource},
     files,
     forward::AppClient,
@@ -212,10 +213,21 @@ impl Proxy {
             background.clone(),
         ));
 
+        // One registry of live connections, re-checked on every policy change.
+        let conns = Connections::new(policy_store.subscribe());
+        let watcher = conns.watch();
+        let stop = background.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = watcher => {}
+            }
+        });
         let connector = MeshConnector::new(
             cfg.outbound_routes.clone(),
             tls_rx.clone(),
             policy_store.subscribe(),
+            conns.clone(),
             cfg.connect_timeout,
             cfg.handshake_timeout,
             Arc::new(discovery),
@@ -241,6 +253,7 @@ impl Proxy {
                 cfg.max_concurrent_streams,
             ),
             cfg: cfg.clone(),
+            conns,
         });
 
         let backlog = cfg.listen_backlog;

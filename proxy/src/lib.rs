@@ -2,8 +2,9 @@
 //!
 //! Owns everything between the workload and the network: interception ([`init`]), the
 //! [`inbound`] and [`outbound`] listeners, mTLS with SPIFFE identities ([`tls_state`]),
-//! protocol [`detect`]ion, per-request authorization with the one policy evaluator
-//! (`vigil-policy`, which also owns path normalisation), strict HTTP/1 framing ([`strict_h1`]),
+//! protocol [`detect`]ion, the one authorization step (`authz`, over the policy evaluator of
+//! `vigil-policy`, which also owns path normalisation), the registry of live connections
+//! that policy changes re-check ([`connections`]), strict HTTP/1 framing ([`strict_h1`]),
 //! forwarding, hot reload of credentials and policy ([`identity`], [`policy_store`],
 //! [`files`]), the [`admin`] server, [`metrics`] and the [`access_log`].
 //!
@@ -13,7 +14,9 @@
 pub mod access_log;
 pub mod admin;
 pub mod app;
+mod authz;
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod copy;
 pub mod detect;

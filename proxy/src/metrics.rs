@@ -1,11 +1,18 @@
-//! Prometheus metrics. Every label has a bounded set of values: directions, decisions,
-//! status classes, protocol names, failure reasons from a fixed list, and policy names
-//! (bounded by the number of policies that apply to this workload).
+//! Prometheus metrics. Every label has a bounded set of values: the typed ones of
+//! [`labels`] (directions, decisions, rejections, close reasons, flows), status classes,
+//! protocol names, TLS failure reasons from a fixed list ([`crate::tls_errors`]), and
+//! policy names (bounded by the number of policies that apply to this workload).
+//!
+//! Counters are private: code records through the methods below, which take those types.
+
+pub mod labels;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+
+use self::labels::{Closed, Decision, Direction, Flow, Rejected};
 
 /// All of the proxy's metrics.
 #[derive(Clone, Debug)]
@@ -15,32 +22,32 @@ pub struct Metrics {
     /// judged by it: [`crate::memory`]).
     closed_connections: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// `vigil_proxy_requests_total{direction, decision, status}`.
-    pub requests: IntCounterVec,
+    requests: IntCounterVec,
     /// `vigil_proxy_request_duration_seconds{direction}`.
-    pub request_duration: HistogramVec,
+    request_duration: HistogramVec,
     /// `vigil_proxy_authz_decisions_total{direction, policy, decision}`.
-    pub authz: IntCounterVec,
+    authz: IntCounterVec,
     /// `vigil_proxy_authz_audit_total{policy, would}` ("would deny"/"would allow").
-    pub audit: IntCounterVec,
+    audit: IntCounterVec,
     /// `vigil_proxy_tls_handshakes_total{direction, result}`.
-    pub tls_handshakes: IntCounterVec,
+    tls_handshakes: IntCounterVec,
     /// `vigil_proxy_tls_handshake_failures_total{direction, reason}`.
-    pub tls_failures: IntCounterVec,
+    tls_failures: IntCounterVec,
     /// `vigil_proxy_connections_total{direction, protocol}`.
-    pub connections: IntCounterVec,
+    connections: IntCounterVec,
     /// `vigil_proxy_open_connections{direction}`.
-    pub open_connections: IntGaugeVec,
+    open_connections: IntGaugeVec,
     /// `vigil_proxy_connections_closed_total{direction, reason}` (revoked, policy, drain...).
-    pub closed: IntCounterVec,
+    closed: IntCounterVec,
     /// `vigil_proxy_bytes_total{direction, flow}` (`flow` = `rx` from the peer, `tx` to it).
-    pub bytes: IntCounterVec,
+    bytes: IntCounterVec,
     /// `vigil_proxy_cert_expiry_timestamp_seconds`.
     pub cert_expiry: IntGauge,
     /// `vigil_proxy_policy_generation`.
     pub policy_generation: IntGauge,
     /// `vigil_proxy_rejected_total{direction, reason}`: refused before authorization
     /// (malformed HTTP, ambiguous path, connection limit, plaintext refused...).
-    pub rejected: IntCounterVec,
+    rejected: IntCounterVec,
     /// Per-request metrics on (`--request-metrics`): [`Self::record_request`] and
     /// [`Self::record_authz`] do nothing when off.
     per_request: bool,
@@ -180,8 +187,8 @@ impl Metrics {
     /// Counts one HTTP request and observes its latency.
     pub fn record_request(
         &self,
-        direction: &str,
-        decision: &str,
+        direction: Direction,
+        decision: Decision,
         status: u16,
         elapsed: std::time::Duration,
     ) {
@@ -189,34 +196,108 @@ impl Metrics {
             return;
         }
         self.requests
-            .with_label_values(&[direction, decision, status_class(status)])
+            .with_label_values(&[direction.as_str(), decision.as_str(), status_class(status)])
             .inc();
         self.request_duration
-            .with_label_values(&[direction])
+            .with_label_values(&[direction.as_str()])
             .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one request the client abandoned before its response head
     /// (`status="cancelled"`).
-    pub fn record_cancelled(&self, direction: &str, decision: &str, elapsed: std::time::Duration) {
+    pub fn record_cancelled(
+        &self,
+        direction: Direction,
+        decision: Decision,
+        elapsed: std::time::Duration,
+    ) {
         if !self.per_request {
             return;
         }
         self.requests
-            .with_label_values(&[direction, decision, crate::request_log::CANCELLED])
+            .with_label_values(&[
+                direction.as_str(),
+                decision.as_str(),
+                crate::request_log::CANCELLED,
+            ])
             .inc();
         self.request_duration
-            .with_label_values(&[direction])
+            .with_label_values(&[direction.as_str()])
             .observe(elapsed.as_secs_f64());
     }
 
     /// Counts one authorization decision of `policy` (a policy name or a fixed word).
-    pub fn record_authz(&self, direction: &str, policy: &str, decision: &str) {
-        if self.per_request {
+    /// Requests are counted when per-request metrics are on; connections always.
+    pub fn record_authz(&self, direction: Direction, policy: &str, decision: Decision, of: Judged) {
+        if self.per_request || of == Judged::Connection {
             self.authz
-                .with_label_values(&[direction, policy, decision])
+                .with_label_values(&[direction.as_str(), policy, decision.as_str()])
                 .inc();
         }
+    }
+
+    /// Counts an audit finding: what audit-mode rules `would` have decided, by `policy`.
+    pub fn record_audit(&self, policy: &str, would_allow: bool) {
+        let would = if would_allow {
+            "would_allow"
+        } else {
+            "would_deny"
+        };
+        self.audit.with_label_values(&[policy, would]).inc();
+    }
+
+    /// Counts traffic refused before (or instead of) authorization.
+    pub fn reject(&self, direction: Direction, reason: Rejected) {
+        self.rejected
+            .with_label_values(&[direction.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// Counts a connection the proxy closed.
+    pub fn close(&self, direction: Direction, reason: Closed) {
+        self.closed
+            .with_label_values(&[direction.as_str(), reason.as_str()])
+            .inc();
+    }
+
+    /// Counts an accepted connection by the protocol detected on it.
+    pub fn connection(&self, direction: Direction, protocol: crate::detect::Proto) {
+        self.connections
+            .with_label_values(&[direction.as_str(), protocol.as_str()])
+            .inc();
+    }
+
+    /// Counts a finished mTLS handshake; a failure with its reason
+    /// ([`crate::tls_errors::reason`], `no_credentials`, `timeout`).
+    pub fn handshake(&self, direction: Direction, failure: Option<&'static str>) {
+        let result = if failure.is_some() {
+            "failure"
+        } else {
+            "success"
+        };
+        self.tls_handshakes
+            .with_label_values(&[direction.as_str(), result])
+            .inc();
+        if let Some(reason) = failure {
+            self.tls_failures
+                .with_label_values(&[direction.as_str(), reason])
+                .inc();
+        }
+    }
+
+    /// Counts a handshake that could not start (`no_credentials`): a failure reason
+    /// without a handshake.
+    pub fn tls_unavailable(&self, direction: Direction, reason: &'static str) {
+        self.tls_failures
+            .with_label_values(&[direction.as_str(), reason])
+            .inc();
+    }
+
+    /// Adds proxied bytes.
+    pub fn bytes(&self, direction: Direction, flow: Flow, n: u64) {
+        self.bytes
+            .with_label_values(&[direction.as_str(), flow.as_str()])
+            .inc_by(n);
     }
 
     /// Connections closed since start, both directions.
@@ -226,8 +307,10 @@ impl Metrics {
     }
 
     /// An open-connection guard: increments now, decrements on drop.
-    pub fn open(&self, direction: &'static str) -> OpenGuard {
-        let g = self.open_connections.with_label_values(&[direction]);
+    pub fn open(&self, direction: Direction) -> OpenGuard {
+        let g = self
+            .open_connections
+            .with_label_values(&[direction.as_str()]);
         g.inc();
         OpenGuard(g, self.closed_connections.clone())
     }
@@ -237,6 +320,15 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new(true)
     }
+}
+
+/// What an authorization decision was about (see [`Metrics::record_authz`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// One HTTP request.
+    Request,
+    /// An opaque connection (or its re-check).
+    Connection,
 }
 
 /// Decrements the open-connection gauge when dropped.

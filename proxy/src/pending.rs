@@ -42,10 +42,11 @@ pub(crate) enum Refused {
 
 impl Refused {
     /// The `reason` label.
-    pub(crate) fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> crate::metrics::labels::Rejected {
+        use crate::metrics::labels::Rejected;
         match self {
-            Self::Total => "pending_handshakes",
-            Self::PerSource => "pending_per_source",
+            Self::Total => Rejected::PendingHandshakes,
+            Self::PerSource => Rejected::PendingPerSource,
         }
     }
 }

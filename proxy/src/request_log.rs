@@ -6,7 +6,11 @@
 
 use std::time::Instant;
 
-use crate::{access_log::Entry, shared::Shared};
+use crate::{
+    access_log::{Entry, Note},
+    metrics::labels::Direction,
+    shared::Shared,
+};
 
 /// The `status` label of requests the client abandoned before the response.
 pub const CANCELLED: &str = "cancelled";
@@ -15,7 +19,7 @@ pub const CANCELLED: &str = "cancelled";
 #[derive(Debug)]
 pub(crate) struct RequestLog<'a> {
     shared: &'a Shared,
-    direction: &'static str,
+    direction: Direction,
     start: Instant,
     /// The line being built; `decision` is the decision as far as it got.
     pub(crate) entry: Entry,
@@ -25,7 +29,7 @@ pub(crate) struct RequestLog<'a> {
 impl<'a> RequestLog<'a> {
     pub(crate) fn new(
         shared: &'a Shared,
-        direction: &'static str,
+        direction: Direction,
         start: Instant,
         entry: Entry,
     ) -> Self {
@@ -59,11 +63,7 @@ impl Drop for RequestLog<'_> {
             return;
         }
         let elapsed = self.start.elapsed();
-        let decision = if self.entry.decision.is_empty() {
-            "none"
-        } else {
-            self.entry.decision
-        };
+        let decision = self.entry.decision;
         self.shared
             .metrics
             .record_cancelled(self.direction, decision, elapsed);
@@ -71,17 +71,9 @@ impl Drop for RequestLog<'_> {
             return;
         }
         let mut entry = std::mem::take(&mut self.entry);
-        entry.decision = decision;
         entry.status = None;
         entry.latency_ms = elapsed.as_secs_f64() * 1e3;
-        entry.reason = if entry.reason.is_empty() {
-            "cancelled: the client went away before the response".into()
-        } else {
-            format!(
-                "{}; cancelled: the client went away before the response",
-                entry.reason
-            )
-        };
+        entry.reason.note(Note::Cancelled);
         self.shared.log.log(entry);
     }
 }

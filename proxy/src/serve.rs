@@ -17,6 +17,7 @@ use crate::{
     detect::Proto,
     http_util::Body,
     log_limit::LogLimit,
+    metrics::labels::{Closed, Direction, Rejected},
     pending::{Pending, PendingLimits},
     shared::Shared,
     strict_h1::{StrictH1, UpgradeSwitch},
@@ -55,7 +56,7 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 pub(crate) async fn accept_loop<F, Fut>(
     listener: TcpListener,
     shared: Arc<Shared>,
-    direction: &'static str,
+    direction: Direction,
     handle: F,
 ) where
     F: Fn(TcpStream, SocketAddr, Arc<Shared>, ConnGuard) -> Fut,
@@ -80,14 +81,10 @@ pub(crate) async fn accept_loop<F, Fut>(
                 (stream, crate::listen::canonical(src))
             }
             Err(e) => {
-                shared
-                    .metrics
-                    .rejected
-                    .with_label_values(&[direction, "accept_error"])
-                    .inc();
+                shared.metrics.reject(direction, Rejected::AcceptError);
                 backoff = (backoff * 2).clamp(ACCEPT_BACKOFF_MIN, ACCEPT_BACKOFF_MAX);
                 if let Some(left_out) = ACCEPT_ERRORS.allow() {
-                    tracing::warn!(error = %e, direction, left_out, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
+                    tracing::warn!(error = %e, direction = direction.as_str(), left_out, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                 }
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => return,
@@ -97,21 +94,13 @@ pub(crate) async fn accept_loop<F, Fut>(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            shared
-                .metrics
-                .rejected
-                .with_label_values(&[direction, "connection_limit"])
-                .inc();
+            shared.metrics.reject(direction, Rejected::ConnectionLimit);
             continue;
         };
         let place = match pending.admit(src.ip()) {
             Ok(p) => p,
             Err(refused) => {
-                shared
-                    .metrics
-                    .rejected
-                    .with_label_values(&[direction, refused.label()])
-                    .inc();
+                shared.metrics.reject(direction, refused.label());
                 continue;
             }
         };
@@ -134,8 +123,8 @@ pub(crate) async fn http<I, S>(
     proto: Proto,
     shared: &Shared,
     service: S,
-    closer: impl Future<Output = &'static str>,
-) -> Option<&'static str>
+    closer: impl Future<Output = Closed>,
+) -> Option<Closed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
@@ -216,8 +205,8 @@ async fn drive<C: Future>(
     conn: C,
     graceful: impl FnOnce(Pin<&mut C>),
     shared: &Shared,
-    closer: impl Future<Output = &'static str>,
-) -> Option<&'static str> {
+    closer: impl Future<Output = Closed>,
+) -> Option<Closed> {
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => None,

@@ -8,8 +8,17 @@ use vigil_cert_authority::svid::SvidInfo;
 use vigil_policy::{Peer, Policy};
 
 use crate::{
-    access_log::AccessLog, config::Config, forward::AppClient, http_util::RequestIds,
-    metrics::Metrics, ratelimit::RateLimiter, tls_state::TlsState,
+    access_log::AccessLog,
+    config::Config,
+    connections::Connections,
+    forward::AppClient,
+    http_util::RequestIds,
+    metrics::{
+        Metrics,
+        labels::{Direction, Flow},
+    },
+    ratelimit::RateLimiter,
+    tls_state::TlsState,
 };
 
 /// State shared by all listeners.
@@ -37,6 +46,8 @@ pub struct Shared {
     pub app: AppClient,
     /// Pooled mesh clients and connectors (outbound).
     pub mesh: crate::outbound::MeshClient,
+    /// Live connections that policy changes re-check.
+    pub conns: Connections,
 }
 
 impl Shared {
@@ -48,18 +59,13 @@ impl Shared {
     /// Records a finished TCP connection: byte counters and its access-log line.
     pub fn finish_tcp(
         &self,
-        direction: &'static str,
+        direction: Direction,
         mut entry: crate::access_log::Entry,
         counts: &crate::io::ByteCounts,
         start: std::time::Instant,
     ) {
-        let bytes = &self.metrics.bytes;
-        bytes
-            .with_label_values(&[direction, "rx"])
-            .inc_by(counts.read());
-        bytes
-            .with_label_values(&[direction, "tx"])
-            .inc_by(counts.written());
+        self.metrics.bytes(direction, Flow::Rx, counts.read());
+        self.metrics.bytes(direction, Flow::Tx, counts.written());
         entry.bytes_rx = counts.read();
         entry.bytes_tx = counts.written();
         entry.latency_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -100,24 +106,6 @@ impl Source {
 }
 
 pub use vigil_policy::unix_now;
-
-/// Waits until a policy change makes `check` return a reason to close the connection.
-/// Changes already seen when called are ignored; only new ones count.
-pub async fn closed_by_policy(
-    mut rx: watch::Receiver<Arc<Policy>>,
-    check: impl Fn(&Policy) -> Option<&'static str>,
-) -> &'static str {
-    rx.borrow_and_update();
-    loop {
-        if rx.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        let p = rx.borrow_and_update().clone();
-        if let Some(reason) = check(&p) {
-            return reason;
-        }
-    }
-}
 
 /// The address a connection was originally sent to (SO_ORIGINAL_DST), if it was
 /// redirected by iptables; `None` otherwise.

@@ -17,7 +17,10 @@ use http::{HeaderMap, HeaderValue, Request, Version, header};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::shared::Shared;
+use crate::{
+    metrics::labels::{Closed, Direction, Flow},
+    shared::Shared,
+};
 
 /// Why a request's `Upgrade` header cannot be forwarded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -99,8 +102,8 @@ pub(crate) struct Ended {
     /// Bytes from the client to the server side, and back.
     pub(crate) up: u64,
     pub(crate) down: u64,
-    /// Set when policy closed it (`quarantine`, `revoked`, `policy`).
-    pub(crate) closed: Option<&'static str>,
+    /// Set when policy closed it.
+    pub(crate) closed: Option<Closed>,
     /// An upgrade that never completed, or an I/O error.
     pub(crate) error: Option<String>,
     pub(crate) started: Instant,
@@ -109,26 +112,19 @@ pub(crate) struct Ended {
 impl Ended {
     /// Counts the tunnel's bytes (`rx`: from the side that asked, as for opaque TCP) and
     /// a policy close, and says how it ended in the diagnostic log.
-    pub(crate) fn record(&self, shared: &Shared, direction: &'static str, peer: &str) {
-        let bytes = &shared.metrics.bytes;
-        bytes.with_label_values(&[direction, "rx"]).inc_by(self.up);
-        bytes
-            .with_label_values(&[direction, "tx"])
-            .inc_by(self.down);
+    pub(crate) fn record(&self, shared: &Shared, direction: Direction, peer: &str) {
+        shared.metrics.bytes(direction, Flow::Rx, self.up);
+        shared.metrics.bytes(direction, Flow::Tx, self.down);
         if let Some(reason) = self.closed {
-            shared
-                .metrics
-                .closed
-                .with_label_values(&[direction, reason])
-                .inc();
+            shared.metrics.close(direction, reason);
         }
         tracing::info!(
-            direction,
+            direction = direction.as_str(),
             peer,
             bytes_rx = self.up,
             bytes_tx = self.down,
             secs = self.started.elapsed().as_secs_f64(),
-            closed = self.closed.unwrap_or(""),
+            closed = self.closed.map(Closed::as_str).unwrap_or(""),
             error = self.error.as_deref().unwrap_or(""),
             "upgraded connection ended"
         );
@@ -140,7 +136,7 @@ impl Ended {
 pub(crate) async fn tunnel(
     client: OnUpgrade,
     server: OnUpgrade,
-    closer: impl Future<Output = &'static str>,
+    closer: impl Future<Output = Closed>,
 ) -> Ended {
     let started = Instant::now();
     let mut ended = Ended {

@@ -1,6 +1,6 @@
 //! Inbound HTTP: serve the connection with hyper, authorize every request, forward
 //! allowed ones to the app. An allowed upgrade (WebSocket …) the app accepts becomes a
-//! tunnel, re-authorized on every policy change (see [`crate::upgrade`]).
+//! tunnel, judged again on every policy change (see [`crate::upgrade`]).
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
@@ -8,22 +8,25 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
-use vigil_policy::{HttpRequest, Reason, Request as AuthzRequest};
+use vigil_policy::{HttpRequest, Policy};
 
 use super::{ConnCtx, DIRECTION};
 use crate::{
-    access_log::Entry,
+    access_log::{Entry, What},
+    authz::{self, Judged, JudgedHttp, Rate},
+    connections::Recheck,
     detect::Proto,
     forward::app_uri,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
-    ratelimit::RateLimiter,
+    metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
-    shared::{Source, closed_by_policy, unix_now},
+    shared::Source,
     upgrade,
 };
 
-/// Serves one HTTP connection until it ends, the proxy drains, or policy closes it.
+/// Serves one HTTP connection until it ends, the proxy drains, or policy closes it (this
+/// workload quarantined, the peer revoked: each request is judged on its own).
 pub(super) async fn serve<S>(io: S, ctx: Arc<ConnCtx>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -31,33 +34,15 @@ where
     let shared = ctx.shared.clone();
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
-    let source = ctx.source.clone();
-    let closer = closed_by_policy(shared.policy.clone(), move |p| {
-        connection_killer(p, &source)
-    });
-    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, closer).await {
+    let live = shared.conns.track_now(Recheck::Peer(ctx.source.clone()));
+    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, live.closed()).await {
         closed(&ctx, reason);
     }
 }
 
-/// Why an established HTTP connection must be closed under policy `p`, if it must.
-fn connection_killer(p: &vigil_policy::Policy, source: &Source) -> Option<&'static str> {
-    if p.is_quarantined() {
-        return Some("quarantine");
-    }
-    match source {
-        Source::Mesh(info) if p.is_revoked(&info.id, &info.serial) => Some("revoked"),
-        _ => None,
-    }
-}
-
-fn closed(ctx: &ConnCtx, reason: &'static str) {
-    tracing::info!(src = %ctx.src_addr, peer = %ctx.source.id_string(), reason, "closing inbound connection");
-    ctx.shared
-        .metrics
-        .closed
-        .with_label_values(&[DIRECTION, reason])
-        .inc();
+fn closed(ctx: &ConnCtx, reason: Closed) {
+    tracing::info!(src = %ctx.src_addr, peer = %ctx.source.id_string(), reason = reason.as_str(), "closing inbound connection");
+    ctx.shared.metrics.close(DIRECTION, reason);
 }
 
 async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
@@ -90,25 +75,25 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     Ok(crate::http_util::without_body_for_head(resp, head))
 }
 
-/// Returns the response and the decision label (`allow` / `deny`).
+/// Returns the response and the decision.
 async fn authorize_and_forward(
     req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
     request_id: &str,
     entry: &mut Entry,
-) -> (Response<Body>, &'static str) {
+) -> (Response<Body>, Decision) {
     let shared = &ctx.shared;
-    let reject = |reason: &'static str, status: StatusCode, entry: &mut Entry| {
-        shared
-            .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, reason])
-            .inc();
-        entry.reason = reason.to_string();
-        (error_response(status, request_id), "deny")
+    let reject = |reason: Rejected, status: StatusCode, entry: &mut Entry| {
+        shared.metrics.reject(DIRECTION, reason);
+        entry.reason.what = What::Rejected(reason);
+        (error_response(status, request_id), Decision::Deny)
     };
     if req.method() == Method::CONNECT {
-        return reject("connect_method", StatusCode::METHOD_NOT_ALLOWED, entry);
+        return reject(
+            Rejected::ConnectMethod,
+            StatusCode::METHOD_NOT_ALLOWED,
+            entry,
+        );
     }
     // Upgrades (WebSocket …) arrive over HTTP/1.1 only, mesh peers included.
     let protocols = match ctx.proto {
@@ -116,7 +101,7 @@ async fn authorize_and_forward(
             Ok(p) => p,
             Err(e) => {
                 tracing::debug!(error = %e, "refusing upgrade request");
-                return reject("malformed_upgrade", StatusCode::BAD_REQUEST, entry);
+                return reject(Rejected::MalformedUpgrade, StatusCode::BAD_REQUEST, entry);
             }
         },
         _ => None,
@@ -125,7 +110,7 @@ async fn authorize_and_forward(
         Ok(p) => p,
         Err(e) => {
             tracing::debug!(error = %e, path = req.uri().path(), "refusing ambiguous path");
-            return reject("ambiguous_path", StatusCode::BAD_REQUEST, entry);
+            return reject(Rejected::AmbiguousPath, StatusCode::BAD_REQUEST, entry);
         }
     };
     entry.path = Some(normalized.clone());
@@ -140,105 +125,61 @@ async fn authorize_and_forward(
             .probe_routes
             .iter()
             .any(|r| r.port == ctx.port && r.path == normalized);
-    if probe {
-        entry.reason = "probe route".into();
+    let judged_under = if probe {
+        entry.reason.what = What::ProbeRoute;
+        None
     } else {
-        let policy = shared.policy();
         let http = HttpRequest {
             method: req.method().as_str(),
             path: &normalized,
             headers: req.headers(),
         };
-        let decision = policy.evaluate(
-            &AuthzRequest {
-                peer: ctx.source.peer(),
-                source_ip: Some(ctx.src_addr.ip()),
-                port: ctx.port,
-                http: Some(http),
-            },
-            unix_now(),
-        );
-        record_decision(
-            ctx,
-            &policy,
-            decision.reason,
-            decision.allowed,
-            decision.audit,
-            entry,
-        );
-        if !decision.allowed {
-            return (error_response(StatusCode::FORBIDDEN, request_id), "deny");
-        }
-        if let Some((rule, limit)) = decision.rate_limit {
-            let key = match policy.rule_info(rule) {
-                Some((pol, idx, _, _)) => format!("{pol}#{idx}#{}", ctx.source.id_string()),
-                None => format!("#{rule}#{}", ctx.source.id_string()),
-            };
-            if !shared.limiter.allow(key, limit, Instant::now()) {
-                shared
-                    .metrics
-                    .rejected
-                    .with_label_values(&[DIRECTION, "rate_limited"])
-                    .inc();
-                entry.reason = format!("{} (rate limited)", entry.reason);
-                let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, request_id);
-                let secs = RateLimiter::retry_after(limit).as_secs().to_string();
-                if let Ok(v) = HeaderValue::from_str(&secs) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                return (resp, "deny");
+        let verdict = authz::request(shared, &ctx.subject(), http, entry);
+        match verdict.rate {
+            _ if !verdict.decision.allowed => {
+                return (
+                    error_response(StatusCode::FORBIDDEN, request_id),
+                    Decision::Deny,
+                );
             }
+            Rate::Exceeded { retry_after } => {
+                let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, request_id);
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return (resp, Decision::Deny);
+            }
+            Rate::Unlimited | Rate::Within => Some(verdict.policy),
         }
-    }
+    };
     // Allowed: if the client goes away while the app answers, the record says so.
-    entry.decision = "allow";
+    entry.decision = Decision::Allow;
     let upgrade = protocols.map(|protocols| Upgrade {
         protocols,
-        method: req.method().clone(),
-        path: normalized.clone(),
-        headers: req.headers().clone(),
+        judged: Judged {
+            source: ctx.source.clone(),
+            src_ip: ctx.src_addr.ip(),
+            port: ctx.port,
+            http: Some(JudgedHttp {
+                method: req.method().clone(),
+                path: normalized.clone(),
+                headers: req.headers().clone(),
+            }),
+        },
+        policy: judged_under.unwrap_or_else(|| shared.policy()),
     });
     (
         forward(req, ctx, &normalized, request_id, upgrade).await,
-        "allow",
+        Decision::Allow,
     )
 }
 
-/// An allowed upgrade request: what to ask the app for, and what the tunnel is
-/// re-authorized against whenever policy changes.
+/// An allowed upgrade request: what to ask the app for, and the decision the tunnel is
+/// judged against again whenever policy changes.
 struct Upgrade {
     protocols: HeaderValue,
-    method: Method,
-    path: String,
-    headers: http::HeaderMap,
-}
-
-impl Upgrade {
-    /// Why the tunnel must close under `p`, if it must: the upgrade request, judged
-    /// again, is no longer allowed.
-    fn closes(&self, ctx: &ConnCtx, p: &vigil_policy::Policy) -> Option<&'static str> {
-        if let Some(reason) = connection_killer(p, &ctx.source) {
-            return Some(reason);
-        }
-        let d = p.evaluate(
-            &AuthzRequest {
-                peer: ctx.source.peer(),
-                source_ip: Some(ctx.src_addr.ip()),
-                port: ctx.port,
-                http: Some(HttpRequest {
-                    method: self.method.as_str(),
-                    path: &self.path,
-                    headers: &self.headers,
-                }),
-            },
-            unix_now(),
-        );
-        (!d.allowed).then_some(match d.reason {
-            Reason::Revoked => "revoked",
-            Reason::Quarantined => "quarantine",
-            _ => "policy",
-        })
-    }
+    judged: Judged,
+    /// The policy it was allowed under.
+    policy: Arc<Policy>,
 }
 
 /// Carries an upgraded connection between the client and the app until either ends or
@@ -247,74 +188,15 @@ fn spawn_tunnel(ctx: &Arc<ConnCtx>, up: Upgrade, client: OnUpgrade, app: OnUpgra
     let ctx = ctx.clone();
     let shared = ctx.shared.clone();
     shared.tracker.spawn(async move {
-        let policy = ctx.shared.policy.clone();
-        let now = policy.borrow().clone();
-        let closer = async {
-            // A change between the decision and the switch counts too.
-            match up.closes(&ctx, &now) {
-                Some(reason) => reason,
-                None => closed_by_policy(policy, |p| up.closes(&ctx, p)).await,
-            }
-        };
-        let ended = upgrade::tunnel(client, app, closer).await;
+        // A change between the decision and the switch counts too.
+        let live = ctx
+            .shared
+            .conns
+            .track(Recheck::Decision(Box::new(up.judged)), &up.policy);
+        drop(up.policy);
+        let ended = upgrade::tunnel(client, app, live.closed()).await;
         ended.record(&ctx.shared, DIRECTION, &ctx.source.id_string());
     });
-}
-
-fn record_decision(
-    ctx: &ConnCtx,
-    policy: &vigil_policy::Policy,
-    reason: Reason,
-    allowed: bool,
-    audit: Option<vigil_policy::AuditFinding>,
-    entry: &mut Entry,
-) {
-    let decision = if allowed { "allow" } else { "deny" };
-    ctx.shared
-        .metrics
-        .record_authz(DIRECTION, policy_label(policy, reason), decision);
-    let logging = ctx.shared.log.enabled();
-    if logging {
-        entry.reason = policy.describe(reason);
-    }
-    if logging
-        && let Reason::Rule(i) = reason
-        && let Some((p, r, _, _)) = policy.rule_info(i)
-    {
-        entry.policy = Some(p.to_string());
-        entry.rule = Some(r);
-    }
-    if let Some(f) = audit {
-        let would = if f.would_allow {
-            "would_allow"
-        } else {
-            "would_deny"
-        };
-        let label = policy_label(policy, f.reason);
-        ctx.shared
-            .metrics
-            .audit
-            .with_label_values(&[label, would])
-            .inc();
-        if logging {
-            entry.audit = Some(format!(
-                "{}: {}",
-                would.replace('_', " "),
-                policy.describe(f.reason)
-            ));
-        }
-    }
-}
-
-/// The `policy` label: the deciding policy's name, or a fixed word.
-pub(crate) fn policy_label(policy: &vigil_policy::Policy, reason: Reason) -> &str {
-    match reason {
-        Reason::Rule(i) => policy.rule_info(i).map(|r| r.0).unwrap_or_default(),
-        Reason::Default(_) => "default",
-        Reason::Quarantined => "quarantine",
-        Reason::Revoked => "revoked",
-        Reason::InvalidPolicy => "invalid",
-    }
 }
 
 /// Sends an allowed request to the app, in the protocol the original client spoke; an
@@ -408,9 +290,7 @@ async fn forward(
 fn app_error(ctx: &ConnCtx, request_id: &str) -> Response<Body> {
     ctx.shared
         .metrics
-        .rejected
-        .with_label_values(&[DIRECTION, "app_unavailable"])
-        .inc();
+        .reject(DIRECTION, Rejected::AppUnavailable);
     error_response(StatusCode::BAD_GATEWAY, request_id)
 }
 

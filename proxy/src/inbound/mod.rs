@@ -20,8 +20,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::{
+    authz::Subject,
     detect::{self, Outer, Proto},
     io::PrefixedIo,
+    metrics::labels::{Direction, Rejected},
     serve::ConnGuard,
     shared::{Shared, Source, original_dst},
 };
@@ -29,7 +31,7 @@ use crate::{
 mod http;
 mod tcp;
 
-const DIRECTION: &str = "inbound";
+const DIRECTION: Direction = Direction::Inbound;
 
 /// What a connection handler needs to know about its connection.
 #[derive(Debug)]
@@ -42,6 +44,17 @@ pub(crate) struct ConnCtx {
     pub(crate) source: Source,
     pub(crate) src_addr: SocketAddr,
     pub(crate) proto: Proto,
+}
+
+impl ConnCtx {
+    /// Who asks: what every authorization on this connection judges.
+    pub(crate) fn subject(&self) -> Subject<'_> {
+        Subject {
+            source: &self.source,
+            src_ip: self.src_addr.ip(),
+            port: self.port,
+        }
+    }
 }
 
 /// Accepts inbound connections until shutdown.
@@ -65,11 +78,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut gua
         }
         (None, None) => {
             // Neither redirected nor configured with --app: nowhere to forward.
-            shared
-                .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "no_destination"])
-                .inc();
+            shared.metrics.reject(DIRECTION, Rejected::NoDestination);
             return;
         }
     };
@@ -87,11 +96,7 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut gua
         Outer::MeshTls => {
             let Some(tls) = shared.tls() else {
                 // No credentials yet: cannot terminate mesh TLS.
-                shared
-                    .metrics
-                    .tls_failures
-                    .with_label_values(&[DIRECTION, "no_credentials"])
-                    .inc();
+                shared.metrics.tls_unavailable(DIRECTION, "no_credentials");
                 return;
             };
             let acceptor = TlsAcceptor::from(tls.server.clone());
@@ -105,37 +110,15 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut gua
                 Ok(Err(e)) => {
                     let reason = crate::tls_errors::reason(&e);
                     tracing::debug!(%src, error = %e, "inbound mTLS handshake failed");
-                    shared
-                        .metrics
-                        .tls_handshakes
-                        .with_label_values(&[DIRECTION, "failure"])
-                        .inc();
-                    shared
-                        .metrics
-                        .tls_failures
-                        .with_label_values(&[DIRECTION, reason])
-                        .inc();
+                    shared.metrics.handshake(DIRECTION, Some(reason));
                     return;
                 }
                 Err(_) => {
-                    shared
-                        .metrics
-                        .tls_handshakes
-                        .with_label_values(&[DIRECTION, "failure"])
-                        .inc();
-                    shared
-                        .metrics
-                        .tls_failures
-                        .with_label_values(&[DIRECTION, "timeout"])
-                        .inc();
+                    shared.metrics.handshake(DIRECTION, Some("timeout"));
                     return;
                 }
             };
-            shared
-                .metrics
-                .tls_handshakes
-                .with_label_values(&[DIRECTION, "success"])
-                .inc();
+            shared.metrics.handshake(DIRECTION, None);
             guard.established();
             let conn = tls_stream.get_ref().1;
             let Some(peer) = vigil_cert_authority::tls::peer_identity(conn) else {
@@ -194,11 +177,7 @@ async fn route<S>(
             Err(_) => return,
         },
     };
-    shared
-        .metrics
-        .connections
-        .with_label_values(&[DIRECTION, proto.as_str()])
-        .inc();
+    shared.metrics.connection(DIRECTION, proto);
     let ctx = Arc::new(ConnCtx {
         shared,
         port,

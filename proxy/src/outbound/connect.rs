@@ -27,11 +27,15 @@ use hyper_util::{
 use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{TlsConnector, client::TlsStream};
-use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use vigil_cert_authority::{SpiffeId, svid::SvidInfo};
 use vigil_policy::Policy;
 
-use crate::{config::OutboundRoute, shared::closed_by_policy, tls_state::TlsState};
+use crate::{
+    config::OutboundRoute,
+    connections::{Connections, Live, Recheck},
+    tls_state::TlsState,
+};
 
 /// Host suffix of static-route authorities.
 const ROUTE_HOST: &str = ".route.vigil";
@@ -76,6 +80,9 @@ pub struct MeshConnector {
     pub discovery: Arc<super::discovery::Discovery>,
     tls: watch::Receiver<Option<Arc<TlsState>>>,
     policy: watch::Receiver<Arc<Policy>>,
+    /// Where each mesh connection is registered, to be closed when its server is revoked
+    /// or this workload quarantined.
+    conns: Connections,
     connect_timeout: std::time::Duration,
     handshake_timeout: std::time::Duration,
     /// Round-robin position over virtual destinations' endpoints.
@@ -118,6 +125,7 @@ impl MeshConnector {
         routes: Vec<OutboundRoute>,
         tls: watch::Receiver<Option<Arc<TlsState>>>,
         policy: watch::Receiver<Arc<Policy>>,
+        conns: Connections,
         connect_timeout: std::time::Duration,
         handshake_timeout: std::time::Duration,
         discovery: Arc<super::discovery::Discovery>,
@@ -127,6 +135,7 @@ impl MeshConnector {
             discovery,
             tls,
             policy,
+            conns,
             connect_timeout,
             handshake_timeout,
             next: Arc::default(),
@@ -204,6 +213,8 @@ impl MeshConnector {
             .clone()
             .ok_or(ConnectError::NoCredentials)?;
         let config = tls.client(&target.identities, alpn)?;
+        // The server's certificate is checked against this policy's revocations.
+        let judged = self.policy.borrow().clone();
         let (addr, tcp) = self.tcp(target).await?;
         let _ = tcp.set_nodelay(true);
         // SPIFFE verification ignores the server name; any valid name will do.
@@ -229,21 +240,12 @@ impl MeshConnector {
                 addr,
                 source: io::Error::other("server presented no SVID"),
             })?;
-        let kill = CancellationToken::new();
-        let watch_kill = kill.clone();
-        let rx = self.policy.clone();
-        let info = server.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watch_kill.cancelled() => {}
-                _ = closed_by_policy(rx, move |p| server_killer(p, &info)) => watch_kill.cancel(),
-            }
-        });
+        let live = self.conns.track(Recheck::Server(server.clone()), &judged);
         Ok((
             MeshConn {
                 io: TokioIo::new(stream),
-                killed: Box::pin(kill.clone().cancelled_owned()),
-                _guard: kill.drop_guard(),
+                killed: Box::pin(live.cancelled()),
+                live,
             },
             server,
         ))
@@ -277,17 +279,6 @@ impl MeshConnector {
     }
 }
 
-/// Why a connection to `server` must close under `p`, if it must.
-fn server_killer(p: &Policy, server: &SvidInfo) -> Option<&'static str> {
-    if p.is_quarantined() {
-        Some("quarantine")
-    } else if p.is_revoked(&server.id, &server.serial) {
-        Some("revoked")
-    } else {
-        None
-    }
-}
-
 impl tower::Service<Uri> for MeshConnector {
     type Response = MeshConn;
     type Error = ConnectError;
@@ -313,11 +304,12 @@ impl tower::Service<Uri> for MeshConnector {
     }
 }
 
-/// A mesh mTLS connection that fails all I/O once policy closes it.
+/// A mesh mTLS connection that fails all I/O once policy closes it (its server is
+/// revoked, or this workload quarantined: see [`crate::connections`]).
 pub struct MeshConn {
     io: TokioIo<TlsStream<TcpStream>>,
     killed: Pin<Box<WaitForCancellationFutureOwned>>,
-    _guard: DropGuard,
+    live: Live,
 }
 
 impl std::fmt::Debug for MeshConn {
@@ -337,15 +329,9 @@ impl MeshConn {
         }
     }
 
-    /// The TLS stream, for opaque tunnels.
-    pub fn into_parts(
-        self,
-    ) -> (
-        TlsStream<TcpStream>,
-        Pin<Box<WaitForCancellationFutureOwned>>,
-        DropGuard,
-    ) {
-        (self.io.into_inner(), self.killed, self._guard)
+    /// The TLS stream and its registration, for opaque tunnels.
+    pub(crate) fn into_parts(self) -> (TlsStream<TcpStream>, Live) {
+        (self.io.into_inner(), self.live)
     }
 }
 

@@ -20,12 +20,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{DIRECTION, OutCtx};
 use crate::{
-    access_log::{Entry, FORWARD},
+    access_log::{Answer, Entry, What},
+    connections::Recheck,
     detect::Proto,
     http_util::{Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, strip_hop_by_hop},
+    metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
-    shared::closed_by_policy,
 };
 
 pub(super) async fn serve<S>(io: S, ctx: Arc<OutCtx>)
@@ -35,21 +36,15 @@ where
     let shared = ctx.shared.clone();
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
-    let closer = closed_by_policy(shared.policy.clone(), |p| {
-        p.is_quarantined().then_some("quarantine")
-    });
-    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, closer).await {
+    let live = shared.conns.track_now(Recheck::Quarantine);
+    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, live.closed()).await {
         closed(&ctx, reason);
     }
 }
 
-fn closed(ctx: &OutCtx, reason: &'static str) {
-    tracing::info!(dst = %ctx.dst, reason, "closing outbound connection");
-    ctx.shared
-        .metrics
-        .closed
-        .with_label_values(&[DIRECTION, reason])
-        .inc();
+fn closed(ctx: &OutCtx, reason: Closed) {
+    tracing::info!(dst = %ctx.dst, reason = reason.as_str(), "closing outbound connection");
+    ctx.shared.metrics.close(DIRECTION, reason);
 }
 
 async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Body>, Infallible> {
@@ -78,25 +73,22 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
             method: Some(req.method().to_string()),
             path: Some(req.uri().path().to_string()),
             request_id: Some(request_id.clone()),
-            decision: FORWARD,
+            decision: Decision::Forward,
+            reason: What::Forwarded(None).into(),
             ..Entry::default()
         }
     } else {
         Entry {
-            decision: FORWARD,
+            decision: Decision::Forward,
             ..Entry::default()
         }
     };
     // Logged and counted exactly once, also if the app goes away before the answer.
     let mut record = RequestLog::new(shared, DIRECTION, start, entry);
     let resp = if shared.policy().is_quarantined() {
-        shared
-            .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, "quarantine"])
-            .inc();
-        record.entry.decision = "deny";
-        record.entry.reason = "workload is quarantined".into();
+        shared.metrics.reject(DIRECTION, Rejected::Quarantine);
+        record.entry.decision = Decision::Deny;
+        record.entry.reason = What::Quarantined.into();
         error_response(StatusCode::FORBIDDEN, &request_id)
     } else {
         match upgrade_requested(&req, &ctx) {
@@ -106,13 +98,9 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
             }
             Err(e) => {
                 tracing::debug!(error = %e, "refusing upgrade request");
-                shared
-                    .metrics
-                    .rejected
-                    .with_label_values(&[DIRECTION, "malformed_upgrade"])
-                    .inc();
-                record.entry.decision = "deny";
-                record.entry.reason = e.to_string();
+                shared.metrics.reject(DIRECTION, Rejected::MalformedUpgrade);
+                record.entry.decision = Decision::Deny;
+                record.entry.reason = What::Refused(e.to_string()).into();
                 error_response(StatusCode::BAD_REQUEST, &request_id)
             }
         }
@@ -181,7 +169,7 @@ async fn send(
     {
         Ok(resp) => {
             if ctx.shared.log.enabled() {
-                entry.reason = forwarded_reason(&resp);
+                entry.reason.what = answered(&resp);
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -194,24 +182,23 @@ async fn send(
             tracing::info!(dst = %ctx.dst, error = %e, %source, "mesh request failed");
             ctx.shared
                 .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "upstream_unavailable"])
-                .inc();
-            entry.decision = "deny";
-            entry.reason = format!("upstream failed: {e}: {source}");
+                .reject(DIRECTION, Rejected::UpstreamUnavailable);
+            entry.decision = Decision::Deny;
+            entry.reason.what = What::UpstreamFailed(format!("{e}: {source}"));
             error_response(StatusCode::BAD_GATEWAY, request_id)
         }
     }
 }
 
-/// `forwarded over mTLS; the destination answered 403 (its request id …)`: the request
-/// id is present when the destination's proxy, not its app, produced the answer.
-pub(super) fn forwarded_reason<B>(resp: &Response<B>) -> String {
-    let status = resp.status().as_u16();
-    match resp.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()) {
-        Some(id) => {
-            format!("forwarded over mTLS; the destination answered {status} (its request id {id})")
-        }
-        None => format!("forwarded over mTLS; the destination answered {status}"),
-    }
+/// What the destination answered: its status and, when its proxy (not its app) produced
+/// the answer, that proxy's request id.
+pub(super) fn answered<B>(resp: &Response<B>) -> What {
+    What::Forwarded(Some(Answer {
+        status: resp.status().as_u16(),
+        request_id: resp
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    }))
 }

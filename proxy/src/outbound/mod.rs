@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::{
     detect::{self, Proto},
     io::PrefixedIo,
+    metrics::labels::{Direction, Rejected},
     shared::{Shared, original_dst},
 };
 
@@ -32,7 +33,7 @@ mod upgrade;
 
 pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector, Target};
 
-const DIRECTION: &str = "outbound";
+const DIRECTION: Direction = Direction::Outbound;
 
 /// Where an outbound connection is going.
 #[derive(Clone, Debug)]
@@ -80,11 +81,7 @@ async fn handle(
     guard.established();
     let policy = shared.policy();
     if policy.is_quarantined() {
-        shared
-            .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, "quarantine"])
-            .inc();
+        shared.metrics.reject(DIRECTION, Rejected::Quarantine);
         return;
     }
     let (authority, dst) = match route {
@@ -96,11 +93,7 @@ async fn handle(
             Some(orig) => (orig.to_string(), orig),
             None => {
                 // Connected to the outbound port directly, not redirected: nowhere to go.
-                shared
-                    .metrics
-                    .rejected
-                    .with_label_values(&[DIRECTION, "no_destination"])
-                    .inc();
+                shared.metrics.reject(DIRECTION, Rejected::NoDestination);
                 return;
             }
         },
@@ -144,11 +137,7 @@ async fn dispatch(
     src_addr: SocketAddr,
     shared: Arc<Shared>,
 ) {
-    shared
-        .metrics
-        .connections
-        .with_label_values(&[DIRECTION, proto.as_str()])
-        .inc();
+    shared.metrics.connection(DIRECTION, proto);
     let ctx = Arc::new(OutCtx {
         shared,
         authority,

@@ -10,9 +10,11 @@ use tokio::{
 
 use super::{DIRECTION, OutCtx};
 use crate::{
-    access_log::{Entry, FORWARD},
+    access_log::{Entry, Note, What},
+    connections::Recheck,
     detect::ALPN_TCP,
     io::{ByteCounts, Counted},
+    metrics::labels::{Decision, Rejected},
     shared::Shared,
 };
 
@@ -31,8 +33,8 @@ where
             .map(|t| t.creds.info.id.to_string())
             .unwrap_or_default(),
         dst_addr: Some(ctx.dst.to_string()),
-        decision: FORWARD,
-        reason: "forwarded over mTLS".into(),
+        decision: Decision::Forward,
+        reason: What::Forwarded(None).into(),
         ..Entry::default()
     };
     let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_TCP).await {
@@ -41,29 +43,29 @@ where
             tracing::info!(dst = %ctx.dst, error = %e, "mesh tunnel failed");
             shared
                 .metrics
-                .rejected
-                .with_label_values(&[DIRECTION, "upstream_unavailable"])
-                .inc();
-            entry.decision = "deny";
-            entry.reason = e.to_string();
+                .reject(DIRECTION, Rejected::UpstreamUnavailable);
+            entry.decision = Decision::Deny;
+            entry.reason = What::UpstreamFailed(e.to_string()).into();
             shared.log.log(entry);
             return;
         }
     };
-    shared
-        .metrics
-        .tls_handshakes
-        .with_label_values(&[DIRECTION, "success"])
-        .inc();
+    shared.metrics.handshake(DIRECTION, None);
     entry.dst_id = Some(server.id.to_string());
-    let (mut upstream, killed, _guard) = conn.into_parts();
+    // Registered twice: as a mesh connection (its server's identity) and as the app's
+    // (this workload's quarantine, also since the connection was accepted).
+    let (mut upstream, server_live) = conn.into_parts();
+    let app_live = shared.conns.track_checked(Recheck::Quarantine);
     let counts = ByteCounts::default();
     let mut client = Counted::new(io, counts.clone());
     tokio::select! {
         _ = crate::copy::bidirectional(&mut client, &mut upstream) => {}
-        _ = killed => {
-            shared.metrics.closed.with_label_values(&[DIRECTION, "policy"]).inc();
-            entry.reason = "closed by policy".into();
+        reason = async { tokio::select! {
+            r = server_live.closed() => r,
+            r = app_live.closed() => r,
+        } } => {
+            shared.metrics.close(DIRECTION, reason);
+            entry.reason.note(Note::Closed(reason));
         }
     }
     shared.finish_tcp(DIRECTION, entry, &counts, start);
@@ -75,12 +77,10 @@ pub(super) fn refuse_unknown(src: SocketAddr, dst: SocketAddr, shared: &Shared, 
     tracing::warn!(%dst, error = %why, "cannot tell whether the destination is in the mesh; refusing");
     shared
         .metrics
-        .rejected
-        .with_label_values(&[DIRECTION, "discovery_unavailable"])
-        .inc();
+        .reject(DIRECTION, Rejected::DiscoveryUnavailable);
     shared.log.log(Entry {
-        decision: "deny",
-        reason: format!("destination unknown (controller unreachable: {why})"),
+        decision: Decision::Deny,
+        reason: What::DestinationUnknown(why).into(),
         ..plain_entry(src, dst, shared)
     });
 }
@@ -110,42 +110,37 @@ pub(super) async fn passthrough(
 ) {
     let start = Instant::now();
     let mut entry = Entry {
-        decision: "allow",
-        reason: "passthrough (not a mesh destination)".into(),
+        decision: Decision::Allow,
+        reason: What::Passthrough.into(),
         ..plain_entry(src, dst, &shared)
     };
-    if !shared.policy().passthrough() {
-        shared
-            .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, "egress_denied"])
-            .inc();
-        entry.decision = "deny";
-        entry.reason = "not a mesh destination and passthrough is off".into();
+    let policy = shared.policy();
+    if !policy.passthrough() {
+        shared.metrics.reject(DIRECTION, Rejected::EgressDenied);
+        entry.decision = Decision::Deny;
+        entry.reason = What::PassthroughOff.into();
         shared.log.log(entry);
         return;
     }
+    let live = shared.conns.track(Recheck::Passthrough, &policy);
+    drop(policy);
     let upstream = tokio::time::timeout(shared.cfg.connect_timeout, TcpStream::connect(dst)).await;
     let Ok(Ok(mut upstream)) = upstream else {
         shared
             .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, "upstream_unavailable"])
-            .inc();
-        entry.decision = "deny";
-        entry.reason = "passthrough connect failed".into();
+            .reject(DIRECTION, Rejected::UpstreamUnavailable);
+        entry.decision = Decision::Deny;
+        entry.reason = What::PassthroughFailed.into();
         shared.log.log(entry);
         return;
     };
     let counts = ByteCounts::default();
     let mut client = Counted::new(stream, counts.clone());
-    let closer = crate::shared::closed_by_policy(shared.policy.clone(), |p| {
-        (!p.passthrough()).then_some("policy")
-    });
     tokio::select! {
         _ = crate::copy::bidirectional(&mut client, &mut upstream) => {}
-        reason = closer => {
-            shared.metrics.closed.with_label_values(&[DIRECTION, reason]).inc();
+        reason = live.closed() => {
+            shared.metrics.close(DIRECTION, reason);
+            entry.reason.note(Note::Closed(reason));
         }
     }
     shared.finish_tcp(DIRECTION, entry, &counts, start);

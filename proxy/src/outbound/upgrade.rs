@@ -13,9 +13,10 @@ use vigil_cert_authority::tls::ALPN_MESH;
 
 use super::{DIRECTION, OutCtx};
 use crate::{
-    access_log::Entry,
+    access_log::{Entry, What},
+    connections::Recheck,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
-    shared::closed_by_policy,
+    metrics::labels::{Decision, Rejected},
     upgrade,
 };
 
@@ -35,11 +36,9 @@ pub(super) async fn send(
         tracing::info!(dst = %ctx.dst, error = %why, "mesh upgrade request failed");
         shared
             .metrics
-            .rejected
-            .with_label_values(&[DIRECTION, "upstream_unavailable"])
-            .inc();
-        entry.decision = "deny";
-        entry.reason = format!("upstream failed: {why}");
+            .reject(DIRECTION, Rejected::UpstreamUnavailable);
+        entry.decision = Decision::Deny;
+        entry.reason.what = What::UpstreamFailed(why);
         error_response(StatusCode::BAD_GATEWAY, request_id)
     };
     let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_MESH).await {
@@ -80,7 +79,7 @@ pub(super) async fn send(
     };
     if shared.log.enabled() {
         entry.dst_id = Some(server.id.to_string());
-        entry.reason = super::http::forwarded_reason(&resp);
+        entry.reason.what = super::http::answered(&resp);
     }
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Denied (403), declined by the app, or failed: the answer goes back as it is,
@@ -104,15 +103,11 @@ fn spawn_tunnel(ctx: &Arc<OutCtx>, app: OnUpgrade, mesh: OnUpgrade) {
     let ctx = ctx.clone();
     let shared = ctx.shared.clone();
     shared.tracker.spawn(async move {
-        let policy = ctx.shared.policy.clone();
-        let quarantined = policy.borrow().is_quarantined();
-        let closer = async move {
-            if quarantined {
-                return "quarantine";
-            }
-            closed_by_policy(policy, |p| p.is_quarantined().then_some("quarantine")).await
-        };
-        let ended = upgrade::tunnel(app, mesh, closer).await;
+        // The mesh connection closes itself when its server is revoked; the tunnel, as
+        // the app's traffic, when this workload is quarantined (also since the request
+        // was sent).
+        let live = ctx.shared.conns.track_checked(Recheck::Quarantine);
+        let ended = upgrade::tunnel(app, mesh, live.closed()).await;
         ended.record(&ctx.shared, DIRECTION, &ctx.dst.to_string());
     });
 }

@@ -16,7 +16,8 @@ fn connector(policy: &str) -> MeshConnector {
     MeshConnector::new(
         Vec::new(),
         tls,
-        policy,
+        policy.clone(),
+        Connections::new(policy),
         Duration::from_secs(1),
         Duration::from_secs(1),
         Arc::new(Discovery::off()),

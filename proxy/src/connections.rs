@@ -1,0 +1,260 @@
+//! The connection manager: one registry of the live connections whose right to stay
+//! open depends on policy, each with what it must be re-checked against, and one task
+//! that re-checks them all when policy, revocation or quarantine changes.
+//!
+//! ```text
+//! handler ── track(recheck, judged under P) ──► registry ◄── one watcher: on every new policy,
+//!    ▲                                             │         check each entry; a reason closes it
+//!    └────── Live::closed() resolves with it ◄─────┘
+//! ```
+//!
+//! A connection is registered with the policy its decision was made under: if another
+//! policy is already in force when it registers, it is checked against that one at once,
+//! so a change that lands between a decision and the registration is never missed. The
+//! entry leaves the registry when its [`Live`] handle drops (the connection ended).
+//!
+//! What is re-checked ([`Recheck`]) is the class of connection, not the code path that
+//! opened it: inbound HTTP connections by their peer, inbound opaque connections and
+//! upgraded tunnels by the decision that let them in ([`crate::authz::Judged`]), outbound
+//! connections by this workload's quarantine, mesh connections by the server's identity,
+//! and plaintext passthrough by the policy's egress switch.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use vigil_cert_authority::svid::SvidInfo;
+use vigil_policy::Policy;
+
+use crate::{
+    authz::{Judged, peer_closes},
+    metrics::labels::Closed,
+    shared::Source,
+};
+
+/// The registry (cheap to clone; clones share it).
+#[derive(Clone, Debug)]
+pub struct Connections {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: watch::Receiver<Arc<Policy>>,
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Tracked>>,
+}
+
+#[derive(Debug)]
+struct Tracked {
+    recheck: Recheck,
+    signal: Arc<Signal>,
+}
+
+/// Set once, when the connection must close.
+#[derive(Debug, Default)]
+struct Signal {
+    reason: OnceLock<Closed>,
+    token: CancellationToken,
+}
+
+/// What a live connection is re-checked against.
+#[derive(Debug)]
+pub(crate) enum Recheck {
+    /// An inbound HTTP connection (each request is judged on its own): closes on
+    /// quarantine or when the peer's certificate is revoked.
+    Peer(Source),
+    /// An inbound opaque connection or upgraded tunnel: closes when the decision that let
+    /// it in, made again, is a deny (or on quarantine, or revocation of the peer).
+    Decision(Box<Judged>),
+    /// Outbound traffic of the app: closes when this workload is quarantined.
+    Quarantine,
+    /// A mesh connection to a server: closes on quarantine or when the server's
+    /// certificate is revoked.
+    Server(SvidInfo),
+    /// Plaintext passthrough: closes when policy turns passthrough off.
+    Passthrough,
+}
+
+/// A registered connection. Dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Live {
+    id: u64,
+    inner: Arc<Inner>,
+    signal: Arc<Signal>,
+}
+
+// === impl Connections ===
+
+impl Connections {
+    /// A registry over the policy in force; [`Self::watch`] must run for changes to be
+    /// checked.
+    pub fn new(policy: watch::Receiver<Arc<Policy>>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                policy,
+                next: AtomicU64::new(0),
+                live: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Registers a connection whose decision was made under `judged`.
+    pub(crate) fn track(&self, recheck: Recheck, judged: &Arc<Policy>) -> Live {
+        self.register(recheck, Some(judged))
+    }
+
+    /// Registers a connection judged under the policy in force now: only later changes
+    /// are checked.
+    pub(crate) fn track_now(&self, recheck: Recheck) -> Live {
+        let now = self.inner.policy.borrow().clone();
+        self.register(recheck, Some(&now))
+    }
+
+    /// Registers a connection whose decision was made under a policy the caller no
+    /// longer has: it is checked against the policy in force at once.
+    pub(crate) fn track_checked(&self, recheck: Recheck) -> Live {
+        self.register(recheck, None)
+    }
+
+    fn register(&self, recheck: Recheck, judged: Option<&Arc<Policy>>) -> Live {
+        let signal = Arc::new(Signal::default());
+        let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut live = self.inner.lock();
+            // Read while holding the lock: a change the watcher checked before this entry
+            // was there is the one in force now (or an older one), never a skipped one.
+            let current = self.inner.policy.borrow().clone();
+            if judged.is_none_or(|j| !Arc::ptr_eq(&current, j))
+                && let Some(reason) = recheck.closes(&current)
+            {
+                signal.close(reason);
+            }
+            live.insert(
+                id,
+                Tracked {
+                    recheck,
+                    signal: signal.clone(),
+                },
+            );
+        }
+        Live {
+            id,
+            inner: self.inner.clone(),
+            signal,
+        }
+    }
+
+    /// Live connections registered.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// True when no connection is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Re-checks every live connection whenever a new policy is published, until the
+    /// policy's sender goes away.
+    pub fn watch(&self) -> impl Future<Output = ()> + Send + 'static {
+        let inner = self.inner.clone();
+        // Cloned now, the receiver has seen the policy in force now: a change published
+        // before the task first runs is still a change.
+        let mut rx = inner.policy.clone();
+        async move {
+            while rx.changed().await.is_ok() {
+                let policy = rx.borrow_and_update().clone();
+                let live = inner.lock();
+                for t in live.values() {
+                    if t.signal.reason.get().is_none()
+                        && let Some(reason) = t.recheck.closes(&policy)
+                    {
+                        t.signal.close(reason);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        // A panic while holding the lock leaves a map that is still consistent.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+// === impl Signal ===
+
+impl Signal {
+    fn close(&self, reason: Closed) {
+        if self.reason.set(reason).is_ok() {
+            self.token.cancel();
+        }
+    }
+}
+
+// === impl Recheck ===
+
+impl Recheck {
+    /// Why the connection must close under `p`, if it must.
+    fn closes(&self, p: &Policy) -> Option<Closed> {
+        match self {
+            Self::Peer(source) => peer_closes(p, source),
+            Self::Decision(judged) => judged.closes(p),
+            Self::Quarantine => p.is_quarantined().then_some(Closed::Quarantine),
+            Self::Server(server) => {
+                if p.is_quarantined() {
+                    Some(Closed::Quarantine)
+                } else if p.is_revoked(&server.id, &server.serial) {
+                    Some(Closed::Revoked)
+                } else {
+                    None
+                }
+            }
+            Self::Passthrough => (!p.passthrough()).then_some(Closed::Policy),
+        }
+    }
+}
+
+// === impl Live ===
+
+impl Live {
+    /// Resolves when the connection must close, with why.
+    pub(crate) fn closed(&self) -> impl Future<Output = Closed> + Send + 'static {
+        let signal = self.signal.clone();
+        async move {
+            signal.token.cancelled().await;
+            signal.reason.get().copied().unwrap_or(Closed::Policy)
+        }
+    }
+
+    /// Resolves when the connection must close (for I/O wrappers that poll it; the
+    /// reason is then [`Self::reason`]).
+    pub(crate) fn cancelled(&self) -> WaitForCancellationFutureOwned {
+        self.signal.token.clone().cancelled_owned()
+    }
+
+    /// Why it must close, once it must.
+    #[cfg(test)]
+    pub(crate) fn reason(&self) -> Option<Closed> {
+        self.signal.reason.get().copied()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.inner.lock().remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests;
