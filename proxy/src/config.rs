@@ -2,11 +2,15 @@
 //! validated into [`Config`], which `/config` serialises (it holds no secrets: key paths,
 //! never key material).
 
-use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Args;
 use serde::Serialize;
 use vigil_cert_authority::SpiffeId;
+
+mod routes;
+
+pub use routes::{AccessLogTarget, OutboundRoute, ProbeRoute};
 
 /// Default inbound listener.
 pub const DEFAULT_INBOUND: &str = "[::]:4143";
@@ -189,95 +193,6 @@ pub struct RunArgs {
     /// measure their cost (benchmark B12).
     #[arg(long, env = "VIGIL_PROXY_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub request_metrics: bool,
-}
-
-/// A static outbound route.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct OutboundRoute {
-    /// Local listener the app connects to.
-    pub listen: SocketAddr,
-    /// The destination's inbound proxy.
-    pub upstream: SocketAddr,
-    /// Identities the upstream may present.
-    pub identities: BTreeSet<SpiffeId>,
-}
-
-/// A plaintext probe route.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProbeRoute {
-    /// The workload port.
-    pub port: u16,
-    /// The exact path.
-    pub path: String,
-}
-
-/// Where access logs go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccessLogTarget {
-    /// Standard output.
-    Stdout,
-    /// Nowhere.
-    Off,
-}
-
-impl FromStr for OutboundRoute {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected LISTEN=UPSTREAM,SPIFFE_ID[,SPIFFE_ID...]";
-        let (listen, rest) = s.split_once('=').ok_or(usage)?;
-        let mut parts = rest.split(',');
-        let upstream = parts.next().ok_or(usage)?;
-        let identities = parts
-            .map(|p| SpiffeId::parse(p.trim()).map_err(|e| format!("{p:?}: {e}")))
-            .collect::<Result<BTreeSet<_>, _>>()?;
-        if identities.is_empty() {
-            return Err(format!("{usage}: at least one SPIFFE ID"));
-        }
-        Ok(Self {
-            listen: listen
-                .trim()
-                .parse()
-                .map_err(|e| format!("listen address {listen:?}: {e}"))?,
-            upstream: upstream
-                .trim()
-                .parse()
-                .map_err(|e| format!("upstream address {upstream:?}: {e}"))?,
-            identities,
-        })
-    }
-}
-
-impl FromStr for ProbeRoute {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (port, path) = s.split_once(':').ok_or("expected PORT:PATH")?;
-        let port: u16 = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
-        let normalized =
-            vigil_policy::path::normalize(path).map_err(|e| format!("path {path:?}: {e}"))?;
-        if normalized != path {
-            return Err(format!(
-                "probe path {path:?} must be normalised (e.g. {normalized:?})"
-            ));
-        }
-        Ok(Self {
-            port,
-            path: path.to_owned(),
-        })
-    }
-}
-
-impl FromStr for AccessLogTarget {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "stdout" => Ok(Self::Stdout),
-            "off" => Ok(Self::Off),
-            other => Err(format!(
-                "unknown access log target {other:?}; use stdout or off"
-            )),
-        }
-    }
 }
 
 fn parse_id(s: &str) -> Result<SpiffeId, String> {
@@ -543,90 +458,4 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn routes_parse() {
-        let r: OutboundRoute =
-            "127.0.0.1:15001=127.0.0.1:4143,spiffe://td/ns/a/sa/b,spiffe://td/ns/a/sa/c"
-                .parse()
-                .unwrap();
-        assert_eq!(r.listen, "127.0.0.1:15001".parse().unwrap());
-        assert_eq!(r.upstream, "127.0.0.1:4143".parse().unwrap());
-        assert_eq!(r.identities.len(), 2);
-        for bad in [
-            "127.0.0.1:1=127.0.0.1:2",
-            "127.0.0.1:1",
-            "x=127.0.0.1:2,spiffe://td/a",
-            "127.0.0.1:1=127.0.0.1:2,notanid",
-        ] {
-            assert!(bad.parse::<OutboundRoute>().is_err(), "{bad}");
-        }
-        let p: ProbeRoute = "8080:/healthz".parse().unwrap();
-        assert_eq!((p.port, p.path.as_str()), (8080, "/healthz"));
-        assert!("8080:/a/../b".parse::<ProbeRoute>().is_err());
-        assert!("x:/a".parse::<ProbeRoute>().is_err());
-    }
-
-    fn args(extra: &[&str]) -> RunArgs {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            run: RunArgs,
-        }
-        let mut argv = vec![
-            "vigil-proxy",
-            "--policy",
-            "p.yaml",
-            "--svid",
-            "s.pem",
-            "--key",
-            "k.pem",
-            "--bundle",
-            "b.pem",
-        ];
-        argv.extend_from_slice(extra);
-        Cli::try_parse_from(argv).unwrap().run
-    }
-
-    #[test]
-    fn tls_groups_and_request_metrics() {
-        let cfg = args(&[]).validate().unwrap();
-        assert_eq!(cfg.tls_groups, ["x25519mlkem768", "x25519", "p256"]);
-        assert!(cfg.request_metrics);
-        assert_eq!(cfg.tls_provider().kx_groups.len(), 3);
-
-        let cfg = args(&[
-            "--tls-groups",
-            "X25519,secp256r1,x25519",
-            "--request-metrics",
-            "false",
-        ])
-        .validate()
-        .unwrap();
-        assert_eq!(cfg.tls_groups, ["x25519", "p256"]);
-        assert!(!cfg.request_metrics);
-        let names: Vec<_> = cfg
-            .tls_provider()
-            .kx_groups
-            .iter()
-            .map(|g| g.name())
-            .collect();
-        assert_eq!(
-            names,
-            [rustls::NamedGroup::X25519, rustls::NamedGroup::secp256r1]
-        );
-
-        let err = args(&["--tls-groups", "x448"]).validate().unwrap_err();
-        assert!(
-            err.0
-                .iter()
-                .any(|e| e.contains("unknown key-exchange group \"x448\"")),
-            "{err:?}"
-        );
-        let err = args(&["--tls-groups", ""]).validate().unwrap_err();
-        assert!(!err.0.is_empty(), "an empty group list is refused");
-    }
-}
+mod tests;

@@ -12,11 +12,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_util::sync::CancellationToken;
 use vigil_cert_authority::{SpiffeId, ttl::TtlPolicy};
 use vigil_index::{Index, Settings};
-use vigil_policy::model::DefaultPolicy;
 
 use crate::{
     admin, ca,
-    config::{ControllerArgs, DefaultPolicyArg, EgressArg},
+    config::{ControllerArgs, EgressArg},
     grpc,
     local::LocalSource,
     metrics::Metrics,
@@ -81,11 +80,7 @@ impl Controller {
             .context("issuing the controller's certificate")?;
         let settings = Settings {
             trust_domain: args.trust_domain.clone(),
-            default_policy: match args.default_policy {
-                DefaultPolicyArg::Deny => DefaultPolicy::Deny,
-                DefaultPolicyArg::Audit => DefaultPolicy::Audit,
-                DefaultPolicyArg::AllowAuthenticated => DefaultPolicy::AllowAuthenticated,
-            },
+            default_policy: args.default_policy,
             egress_passthrough: args.egress == EgressArg::Passthrough,
         };
         let mut source = args.local.as_ref().map(LocalSource::new);

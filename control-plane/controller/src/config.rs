@@ -2,8 +2,12 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{
+    Args, ValueEnum,
+    builder::{PossibleValuesParser, TypedValueParser},
+};
 use vigil_cert_authority::{SpiffeId, TrustDomain};
+use vigil_policy::model::DefaultPolicy;
 
 /// Flags.
 #[derive(Clone, Debug, Args)]
@@ -55,10 +59,11 @@ pub struct ControllerArgs {
     #[arg(
         long,
         env = "VIGIL_CONTROLLER_DEFAULT_POLICY",
-        value_enum,
+        value_parser = PossibleValuesParser::new(DefaultPolicy::NAMES)
+            .try_map(|s| s.parse::<DefaultPolicy>()),
         default_value = "deny"
     )]
-    pub default_policy: DefaultPolicyArg,
+    pub default_policy: DefaultPolicy,
     /// Traffic to destinations outside the mesh, where the workload does not say.
     #[arg(
         long,
@@ -67,17 +72,6 @@ pub struct ControllerArgs {
         default_value = "passthrough"
     )]
     pub egress: EgressArg,
-}
-
-/// `--default-policy`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DefaultPolicyArg {
-    /// Zero trust.
-    Deny,
-    /// Allow, report "would deny".
-    Audit,
-    /// Allow mesh identities, deny plaintext.
-    AllowAuthenticated,
 }
 
 /// `--egress`.

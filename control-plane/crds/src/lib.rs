@@ -34,7 +34,9 @@ pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSel
 pub use quarantine::{Quarantine, QuarantineSpec};
 pub use segment::{Segment, SegmentSpec};
 pub use status::PolicyStatus;
-pub use workload::{DefaultPolicySpec, EgressMode, Workload, WorkloadSpec};
+pub use workload::{
+    DEFAULT_POLICY_ANNOTATION, DefaultPolicySpec, EgressMode, Workload, WorkloadSpec,
+};
 
 /// API group of the policy CRDs.
 pub const GROUP: &str = "policy.vigil.dev";

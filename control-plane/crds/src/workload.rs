@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use vigil_policy::model::DefaultPolicy;
 
 /// A workload in local mode: a name, a namespace, a service account (its identity is
 /// `spiffe://<td>/ns/<namespace>/sa/<serviceAccount>`), labels (in `metadata.labels`) and
@@ -53,6 +54,30 @@ pub enum DefaultPolicySpec {
     Audit,
     /// Allow any mesh identity; deny plaintext.
     AllowAuthenticated,
+}
+
+/// The pod and namespace annotation that sets [`DefaultPolicySpec`] in Kubernetes mode
+/// (a pod's wins over its namespace's); its values are [`DefaultPolicy::NAMES`].
+pub const DEFAULT_POLICY_ANNOTATION: &str = "vigil.dev/default-policy";
+
+impl From<DefaultPolicySpec> for DefaultPolicy {
+    fn from(d: DefaultPolicySpec) -> Self {
+        match d {
+            DefaultPolicySpec::Deny => Self::Deny,
+            DefaultPolicySpec::Audit => Self::Audit,
+            DefaultPolicySpec::AllowAuthenticated => Self::AllowAuthenticated,
+        }
+    }
+}
+
+impl From<DefaultPolicy> for DefaultPolicySpec {
+    fn from(d: DefaultPolicy) -> Self {
+        match d {
+            DefaultPolicy::Deny => Self::Deny,
+            DefaultPolicy::Audit => Self::Audit,
+            DefaultPolicy::AllowAuthenticated => Self::AllowAuthenticated,
+        }
+    }
 }
 
 /// What happens to traffic to destinations outside the mesh.

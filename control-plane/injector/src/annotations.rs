@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use vigil_policy::model::DefaultPolicy;
+
 /// `enabled` / `disabled`, on the pod or its namespace.
 pub const INJECT: &str = "vigil.dev/inject";
 /// Ports whose traffic the proxy never inspects (comma-separated): `VIGIL_PROXY_OPAQUE_PORTS`.
@@ -14,15 +16,15 @@ pub const OPAQUE_PORTS: &str = "vigil.dev/opaque-ports";
 pub const SKIP_INBOUND_PORTS: &str = "vigil.dev/skip-inbound-ports";
 /// Outbound destination ports that bypass the proxy (iptables, `--skip-outbound-ports`).
 pub const SKIP_OUTBOUND_PORTS: &str = "vigil.dev/skip-outbound-ports";
-/// `deny` | `audit` | `allow-authenticated`: validated here, read by the controller.
-pub const DEFAULT_POLICY: &str = "vigil.dev/default-policy";
+/// `deny` | `audit` | `allow-authenticated` ([`DefaultPolicy::NAMES`]): validated here,
+/// read by the controller.
+pub const DEFAULT_POLICY: &str = vigil_crds::DEFAULT_POLICY_ANNOTATION;
 /// Set on injected pods (the injector's version); also marks a pod as already injected.
 pub const INJECTED: &str = "vigil.dev/injected";
 /// Which container `kubectl logs/exec` pick by default; set to the first app container.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 const INJECT_VALUES: [&str; 2] = ["enabled", "disabled"];
-const DEFAULT_POLICY_VALUES: [&str; 3] = ["deny", "audit", "allow-authenticated"];
 
 /// A pod the injector must refuse (the webhook answers `allowed: false` with this text).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,7 @@ impl PodSettings {
     /// Validates every Vigil annotation of a pod and keeps the ones injection uses.
     pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Self, InjectError> {
         one_of(annotations, INJECT, &INJECT_VALUES)?;
-        one_of(annotations, DEFAULT_POLICY, &DEFAULT_POLICY_VALUES)?;
+        one_of(annotations, DEFAULT_POLICY, &DefaultPolicy::NAMES)?;
         let list = |a: &str| annotations.get(a).map_or(Ok(Vec::new()), |v| ports(a, v));
         Ok(Self {
             opaque_ports: list(OPAQUE_PORTS)?,

@@ -14,10 +14,10 @@ use super::{
     policies,
     report::{Narrator, StepRun, secs},
 };
-use crate::{
-    local_policy::{Case, Loaded},
-    quarantine,
-};
+use crate::local_policy::{Case, Loaded};
+
+mod containment;
+mod rotation;
 
 /// How long a step waits for a change to take effect before calling it a failure.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -386,173 +386,8 @@ impl Demo {
             format!("200, then 403 {} after validUntil", secs(lag)),
         ))
     }
-
-    // 7
-    async fn quarantine(&mut self, run: &mut StepRun) -> Outcome {
-        let via = self.mesh.svc("frontend")?.route("orders")?;
-        let (mut live, conn) = client::open(via).await?;
-        let first = client::send(&mut live, "GET", "/orders/1").await;
-        self.n.detail(format!(
-            "frontend holds an open connection to orders: GET /orders/1  {}",
-            outcome(&first)
-        ));
-        let start = Instant::now();
-        let path = quarantine::write(
-            &self.mesh.policy_dir,
-            NAMESPACE,
-            quarantine::Field::Workload,
-            "frontend",
-            "suspected compromise (demo)",
-        )?;
-        self.n.detail(format!(
-            "$ vigil quarantine --dir {} -n {NAMESPACE} --workload frontend --reason 'suspected compromise (demo)'",
-            self.mesh.policy_dir.display()
-        ));
-        self.n.detail(format!("  wrote {}", path.display()));
-        while !conn.is_finished() && start.elapsed() < PATIENCE {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let contained = conn.is_finished().then(|| start.elapsed());
-        match contained {
-            Some(t) => self.n.detail(format!(
-                "frontend's open connection was closed {} after the Quarantine was written",
-                secs(t)
-            )),
-            None => self.n.detail(format!(
-                "frontend's connection is STILL open after {PATIENCE:?}"
-            )),
-        }
-        let again = self.call("frontend", "orders", "GET", "/orders/1").await;
-        let refused = !matches!(&again, Ok(r) if r.status == StatusCode::OK);
-        self.n
-            .detail(format!("frontend -> orders, new call: {}", outcome(&again)));
-        let others = self.call("orders", "payments", "POST", "/charge").await;
-        let unaffected = matches!(&others, Ok(r) if r.status == StatusCode::OK);
-        self.n.detail(format!(
-            "orders -> payments (not quarantined): {}",
-            outcome(&others)
-        ));
-
-        quarantine::remove(&self.mesh.policy_dir, NAMESPACE, "frontend")?;
-        self.n.detail(format!(
-            "$ vigil unquarantine --dir {} -n {NAMESPACE} frontend",
-            self.mesh.policy_dir.display()
-        ));
-        let restored = self
-            .until_status("frontend", "orders", "GET", "/orders/1", StatusCode::OK)
-            .await?;
-        self.n.detail(format!(
-            "frontend -> orders  200 again, {} after the quarantine was lifted",
-            secs(restored)
-        ));
-        let first_ok = matches!(&first, Ok(r) if r.status == StatusCode::OK);
-        if let Some(t) = contained {
-            run.figure("contain_ms", millis(t));
-        }
-        run.figure("restore_ms", millis(restored));
-        Ok((
-            first_ok && contained.is_some() && refused && unaffected,
-            match contained {
-                Some(t) => format!(
-                    "contained in {} (open connection closed, new calls {}); restored in {}",
-                    secs(t),
-                    match &again {
-                        Ok(r) => format!("answered {}", r.status.as_u16()),
-                        Err(_) => "refused".into(),
-                    },
-                    secs(restored)
-                ),
-                None => "the open connection survived the quarantine".to_string(),
-            },
-        ))
-    }
-
-    // 8
-    async fn rotation(&mut self, run: &mut StepRun) -> Outcome {
-        let before: Vec<(&str, Option<String>)> = self
-            .mesh
-            .services
-            .iter()
-            .map(|s| (s.name, s.serial()))
-            .collect();
-        let mut rotated: Vec<&str> = Vec::new();
-        for s in &self.mesh.services {
-            if let Some(c) = s.proxy.creds.current() {
-                let left = c
-                    .info
-                    .not_after
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default();
-                self.n.detail(format!(
-                    "{:<9} serial {}  expires in {}",
-                    s.name,
-                    short(s.serial().as_deref()),
-                    secs(left)
-                ));
-            }
-        }
-        self.n.detail(
-            "sending traffic (frontend -> orders, orders -> payments) until every proxy has renewed...",
-        );
-        let start = Instant::now();
-        let (mut sent, mut failed) = (0u64, 0u64);
-        let mut first_failure = None;
-        let mut done_at: Option<u64> = None;
-        loop {
-            for (from, to, method, path) in [
-                ("frontend", "orders", "GET", "/orders/1"),
-                ("orders", "payments", "POST", "/charge"),
-            ] {
-                let r = self.call(from, to, method, path).await;
-                sent += 1;
-                if !matches!(&r, Ok(r) if r.status == StatusCode::OK) {
-                    failed += 1;
-                    first_failure.get_or_insert_with(|| format!("{from} -> {to}: {}", outcome(&r)));
-                }
-            }
-            for (name, serial) in &before {
-                let now = self.mesh.svc(name)?.serial();
-                if !rotated.contains(name) && now != *serial {
-                    rotated.push(name);
-                    self.n.detail(format!(
-                        "{name:<9} renewed: serial {} -> {} after {} ({sent} requests so far)",
-                        short(serial.as_deref()),
-                        short(now.as_deref()),
-                        secs(start.elapsed())
-                    ));
-                }
-            }
-            // Keep going a little after the last rotation: new connections use the new
-            // certificates.
-            if rotated.len() == before.len() && done_at.is_none() {
-                done_at = Some(sent);
-            }
-            if done_at.is_some_and(|d| sent >= d + 100) || start.elapsed() > ROTATION_LIMIT {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if let Some(f) = &first_failure {
-            self.n.detail(format!("first failure: {f}"));
-        }
-        run.figure("requests", sent);
-        run.figure("failed", failed);
-        run.figure("rotated", rotated.len());
-        Ok((
-            rotated.len() == before.len() && failed == 0,
-            format!(
-                "{}/{} proxies rotated; {sent} requests, {failed} failed",
-                rotated.len(),
-                before.len()
-            ),
-        ))
-    }
 }
 
-fn short(serial: Option<&str>) -> String {
-    serial.map_or_else(|| "none".into(), |s| format!("{}…", &s[..s.len().min(8)]))
-}
-
-fn millis(d: Duration) -> u64 {
+pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -16,9 +16,11 @@ use k8s_openapi::api::{
 };
 use kube::ResourceExt;
 use vigil_crds::{
-    AccessPolicy, DefaultPolicySpec, EgressMode, Quarantine, Segment, Workload, WorkloadSpec,
+    AccessPolicy, DEFAULT_POLICY_ANNOTATION, DefaultPolicySpec, EgressMode, Quarantine, Segment,
+    Workload, WorkloadSpec,
 };
 use vigil_index::{NamespaceMeta, ObjectKey, Resource, Resources, ServiceBackends};
+use vigil_policy::model::DefaultPolicy;
 
 /// The proxy container's name (the injector's).
 pub const PROXY_CONTAINER: &str = vigil_injector::sidecar::PROXY;
@@ -96,16 +98,11 @@ pub fn workload(pod: &Pod, ns_annotations: Option<&BTreeMap<String, String>>) ->
                 })
         })
         .collect();
-    let default_policy = match pod
+    let default_policy = pod
         .annotations()
-        .get("vigil.dev/default-policy")
-        .map(String::as_str)
-    {
-        Some("deny") => Some(DefaultPolicySpec::Deny),
-        Some("audit") => Some(DefaultPolicySpec::Audit),
-        Some("allow-authenticated") => Some(DefaultPolicySpec::AllowAuthenticated),
-        _ => None,
-    };
+        .get(DEFAULT_POLICY_ANNOTATION)
+        .and_then(|v| v.parse::<DefaultPolicy>().ok())
+        .map(DefaultPolicySpec::from);
     let egress = match pod
         .annotations()
         .get("vigil.dev/egress")

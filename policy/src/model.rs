@@ -77,6 +77,45 @@ pub enum DefaultPolicy {
     AllowAuthenticated,
 }
 
+/// A word that is not a [`DefaultPolicy`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a default policy: expected one of deny, audit, allow-authenticated")]
+pub struct UnknownDefaultPolicy(pub String);
+
+impl DefaultPolicy {
+    /// Every default policy, in the order [`Self::NAMES`] names them.
+    pub const ALL: [Self; 3] = [Self::Deny, Self::Audit, Self::AllowAuthenticated];
+    /// The words for them: in policy files, the `vigil.dev/default-policy` annotation and
+    /// the controller's `--default-policy`, the one spelling everywhere.
+    pub const NAMES: [&'static str; 3] = ["deny", "audit", "allow-authenticated"];
+
+    /// The word for this default policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => Self::NAMES[0],
+            Self::Audit => Self::NAMES[1],
+            Self::AllowAuthenticated => Self::NAMES[2],
+        }
+    }
+}
+
+impl std::str::FromStr for DefaultPolicy {
+    type Err = UnknownDefaultPolicy;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDefaultPolicy(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for DefaultPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Allow or deny.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -266,4 +305,26 @@ pub struct Destination {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn default_policy_words_are_the_policy_files_words() {
+        for d in DefaultPolicy::ALL {
+            let word = d.as_str();
+            assert_eq!(word.parse::<DefaultPolicy>(), Ok(d));
+            assert_eq!(serde_json::to_value(d).unwrap(), word);
+            assert_eq!(d.to_string(), word);
+        }
+        for bad in ["", "Deny", "allow", "allow_authenticated", " deny"] {
+            let err = bad.parse::<DefaultPolicy>().unwrap_err();
+            assert_eq!(err, UnknownDefaultPolicy(bad.to_string()));
+            assert!(err.to_string().contains("allow-authenticated"), "{err}");
+        }
+    }
 }

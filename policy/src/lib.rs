@@ -13,6 +13,7 @@
 //! into [`ProxyPolicy`]; the proxy supplies requests.
 
 pub mod compile;
+pub mod error;
 pub mod evaluate;
 pub mod http_match;
 mod index;
@@ -20,7 +21,8 @@ pub mod model;
 pub mod path;
 pub mod pattern;
 
-pub use compile::{Destination, Policy, PolicyError};
+pub use compile::{Destination, Policy};
+pub use error::PolicyError;
 pub use evaluate::{AuditFinding, Decision, Peer, Reason, Request};
 pub use http_match::HttpRequest;
 pub use model::ProxyPolicy;

@@ -9,10 +9,11 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use vigil_cert_authority::SpiffeId;
 
 use crate::{
+    error::PolicyError,
     http_match::CompiledHttp,
     index::{Index, IndexedSource},
     model::{Action, DefaultPolicy, Mode, ProxyPolicy, RateLimit, Source},
-    pattern::{PatternError, SpiffePattern},
+    pattern::SpiffePattern,
 };
 
 /// A compiled, indexed policy for one workload. Cheap to share (`Arc`) and immutable.
@@ -83,27 +84,6 @@ pub(crate) struct CompiledRule {
     pub(crate) valid_from: Option<u64>,
     pub(crate) valid_until: Option<u64>,
     pub(crate) rate_limit: Option<RateLimit>,
-}
-
-/// Why a policy document is invalid. `at` says where (`inbound[3]`, `revoked.ids[0]`...).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PolicyError {
-    /// A field has an invalid value.
-    #[error("{at}: {what}")]
-    Invalid {
-        /// Where in the document.
-        at: String,
-        /// What is wrong.
-        what: String,
-    },
-    /// A SPIFFE ID or pattern is invalid.
-    #[error("{at}: {source}")]
-    Pattern {
-        /// Where in the document.
-        at: String,
-        /// What is wrong.
-        source: PatternError,
-    },
 }
 
 impl Policy {

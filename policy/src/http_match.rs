@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName};
 use regex::Regex;
 
 use crate::{
-    compile::PolicyError,
+    error::PolicyError,
     model::{HeaderMatch, HttpMatch, PathMatch},
 };
 

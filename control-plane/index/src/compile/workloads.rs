@@ -1,0 +1,180 @@
+//! Workloads: each one's identity and labels (rejected when its namespace and service
+//! account do not form a SPIFFE ID), the label index selectors run on, and the assembly
+//! of its policy from what the other steps computed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vigil_cert_authority::{SpiffeId, TrustDomain};
+use vigil_crds::{DEFAULT_POLICY_ANNOTATION, EgressMode, Workload};
+use vigil_policy::model::{DefaultPolicy, Outbound, ProxyPolicy, Revocations, Rule};
+
+use super::{CompiledWorkload, Settings, Verdict};
+use crate::{
+    resources::{Kind, NamespaceMeta, ObjectKey, Resources},
+    selector,
+};
+
+/// A workload that has an identity.
+pub(super) struct WorkloadInfo<'a> {
+    pub(super) workload: &'a Workload,
+    pub(super) identity: SpiffeId,
+    pub(super) labels: BTreeMap<String, String>,
+}
+
+/// Every workload with an identity; each gets a verdict.
+pub(super) fn identities<'r>(
+    res: &'r Resources,
+    td: &TrustDomain,
+    verdicts: &mut BTreeMap<(Kind, ObjectKey), Verdict>,
+) -> BTreeMap<ObjectKey, WorkloadInfo<'r>> {
+    let mut infos = BTreeMap::new();
+    for (key, w) in &res.workloads {
+        let mut v = Verdict::default();
+        match SpiffeId::workload(td, &key.namespace, &w.spec.service_account) {
+            Ok(identity) => {
+                v.targets.insert(key.clone());
+                infos.insert(
+                    key.clone(),
+                    WorkloadInfo {
+                        workload: w,
+                        identity,
+                        labels: Resources::workload_labels(w),
+                    },
+                );
+            }
+            Err(e) => {
+                v.accepted = Err(format!(
+                    "namespace/service account do not form a SPIFFE ID: {e}"
+                ))
+            }
+        }
+        verdicts.insert((Kind::Workload, key.clone()), v);
+    }
+    infos
+}
+
+/// Each workload's policy, without its outbound destinations (the outbound step adds
+/// them once every inbound is known).
+pub(super) fn assemble(
+    res: &Resources,
+    settings: &Settings,
+    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    mut inbound: BTreeMap<ObjectKey, Vec<Rule>>,
+    quarantined: &BTreeSet<ObjectKey>,
+    revoked: &[String],
+) -> BTreeMap<ObjectKey, CompiledWorkload> {
+    let mut out = BTreeMap::new();
+    for (key, info) in infos {
+        let w = info.workload;
+        let is_quarantined = quarantined.contains(key);
+        let policy = ProxyPolicy {
+            generation: 0,
+            workload: Some(info.identity.to_string()),
+            default_policy: workload_default(w, res.namespaces.get(&key.namespace), settings),
+            quarantined: is_quarantined,
+            inbound: inbound.remove(key).unwrap_or_default(),
+            revoked: Revocations {
+                ids: revoked.to_vec(),
+                serials: Vec::new(),
+            },
+            outbound: Outbound {
+                passthrough: !is_quarantined
+                    && w.spec.egress.map_or(settings.egress_passthrough, |e| {
+                        e == EgressMode::Passthrough
+                    }),
+                destinations: Vec::new(),
+            },
+        };
+        out.insert(
+            key.clone(),
+            CompiledWorkload {
+                identity: info.identity.clone(),
+                policy,
+            },
+        );
+    }
+    out
+}
+
+/// The workload's own default, else its namespace's annotation, else the controller's.
+fn workload_default(
+    w: &Workload,
+    ns: Option<&NamespaceMeta>,
+    settings: &Settings,
+) -> DefaultPolicy {
+    if let Some(d) = w.spec.default_policy {
+        return d.into();
+    }
+    ns.and_then(|n| n.annotations.get(DEFAULT_POLICY_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(settings.default_policy)
+}
+
+/// Where a workload's inbound proxy listens, when callers must be sent there explicitly.
+pub(super) fn proxy_of(info: &WorkloadInfo<'_>) -> Option<std::net::SocketAddr> {
+    info.workload
+        .spec
+        .proxy
+        .as_deref()
+        .and_then(|p| p.parse().ok())
+}
+
+/// Workloads by label, for selectors.
+pub(super) struct PodIndex<'i, 'w> {
+    infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>,
+    by_label: BTreeMap<(&'i str, &'i str), BTreeSet<&'i ObjectKey>>,
+}
+
+impl<'i, 'w> PodIndex<'i, 'w> {
+    pub(super) fn new(infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>) -> Self {
+        let mut by_label: BTreeMap<(&str, &str), BTreeSet<&ObjectKey>> = BTreeMap::new();
+        for (k, info) in infos {
+            for (lk, lv) in &info.labels {
+                by_label
+                    .entry((lk.as_str(), lv.as_str()))
+                    .or_default()
+                    .insert(k);
+            }
+        }
+        Self { infos, by_label }
+    }
+
+    /// Workloads matching `sel` and `keep`.
+    pub(super) fn select(
+        &self,
+        sel: &vigil_crds::LabelSelector,
+        keep: impl Fn(&ObjectKey) -> bool,
+    ) -> BTreeSet<ObjectKey> {
+        let wanted = sel.match_labels.as_ref().filter(|m| !m.is_empty());
+        let candidates: Vec<&ObjectKey> = match wanted {
+            Some(labels) => {
+                // Intersect the smallest posting lists first.
+                let mut lists: Vec<&BTreeSet<&ObjectKey>> = Vec::new();
+                for (k, v) in labels {
+                    match self.by_label.get(&(k.as_str(), v.as_str())) {
+                        Some(l) => lists.push(l),
+                        None => return BTreeSet::new(),
+                    }
+                }
+                lists.sort_by_key(|l| l.len());
+                lists[0]
+                    .iter()
+                    .copied()
+                    .filter(|k| lists[1..].iter().all(|l| l.contains(k)))
+                    .collect()
+            }
+            None => self.infos.keys().collect(),
+        };
+        candidates
+            .into_iter()
+            .filter(|k| {
+                keep(k)
+                    && self
+                        .infos
+                        .get(*k)
+                        .is_some_and(|i| selector::matches(sel, &i.labels))
+            })
+            .cloned()
+            .collect()
+    }
+}
