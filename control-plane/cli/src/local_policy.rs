@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 use vigil_cert_authority::{SpiffeId, TrustDomain};
-use vigil_controller::local::LocalSource;
 use vigil_index::{ObjectKey, Settings, compile};
 use vigil_policy::{HttpRequest, Peer, Policy, Reason, Request, model::DefaultPolicy};
+use vigil_policy_dir::PolicyDir;
 
 /// One request to judge.
 #[derive(Clone, Debug, Default)]
@@ -66,7 +66,7 @@ impl Loaded {
         if !dir.is_dir() {
             bail!("{} is not a directory", dir.display());
         }
-        let (resources, errors) = LocalSource::new(dir).load();
+        let (resources, errors) = PolicyDir::new(dir).load();
         Ok(Self {
             settings: Settings {
                 trust_domain: trust_domain.clone(),

@@ -17,10 +17,12 @@ use crate::{
     admin, ca,
     config::{ControllerArgs, EgressArg},
     grpc,
-    local::LocalSource,
+    k8s::token_review::TokenReviewer,
     metrics::Metrics,
+    source::{self, Source},
     state::{State, unix_now},
 };
+use vigil_policy_dir::PolicyDir;
 
 /// A running controller.
 pub struct Controller {
@@ -83,37 +85,27 @@ impl Controller {
             default_policy: args.default_policy,
             egress_passthrough: args.egress == EgressArg::Passthrough,
         };
-        let mut source = args.local.as_ref().map(LocalSource::new);
-        let (resources, errors) = source.as_mut().map(LocalSource::load).unwrap_or_default();
-        for e in &errors {
-            tracing::error!(error = %e, "policy file rejected");
-        }
-        let mut index = Index::new(settings);
-        index.replace(resources, unix_now());
-        let metrics = Metrics::new();
-        metrics
-            .source_errors
-            .set(i64::try_from(errors.len()).unwrap_or(i64::MAX));
+        // The local directory is read before anything serves, so the first policy a proxy
+        // gets is the directory's (Kubernetes mode publishes once its caches are synced).
+        let mut dir = args.local.as_ref().map(PolicyDir::new);
+        let loaded = dir.as_mut().map(Source::load).unwrap_or_default();
         let state = Arc::new(State {
-            index: Mutex::new(index),
+            index: Mutex::new(Index::new(settings)),
             bundle: watch::Sender::new(ca.bundle()),
             ca: Mutex::new(ca),
             creds: watch::Sender::new(Arc::new(creds)),
             identity,
-            metrics,
+            metrics: Metrics::new(),
             svid_ttl: Some(args.svid_ttl),
             connected: Mutex::default(),
             cert_expiry: Mutex::default(),
-            source_errors: Mutex::new(errors),
-            token_reviewer: kube.as_ref().map(|k| {
-                crate::k8s::token_review::TokenReviewer::new(
-                    k.client.clone(),
-                    k.args.token_audience.clone(),
-                )
-            }),
+            source_errors: Mutex::default(),
             shutdown: CancellationToken::new(),
         });
-        state.publish_generation();
+        source::publish(&state, loaded);
+        let reviewer = kube
+            .as_ref()
+            .map(|k| TokenReviewer::new(k.client.clone(), k.args.token_audience.clone()));
 
         let grpc_l = TcpListener::bind(args.listen)
             .await
@@ -128,12 +120,12 @@ impl Controller {
         // The source: the local directory (reloaded on change) or the Kubernetes API.
         let mut watcher = None;
         let mut webhook = None;
-        match (source, kube) {
-            (Some(source), _) => {
-                let dir = source.dir().display().to_string();
+        match (dir, kube) {
+            (Some(dir), _) => {
+                let path = dir.dir().display().to_string();
                 watcher = Some(
-                    crate::local::watch::start(source, state.clone(), &mut tasks)
-                        .with_context(|| format!("watching {dir}"))?,
+                    crate::local::start(dir, state.clone(), &mut tasks)
+                        .with_context(|| format!("watching {path}"))?,
                 );
             }
             (None, Some(k)) => {
@@ -160,7 +152,7 @@ impl Controller {
         let st = state.clone();
         let sd = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = grpc::serve(grpc_l, st, sd).await {
+            if let Err(e) = grpc::serve(grpc_l, st, reviewer, sd).await {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         }));

@@ -25,8 +25,8 @@ pub struct Metrics {
     pub issuer_expiry: IntGauge,
     /// `vigil_controller_source_errors`: files currently rejected.
     pub source_errors: IntGauge,
-    /// `vigil_controller_source_reloads_total`: times the local policy directory was
-    /// re-read because something in it changed.
+    /// `vigil_controller_source_reloads_total`: times the source (the local policy
+    /// directory, or the Kubernetes API caches) was re-read because something in it changed.
     pub source_reloads: IntCounter,
     /// `vigil_controller_policy_watch_refused_total{reason}`.
     pub watch_refused: IntCounterVec,
@@ -93,7 +93,7 @@ impl Metrics {
         ));
         let source_reloads = reg!(IntCounter::new(
             "vigil_controller_source_reloads_total",
-            "Times the local policy directory was re-read after a change in it"
+            "Times the policy source (directory or Kubernetes caches) was re-read after a change in it"
         ));
         let watch_refused = reg!(IntCounterVec::new(
             Opts::new(

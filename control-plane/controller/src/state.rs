@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use vigil_cert_authority::{CertificateAuthority, SpiffeId, TrustBundle, creds::Credentials};
 use vigil_index::{Index, ObjectKey};
 
-use crate::{local::SourceError, metrics::Metrics};
+use crate::metrics::Metrics;
 
 /// Everything the servers share.
 pub struct State {
@@ -31,10 +31,9 @@ pub struct State {
     pub connected: Mutex<BTreeMap<ObjectKey, usize>>,
     /// Certificate expiry each proxy last reported.
     pub cert_expiry: Mutex<BTreeMap<ObjectKey, i64>>,
-    /// Current source errors.
-    pub source_errors: Mutex<Vec<SourceError>>,
-    /// Kubernetes mode: verifies proxies' service-account tokens.
-    pub token_reviewer: Option<crate::k8s::token_review::TokenReviewer>,
+    /// What the source currently rejects (`file:line:column: message`), see
+    /// [`crate::source::publish`].
+    pub source_errors: Mutex<Vec<String>>,
     /// Cancelled when the controller stops: open policy streams end, so proxies notice and
     /// reconnect (to this controller's successor) instead of hanging on a dead one.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -6,16 +6,18 @@ use tonic::{Request, Response, Status};
 use vigil_api::pb::{self, certify_request::Proof};
 
 use super::{peer_addr, peer_identity, workload_key};
-use crate::state::State;
+use crate::{k8s::token_review::TokenReviewer, state::State};
 
 /// The Identity service.
 pub(super) struct IdentityService {
     state: Arc<State>,
+    /// Kubernetes mode: verifies proxies' service-account tokens.
+    reviewer: Option<TokenReviewer>,
 }
 
 impl IdentityService {
-    pub(super) fn new(state: Arc<State>) -> Self {
-        Self { state }
+    pub(super) fn new(state: Arc<State>, reviewer: Option<TokenReviewer>) -> Self {
+        Self { state, reviewer }
     }
 
     fn refuse(&self, reason: &'static str, status: Status) -> Status {
@@ -33,7 +35,7 @@ impl IdentityService {
     /// workload runs as, in its namespace, and — for pod-bound tokens — that very pod.
     async fn check_service_account_token(
         &self,
-        reviewer: &crate::k8s::token_review::TokenReviewer,
+        reviewer: &TokenReviewer,
         token: &str,
         key: &vigil_index::ObjectKey,
         identity: &vigil_cert_authority::SpiffeId,
@@ -108,7 +110,7 @@ impl pb::identity_server::Identity for IdentityService {
                 "bootstrap"
             }
             (Some(Proof::ServiceAccountToken(token)), _) => {
-                let Some(reviewer) = &self.state.token_reviewer else {
+                let Some(reviewer) = &self.reviewer else {
                     return Err(self.refuse(
                         "unsupported_proof",
                         Status::unimplemented("service-account tokens are verified in Kubernetes mode; this controller runs in local mode"),

@@ -13,7 +13,7 @@ use tonic::{Request, Status};
 use vigil_api::pb::{identity_server::IdentityServer, policy_server::PolicyServer};
 use vigil_cert_authority::{SpiffeId, svid};
 
-use crate::state::State;
+use crate::{k8s::token_review::TokenReviewer, state::State};
 
 mod identity;
 mod policy;
@@ -25,6 +25,7 @@ const HANDSHAKE_QUEUE: usize = 256;
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
+    reviewer: Option<TokenReviewer>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let (tx, rx) = tokio::sync::mpsc::channel(HANDSHAKE_QUEUE);
@@ -71,6 +72,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(identity::IdentityService::new(
             state.clone(),
+            reviewer,
         )))
         .add_service(PolicyServer::new(policy::PolicyService::new(state)))
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown.cancelled_owned())

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   Pods, Namespaces, Services, EndpointSlices, Segments, AccessPolicies, Quarantines
-//!     └─ reflectors (source.rs) ─ debounce ─► Resources (resources.rs) ─► Index.replace
+//!     └─ reflectors (reflectors.rs) ─ debounce ─► Resources (resources.rs) ─► Index.replace
 //!   Identity.Certify(service-account token) ─► TokenReview (token_review.rs)
 //!   CA state dir  ◄─ restore / save ─►  Secret vigil-ca (ca_secret.rs; never overwritten)
 //!   Lease (leader.rs) ─► the leader writes CRD status and Events (status.rs)
@@ -14,8 +14,8 @@
 
 pub mod ca_secret;
 pub mod leader;
+pub mod reflectors;
 pub mod resources;
-pub mod source;
 pub mod status;
 pub mod token_review;
 pub mod webhook;
@@ -24,6 +24,8 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+
+use crate::source::{Debounce, Loaded, Source};
 
 /// Kubernetes-mode flags.
 #[derive(Clone, Debug, Args)]
@@ -155,21 +157,24 @@ pub async fn start(
     state_dir: PathBuf,
 ) -> anyhow::Result<Started> {
     use std::sync::Arc;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stores, mut tasks) = source::start(&k.client, &tx);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stores, mut tasks) = reflectors::start(&k.client, &tx);
     stores.ready().await?;
     let stores = Arc::new(stores);
-    rebuild(&state, &stores);
-
-    let (st, sto) = (state.clone(), stores.clone());
-    tasks.push(tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: a relist or a rollout is a burst of events.
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            while rx.try_recv().is_ok() {}
-            rebuild(&st, &sto);
-        }
-    }));
+    let mut api = ApiSource(stores.clone());
+    crate::source::publish(&state, api.load());
+    // Reflector events come in bursts (a rollout touches many pods): one rebuild 50 ms
+    // after the first.
+    let debounce = Debounce {
+        quiet: KUBE_SETTLE,
+        max: KUBE_SETTLE,
+    };
+    tasks.push(tokio::spawn(crate::source::run(
+        api,
+        rx,
+        debounce,
+        state.clone(),
+    )));
 
     let (lead_tx, lead_rx) = tokio::sync::watch::channel(false);
     tasks.push(tokio::spawn(leader::run(k.clone(), lead_tx)));
@@ -205,18 +210,23 @@ pub async fn start(
     Ok(Started { tasks, webhook })
 }
 
-/// Recompiles the index from the caches.
-fn rebuild(state: &crate::state::State, stores: &source::Stores) {
-    let resources = resources::resources(&stores.snapshot());
-    state.index().replace(resources, crate::state::unix_now());
-    state.publish_generation();
-    tracing::debug!(
-        generation = state.index().generation(),
-        "index rebuilt from the Kubernetes caches"
-    );
+/// How long reflector events settle before the index is rebuilt from the caches.
+const KUBE_SETTLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Kubernetes mode's source: the reflectors' caches, converted to resources.
+struct ApiSource(std::sync::Arc<reflectors::Stores>);
+
+impl Source for ApiSource {
+    const WHAT: &'static str = "Kubernetes API";
+
+    fn load(&mut self) -> Loaded {
+        Loaded {
+            resources: resources::resources(&self.0.snapshot()),
+            errors: Vec::new(),
+        }
+    }
 }
 
-/// The injector's settings: the file (or defaults) plus what only the controller knows.
 async fn injector_config(
     state: &crate::state::State,
     k: &Kube,

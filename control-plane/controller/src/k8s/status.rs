@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use vigil_crds::PolicyStatus;
 use vigil_index::{Kind, ObjectKey};
 
-use super::{Kube, source::Stores};
+use super::{Kube, reflectors::Stores};
 use crate::state::State;
 
 /// What was last written, per object (ignoring transition times).

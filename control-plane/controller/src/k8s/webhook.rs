@@ -21,7 +21,7 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use vigil_injector::InjectorConfig;
 
-use super::{Kube, source::Stores};
+use super::{Kube, reflectors::Stores};
 use crate::state::State;
 
 type Body = http_body_util::Full<hyper::body::Bytes>;

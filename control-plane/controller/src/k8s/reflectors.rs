@@ -1,7 +1,8 @@
 //! The watches: one kube-rs reflector per kind, each keeping a store that follows the
 //! apiserver through watch restarts and relists (the reflector replaces its store on a
-//! relist, so nothing is lost or duplicated). Any change pokes the rebuild loop, which
-//! debounces bursts and recompiles the index from the stores as a whole.
+//! relist, so nothing is lost or duplicated). Any change pokes the reload loop
+//! (`crate::source::run`), which lets bursts settle and recompiles the index from the
+//! stores as a whole.
 
 use std::{sync::Arc, time::Duration};
 

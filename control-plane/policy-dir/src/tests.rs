@@ -22,7 +22,7 @@ fn reads_every_document_and_keeps_the_last_good_version_of_a_bad_file() {
     let f = d.path().join("shop.yaml");
     std::fs::write(&f, GOOD).unwrap();
     std::fs::write(d.path().join("notes.txt"), "ignored").unwrap();
-    let mut src = LocalSource::new(d.path());
+    let mut src = PolicyDir::new(d.path());
     let (res, errs) = src.load();
     assert!(errs.is_empty(), "{errs:?}");
     assert_eq!(res.workloads.len(), 1);
