@@ -19,10 +19,10 @@ use crate::{
     connections::Connections,
     control::{self, Control, ProofSource},
     files,
-    forward::AppClient,
     http_util::RequestIds,
     identity::CredentialFiles,
     inbound,
+    inbound::AppClient,
     metrics::Metrics,
     outbound::{self, MeshClient, MeshConnector, discovery::Discovery},
     policy_store::{self, PolicyStore},
@@ -241,17 +241,6 @@ impl Proxy {
             ids: RequestIds::new(),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
-            app: AppClient::new(
-                cfg.connect_timeout,
-                cfg.pool_idle_timeout,
-                cfg.pool_max_idle,
-            ),
-            mesh: MeshClient::new(
-                connector,
-                cfg.pool_idle_timeout,
-                cfg.pool_max_idle,
-                cfg.max_concurrent_streams,
-            ),
             cfg: cfg.clone(),
             conns,
         });
@@ -277,14 +266,28 @@ impl Proxy {
             .map(|l| l.local_addr())
             .collect::<Result<Vec<_>, _>>()?;
 
+        // The inbound forwards to the app; the outbound connects to the mesh.
+        let app_client = Arc::new(AppClient::new(
+            cfg.connect_timeout,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle,
+        ));
+        let mesh = Arc::new(MeshClient::new(
+            connector,
+            cfg.pool_idle_timeout,
+            cfg.pool_max_idle,
+            cfg.max_concurrent_streams,
+        ));
         for l in inbound_ls {
-            tokio::spawn(inbound::serve(l, shared.clone()));
+            tokio::spawn(inbound::serve(l, shared.clone(), app_client.clone()));
         }
         for l in outbound_ls {
-            tokio::spawn(outbound::serve_transparent(l, shared.clone()));
+            let (s, m) = (shared.clone(), mesh.clone());
+            tokio::spawn(outbound::serve_transparent(l, s, m));
         }
         for (i, l) in route_ls.into_iter().enumerate() {
-            tokio::spawn(outbound::serve_route(l, shared.clone(), i));
+            let (s, m) = (shared.clone(), mesh.clone());
+            tokio::spawn(outbound::serve_route(l, s, m, i));
         }
         let admin = Arc::new(Admin {
             shared: shared.clone(),

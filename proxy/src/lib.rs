@@ -21,7 +21,6 @@ pub mod control;
 pub mod copy;
 pub mod detect;
 pub mod files;
-pub mod forward;
 pub mod http_util;
 pub mod identity;
 pub mod inbound;

@@ -1,4 +1,5 @@
-//! What every listener and connection shares.
+//! What every listener and connection shares. What only one side uses is that side's:
+//! the pooled clients to the app are the inbound's, the mesh client the outbound's.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -11,7 +12,6 @@ use crate::{
     access_log::AccessLog,
     config::Config,
     connections::Connections,
-    forward::AppClient,
     http_util::RequestIds,
     metrics::{
         Metrics,
@@ -42,10 +42,6 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks for the drain.
     pub tracker: TaskTracker,
-    /// Pooled clients for the local app (inbound forwarding).
-    pub app: AppClient,
-    /// Pooled mesh clients and connectors (outbound).
-    pub mesh: crate::outbound::MeshClient,
     /// Live connections that policy changes re-check.
     pub conns: Connections,
 }

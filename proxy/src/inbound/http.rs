@@ -10,13 +10,13 @@ use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Policy};
 
+use super::forward::app_uri;
 use super::{ConnCtx, DIRECTION};
 use crate::{
     access_log::{Entry, What},
     authz::{self, Judged, JudgedHttp, Rate},
     connections::Recheck,
     detect::Proto,
-    forward::app_uri,
     http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
@@ -208,7 +208,6 @@ async fn forward(
     request_id: &str,
     upgrade: Option<Upgrade>,
 ) -> Response<Body> {
-    let shared = &ctx.shared;
     let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the app.
@@ -246,16 +245,14 @@ async fn forward(
         {
             parts.headers.insert(header::HOST, a);
         }
-        shared
-            .app
+        ctx.app_client
             .http1
             .request(Request::from_parts(parts, body))
             .await
     } else {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
-        shared
-            .app
+        ctx.app_client
             .http2
             .request(Request::from_parts(parts, body))
             .await

@@ -28,8 +28,11 @@ use crate::{
     shared::{Shared, Source, original_dst},
 };
 
+mod forward;
 mod http;
 mod tcp;
+
+pub use forward::AppClient;
 
 const DIRECTION: Direction = Direction::Inbound;
 
@@ -37,6 +40,8 @@ const DIRECTION: Direction = Direction::Inbound;
 #[derive(Debug)]
 pub(crate) struct ConnCtx {
     pub(crate) shared: Arc<Shared>,
+    /// Pooled clients to the app.
+    pub(crate) app_client: Arc<AppClient>,
     /// The workload port this traffic is for (policy `ports`).
     pub(crate) port: u16,
     /// Where allowed traffic goes.
@@ -58,11 +63,23 @@ impl ConnCtx {
 }
 
 /// Accepts inbound connections until shutdown.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    crate::serve::accept_loop(listener, shared, DIRECTION, handle).await;
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, app_client: Arc<AppClient>) {
+    crate::serve::accept_loop(
+        listener,
+        shared,
+        DIRECTION,
+        move |stream, src, shared, guard| handle(stream, src, shared, app_client.clone(), guard),
+    )
+    .await;
 }
 
-async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut guard: ConnGuard) {
+async fn handle(
+    stream: TcpStream,
+    src: SocketAddr,
+    shared: Arc<Shared>,
+    app_client: Arc<AppClient>,
+    mut guard: ConnGuard,
+) {
     let cfg = &shared.cfg;
     let orig = original_dst(&stream);
     let (port, app) = match (cfg.app, orig) {
@@ -131,45 +148,58 @@ async fn handle(stream: TcpStream, src: SocketAddr, shared: Arc<Shared>, mut gua
             } else {
                 hint
             };
-            Box::pin(route(
-                tls_stream, proto_hint, source, src, port, app, shared,
-            ))
-            .await;
+            let to = To {
+                port,
+                app,
+                shared,
+                app_client,
+            };
+            Box::pin(route(tls_stream, proto_hint, source, src, to)).await;
         }
         Outer::OtherTls => {
             guard.established();
             // Someone else's TLS: opaque, unauthenticated; policy decides.
-            Box::pin(route(
-                io,
-                Some(Proto::Opaque),
-                Source::Plain,
-                src,
+            let to = To {
                 port,
                 app,
                 shared,
-            ))
-            .await;
+                app_client,
+            };
+            Box::pin(route(io, Some(Proto::Opaque), Source::Plain, src, to)).await;
         }
         Outer::Plaintext => {
             guard.established();
             let hint = (opaque_port || silent).then_some(Proto::Opaque);
-            Box::pin(route(io, hint, Source::Plain, src, port, app, shared)).await;
+            let to = To {
+                port,
+                app,
+                shared,
+                app_client,
+            };
+            Box::pin(route(io, hint, Source::Plain, src, to)).await;
         }
     }
 }
 
-/// Detects the inner protocol (unless hinted) and hands the stream to its handler.
-async fn route<S>(
-    mut io: S,
-    hint: Option<Proto>,
-    source: Source,
-    src_addr: SocketAddr,
+/// Where an accepted connection goes, and with what.
+struct To {
     port: u16,
     app: SocketAddr,
     shared: Arc<Shared>,
-) where
+    app_client: Arc<AppClient>,
+}
+
+/// Detects the inner protocol (unless hinted) and hands the stream to its handler.
+async fn route<S>(mut io: S, hint: Option<Proto>, source: Source, src_addr: SocketAddr, to: To)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let To {
+        port,
+        app,
+        shared,
+        app_client,
+    } = to;
     let (proto, prefix) = match hint {
         Some(p) => (p, bytes::Bytes::new()),
         None => match detect::inner(&mut io, shared.cfg.detect_timeout).await {
@@ -180,6 +210,7 @@ async fn route<S>(
     shared.metrics.connection(DIRECTION, proto);
     let ctx = Arc::new(ConnCtx {
         shared,
+        app_client,
         port,
         app,
         source,

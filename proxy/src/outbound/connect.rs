@@ -6,7 +6,6 @@
 //! original destination address, or `r<N>.route.vigil` for static route N.
 
 use std::{
-    collections::BTreeSet,
     future::Future,
     io,
     net::SocketAddr,
@@ -28,9 +27,10 @@ use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use tokio_util::sync::WaitForCancellationFutureOwned;
-use vigil_cert_authority::{SpiffeId, svid::SvidInfo};
+use vigil_cert_authority::svid::SvidInfo;
 use vigil_policy::Policy;
 
+use super::{discovery::Discovery, target::Target};
 use crate::{
     config::OutboundRoute,
     connections::{Connections, Live, Recheck},
@@ -40,44 +40,12 @@ use crate::{
 /// Host suffix of static-route authorities.
 const ROUTE_HOST: &str = ".route.vigil";
 
-/// A resolved mesh destination.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Where the destination's inbound proxy listens.
-    pub proxy: SocketAddr,
-    /// Identities it may present.
-    pub identities: BTreeSet<SpiffeId>,
-    /// A virtual address's backends: connect to one of these instead of `proxy`.
-    pub endpoints: Arc<[SocketAddr]>,
-}
-
-impl From<&vigil_policy::Destination> for Target {
-    fn from(d: &vigil_policy::Destination) -> Self {
-        Self {
-            proxy: d.proxy,
-            identities: d.identities.clone(),
-            endpoints: d.endpoints.clone(),
-        }
-    }
-}
-
-impl Target {
-    /// The backend `endpoint` of this (virtual) destination, as a target of its own.
-    fn backend(&self, endpoint: SocketAddr) -> Self {
-        Self {
-            proxy: endpoint,
-            identities: self.identities.clone(),
-            endpoints: Arc::from([]),
-        }
-    }
-}
-
 /// Resolves destinations and opens verified mTLS connections to them.
 #[derive(Clone, Debug)]
 pub struct MeshConnector {
     routes: Arc<Vec<OutboundRoute>>,
     /// Destinations outside the pushed table.
-    pub discovery: Arc<super::discovery::Discovery>,
+    pub discovery: Arc<Discovery>,
     tls: watch::Receiver<Option<Arc<TlsState>>>,
     policy: watch::Receiver<Arc<Policy>>,
     /// Where each mesh connection is registered, to be closed when its server is revoked
@@ -128,7 +96,7 @@ impl MeshConnector {
         conns: Connections,
         connect_timeout: std::time::Duration,
         handshake_timeout: std::time::Duration,
-        discovery: Arc<super::discovery::Discovery>,
+        discovery: Arc<Discovery>,
     ) -> Self {
         Self {
             routes: Arc::new(routes),

@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::connect::Target;
+use super::target::Target;
 
 /// How long a "mesh workload" answer is used without asking again.
 pub const MESH_TTL: Duration = Duration::from_secs(60);

@@ -136,7 +136,6 @@ async fn send(
     // A Service's virtual address: this request goes to one of its ready backends (the
     // pool keeps a connection per backend), chosen from the policy in force now.
     let backend = ctx
-        .shared
         .mesh
         .connector
         .backend_for(&ctx.authority)
@@ -161,7 +160,6 @@ async fn send(
     parts.uri = uri;
     parts.version = Version::HTTP_2;
     match ctx
-        .shared
         .mesh
         .client
         .request(Request::from_parts(parts, body))

@@ -28,10 +28,12 @@ use crate::{
 mod connect;
 pub mod discovery;
 mod http;
+mod target;
 mod tcp;
 mod upgrade;
 
-pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector, Target};
+pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector};
+pub use target::Target;
 
 const DIRECTION: Direction = Direction::Outbound;
 
@@ -39,6 +41,8 @@ const DIRECTION: Direction = Direction::Outbound;
 #[derive(Clone, Debug)]
 pub(crate) struct OutCtx {
     pub(crate) shared: Arc<Shared>,
+    /// Resolves, connects and pools mesh connections.
+    pub(crate) mesh: Arc<MeshClient>,
     /// The pool authority for HTTP (`ip:port` or a route authority).
     pub(crate) authority: String,
     /// Resolved mesh destination.
@@ -50,21 +54,31 @@ pub(crate) struct OutCtx {
 }
 
 /// Accepts on the transparent outbound listener (original destination from iptables).
-pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>) {
-    serve(listener, shared, None).await;
+pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>, mesh: Arc<MeshClient>) {
+    serve(listener, shared, mesh, None).await;
 }
 
 /// Accepts on the listener of static route `index`.
-pub async fn serve_route(listener: TcpListener, shared: Arc<Shared>, index: usize) {
-    serve(listener, shared, Some(index)).await;
+pub async fn serve_route(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mesh: Arc<MeshClient>,
+    index: usize,
+) {
+    serve(listener, shared, mesh, Some(index)).await;
 }
 
-async fn serve(listener: TcpListener, shared: Arc<Shared>, route: Option<usize>) {
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mesh: Arc<MeshClient>,
+    route: Option<usize>,
+) {
     crate::serve::accept_loop(
         listener,
         shared,
         DIRECTION,
-        move |stream, src, shared, guard| handle(stream, src, shared, route, guard),
+        move |stream, src, shared, guard| handle(stream, src, shared, mesh.clone(), route, guard),
     )
     .await;
 }
@@ -73,6 +87,7 @@ async fn handle(
     mut stream: TcpStream,
     src: SocketAddr,
     shared: Arc<Shared>,
+    mesh: Arc<MeshClient>,
     route: Option<usize>,
     mut guard: crate::serve::ConnGuard,
 ) {
@@ -98,9 +113,9 @@ async fn handle(
             }
         },
     };
-    let target = match shared.mesh.connector.resolve(&authority) {
+    let target = match mesh.connector.resolve(&authority) {
         Some(t) => t,
-        None => match shared.mesh.connector.discovery.lookup(dst).await {
+        None => match mesh.connector.discovery.lookup(dst).await {
             discovery::Found::Mesh(t) => t,
             discovery::Found::NotMesh => {
                 return Box::pin(tcp::passthrough(stream, src, dst, shared)).await;
@@ -116,36 +131,17 @@ async fn handle(
             Err(_) => return,
         }
     };
-    dispatch(
-        PrefixedIo::new(prefix, stream),
-        proto,
-        authority,
-        target,
-        dst,
-        src,
-        shared,
-    )
-    .await;
-}
-
-async fn dispatch(
-    io: PrefixedIo<TcpStream>,
-    proto: Proto,
-    authority: String,
-    target: Target,
-    dst: SocketAddr,
-    src_addr: SocketAddr,
-    shared: Arc<Shared>,
-) {
     shared.metrics.connection(DIRECTION, proto);
     let ctx = Arc::new(OutCtx {
         shared,
+        mesh,
         authority,
         target,
         dst,
-        src_addr,
+        src_addr: src,
         proto,
     });
+    let io = PrefixedIo::new(prefix, stream);
     match proto {
         // Boxed: a connection's task holds only the state of the path it took.
         Proto::Opaque => Box::pin(tcp::tunnel(io, ctx)).await,

@@ -37,7 +37,7 @@ where
         reason: What::Forwarded(None).into(),
         ..Entry::default()
     };
-    let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_TCP).await {
+    let (conn, server) = match ctx.mesh.connector.connect(&ctx.target, ALPN_TCP).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(dst = %ctx.dst, error = %e, "mesh tunnel failed");

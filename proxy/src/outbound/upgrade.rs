@@ -41,7 +41,7 @@ pub(super) async fn send(
         entry.reason.what = What::UpstreamFailed(why);
         error_response(StatusCode::BAD_GATEWAY, request_id)
     };
-    let (conn, server) = match shared.mesh.connector.connect(&ctx.target, ALPN_MESH).await {
+    let (conn, server) = match ctx.mesh.connector.connect(&ctx.target, ALPN_MESH).await {
         Ok(c) => c,
         Err(e) => return fail(e.to_string(), entry),
     };

@@ -6,7 +6,7 @@ use tokio::sync::watch;
 use vigil_policy::{Policy, ProxyPolicy};
 
 use super::*;
-use crate::outbound::discovery::Discovery;
+use std::collections::BTreeSet;
 
 fn connector(policy: &str) -> MeshConnector {
     let model: ProxyPolicy = serde_saphyr::from_str(policy).unwrap();

@@ -50,7 +50,7 @@ impl AppClient {
 const APP_MAX_STREAMS: u32 = 100;
 
 /// `http://<addr><path_and_query>`.
-pub fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
+pub(super) fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
     http::Uri::builder()
         .scheme("http")
         .authority(addr.to_string())
