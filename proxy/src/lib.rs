@@ -9,7 +9,7 @@
 //! [`files`]), the [`admin`] server, [`metrics`] and the [`access_log`].
 //!
 //! It does not own identity issuance or policy compilation: credentials and policy arrive
-//! through stores (from files today, from the controller later) and are only consumed here.
+//! through stores (from files, or streamed by the controller) and are only consumed here.
 
 pub mod access_log;
 pub mod admin;
@@ -39,6 +39,8 @@ pub mod request_log;
 mod serve;
 pub mod shared;
 pub mod strict_h1;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls_errors;
 pub mod tls_state;
 mod upgrade;

@@ -366,13 +366,7 @@ async fn listeners_have_the_configured_backlog() {
         .unwrap();
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (p, _) = proxy(
-        &mesh,
-        "orders",
-        "inbound: []\n",
-        &["--app".into(), app.to_string()],
-    )
-    .await;
+    let (p, _) = callee(&mesh, "orders", "inbound: []\n", app, &[]).await;
     for port in [p.inbound.port(), p.outbound.port(), p.admin.port()] {
         assert_eq!(backlog(port), 1024.min(somaxconn), "port {port}");
     }

@@ -22,9 +22,7 @@ inbound:
 
 async fn target(mesh: &Mesh, extra: &[&str]) -> vigil_proxy::Proxy {
     let app = http_app().await;
-    let mut args = vec!["--app".to_string(), app.to_string()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    proxy(mesh, "orders", ALLOW_ALL, &args).await.0
+    callee(mesh, "orders", ALLOW_ALL, app, extra).await.0
 }
 
 /// Sends raw bytes over mesh mTLS and returns everything the proxy answers.

@@ -37,9 +37,7 @@ async fn orders(
     extra: &[&str],
 ) -> (vigil_proxy::Proxy, LogSink, std::net::SocketAddr) {
     let app = http_app().await;
-    let mut args = vec!["--app".to_string(), app.to_string()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let (p, log) = proxy(mesh, "orders", policy, &args).await;
+    let (p, log) = callee(mesh, "orders", policy, app, extra).await;
     (p, log, app)
 }
 

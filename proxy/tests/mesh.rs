@@ -154,36 +154,16 @@ async fn expect_banner(via: SocketAddr) {
 async fn unauthorized_callers_are_refused_through_the_mesh_too() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".to_string(), app.to_string()],
-    )
-    .await;
+    let (b, _) = callee(&mesh, "orders", ALLOW_WEB, app, &[]).await;
     // `db` has a route to orders, but orders only admits web.
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "db",
-        "inbound: []\n",
-        &["--outbound-route".to_string(), route],
-    )
-    .await;
+    let (a, _) = caller(&mesh, "db", b.inbound, "orders", &[]).await;
     assert_eq!(
         http_get(a.routes[0], "/orders/1").await.unwrap().0,
         StatusCode::FORBIDDEN
     );
     // And a route expecting the wrong identity never reaches the app: 502 from A, which
     // logs that it refused (it did not forward).
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("payments"));
-    let (a2, a2_log) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".to_string(), route],
-    )
-    .await;
+    let (a2, a2_log) = caller(&mesh, "web", b.inbound, "payments", &[]).await;
     assert_eq!(
         http_get(a2.routes[0], "/orders/1").await.unwrap().0,
         StatusCode::BAD_GATEWAY

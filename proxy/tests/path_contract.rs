@@ -206,7 +206,7 @@ async fn every_form_over_http1_to_the_inbound() {
     let mesh = Mesh::new();
     let app = Recorder::default();
     let addr = app.serve().await;
-    let (orders, _) = proxy(&mesh, "orders", POLICY, &["--app".into(), addr.to_string()]).await;
+    let (orders, _) = callee(&mesh, "orders", POLICY, addr, &[]).await;
     for &(method, target, want) in CASES.iter().chain(H1_ONLY) {
         let s = mtls(
             orders.inbound,
@@ -343,7 +343,7 @@ async fn head_answered_by_the_proxy_has_no_body_over_http1() {
     let mesh = Mesh::new();
     let app = Recorder::default();
     let addr = app.serve().await;
-    let (orders, _) = proxy(&mesh, "orders", POLICY, &["--app".into(), addr.to_string()]).await;
+    let (orders, _) = callee(&mesh, "orders", POLICY, addr, &[]).await;
     let s = mtls(
         orders.inbound,
         &mesh.client_creds("web"),

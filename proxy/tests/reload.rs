@@ -88,21 +88,8 @@ async fn wait_for(mut f: impl AsyncFnMut() -> bool, what: &str) {
 async fn certificate_rotation_under_load_fails_nothing() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".into(), route],
-    )
-    .await;
+    // orders (admitting web) in front of the app; web with a route to it.
+    let (a, b, _) = pair(&mesh, app, &[]).await;
     let load = Load::default();
     let workers = load.run(a.routes[0], 4);
 
@@ -157,21 +144,8 @@ async fn certificate_rotation_under_load_fails_nothing() {
 async fn policy_reload_under_load_fails_no_allowed_request() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".into(), route],
-    )
-    .await;
+    // orders (admitting web) in front of the app; web with a route to it.
+    let (a, b, _) = pair(&mesh, app, &[]).await;
     let load = Load::default();
     let workers = load.run(a.routes[0], 4);
     for generation in 2..8 {
@@ -236,28 +210,9 @@ async fn revocation_closes_live_connections() {
     let mesh = Mesh::new();
     let echo = tcp_echo().await;
     let app = http_app().await;
-    let (tcp_b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), echo.to_string()],
-    )
-    .await;
-    let route = format!("127.0.0.1:0={},{}", tcp_b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".into(), route],
-    )
-    .await;
-    let (http_b, _) = proxy(
-        &mesh,
-        "orders2",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
+    let (tcp_b, _) = callee(&mesh, "orders", ALLOW_WEB, echo, &[]).await;
+    let (a, _) = caller(&mesh, "web", tcp_b.inbound, "orders", &[]).await;
+    let (http_b, _) = callee(&mesh, "orders2", ALLOW_WEB, app, &[]).await;
 
     // A live opaque tunnel web -> orders, and a live HTTP keep-alive connection web -> orders2.
     let mut tunnel = TcpStream::connect(a.routes[0]).await.unwrap();
@@ -316,21 +271,8 @@ async fn revocation_closes_live_connections() {
 async fn quarantine_cuts_the_workload_off_both_ways() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".into(), route],
-    )
-    .await;
+    // orders (admitting web) in front of the app; web with a route to it.
+    let (a, b, _) = pair(&mesh, app, &[]).await;
     assert_eq!(http_get(a.routes[0], "/x").await.unwrap().0, StatusCode::OK);
     let mut live = h1_over_mtls(b.inbound, &mesh.client_creds("web"), &[&wid("orders")])
         .await
@@ -359,13 +301,7 @@ async fn quarantine_cuts_the_workload_off_both_ways() {
 async fn invalid_policy_fails_closed_until_fixed() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
+    let (b, _) = callee(&mesh, "orders", ALLOW_WEB, app, &[]).await;
     let web = mesh.client_creds("web");
     let mut c = h1_over_mtls(b.inbound, &web, &[&wid("orders")])
         .await
@@ -406,13 +342,7 @@ async fn invalid_policy_fails_closed_until_fixed() {
 async fn drain_finishes_in_flight_requests() {
     let mesh = Mesh::new();
     let app = http_app().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), app.to_string()],
-    )
-    .await;
+    let (b, _) = callee(&mesh, "orders", ALLOW_WEB, app, &[]).await;
     let inbound = b.inbound;
     let admin = b.admin;
     let web = mesh.client_creds("web");
@@ -447,21 +377,8 @@ async fn drain_finishes_in_flight_requests() {
 async fn opaque_connections_are_reauthorized_on_policy_change() {
     let mesh = Mesh::new();
     let echo = tcp_echo().await;
-    let (b, _) = proxy(
-        &mesh,
-        "orders",
-        ALLOW_WEB,
-        &["--app".into(), echo.to_string()],
-    )
-    .await;
-    let route = format!("127.0.0.1:0={},{}", b.inbound, wid("orders"));
-    let (a, _) = proxy(
-        &mesh,
-        "web",
-        "inbound: []\n",
-        &["--outbound-route".into(), route],
-    )
-    .await;
+    // orders (admitting web) in front of the app; web with a route to it.
+    let (a, b, _) = pair(&mesh, echo, &[]).await;
     let mut tunnel = TcpStream::connect(a.routes[0]).await.unwrap();
     tunnel.write_all(b"\x00ping").await.unwrap();
     let mut buf = [0u8; 5];

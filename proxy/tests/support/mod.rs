@@ -5,15 +5,13 @@
 
 use std::{
     convert::Infallible,
-    io::Write,
     net::SocketAddr,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, SystemTime},
 };
 
 use bytes::Bytes;
-use clap::Parser;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
@@ -26,7 +24,8 @@ use vigil_cert_authority::{
     CertificateAuthority, InitOptions, SpiffeId, TrustDomain, creds::Credentials, pemfile, tls,
     ttl::TtlPolicy,
 };
-use vigil_proxy::{Proxy, access_log::AccessLog, config::RunArgs};
+pub use vigil_proxy::testing::LogSink;
+use vigil_proxy::{Proxy, access_log::AccessLog, testing::Loopback};
 
 pub const TD: &str = "cluster.local";
 
@@ -123,52 +122,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) {
     vigil_cert_authority::state::write_private_file(path, bytes).unwrap();
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    run: RunArgs,
-}
-
-/// Parses proxy flags like the binary would.
-pub fn run_args(extra: &[String]) -> RunArgs {
-    let mut v: Vec<String> = vec![
-        "vigil-proxy".into(),
-        "--inbound".into(),
-        "127.0.0.1:0".into(),
-        "--outbound".into(),
-        "127.0.0.1:0".into(),
-        "--admin".into(),
-        "127.0.0.1:0".into(),
-        "--detect-timeout".into(),
-        "200ms".into(),
-        "--access-log".into(),
-        "off".into(),
-    ];
-    v.extend(extra.iter().cloned());
-    Cli::parse_from(v).run
-}
-
-/// Captured access-log lines.
-#[derive(Clone, Default)]
-pub struct LogSink(pub Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl LogSink {
-    pub fn lines(&self) -> Vec<serde_json::Value> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+/// Proxy flags for tests: loopback listeners, a short detection timeout, no access log
+/// unless one is given.
+pub fn loopback() -> Loopback {
+    Loopback::new()
+        .arg("--detect-timeout", "200ms")
+        .arg("--access-log", "off")
 }
 
 /// Starts a proxy for workload `name` with credentials and policy files from `mesh`.
@@ -184,37 +143,22 @@ pub async fn proxy(
 }
 
 pub async fn proxy_with_files(creds: &Path, policy: &Path, extra: &[String]) -> (Proxy, LogSink) {
-    let mut args = vec![
-        "--svid".to_string(),
-        creds.join("svid.pem").display().to_string(),
-        "--key".into(),
-        creds.join("key.pem").display().to_string(),
-        "--bundle".into(),
-        creds.join("bundle.pem").display().to_string(),
-        "--policy".into(),
-        policy.display().to_string(),
-    ];
-    args.extend(extra.iter().cloned());
-    let cfg = run_args(&args).validate().unwrap();
     let sink = LogSink::default();
-    let p = Proxy::start_with_log(cfg, AccessLog::to_writer(sink.clone()))
+    let p = loopback()
+        .files(creds, policy)
+        .args(extra.iter().cloned())
+        .log(AccessLog::to_writer(sink.clone()))
+        .start_ready()
         .await
         .unwrap();
-    wait_ready(p.admin).await;
     (p, sink)
 }
 
 /// Polls /ready until 200 (or panics after 10 s).
 pub async fn wait_ready(admin: SocketAddr) {
-    for _ in 0..200 {
-        if let Ok((status, _)) = http_get(admin, "/ready").await
-            && status == StatusCode::OK
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("proxy at {admin} never became ready");
+    vigil_proxy::testing::ready(admin, Duration::from_secs(10))
+        .await
+        .unwrap();
 }
 
 /// A plain HTTP/1 GET; returns status and body.
@@ -566,14 +510,37 @@ pub async fn pair_with_logs(
     orders_policy: &str,
     extra: &[&str],
 ) -> ((vigil_proxy::Proxy, LogSink), (vigil_proxy::Proxy, LogSink)) {
-    let mut b_args = vec!["--app".to_string(), app.to_string()];
-    b_args.extend(extra.iter().map(|s| s.to_string()));
-    let b = proxy(mesh, "orders", orders_policy, &b_args).await;
-    let route = format!("127.0.0.1:0={},{}", b.0.inbound, wid("orders"));
-    let mut a_args = vec!["--outbound-route".to_string(), route];
-    a_args.extend(extra.iter().map(|s| s.to_string()));
-    let a = proxy(mesh, "web", "inbound: []\n", &a_args).await;
+    let b = callee(mesh, "orders", orders_policy, app, extra).await;
+    let a = caller(mesh, "web", b.0.inbound, "orders", extra).await;
     (a, b)
+}
+
+/// The proxy of workload `name` in front of `app`, under `policy`.
+pub async fn callee(
+    mesh: &Mesh,
+    name: &str,
+    policy: &str,
+    app: SocketAddr,
+    extra: &[&str],
+) -> (vigil_proxy::Proxy, LogSink) {
+    let mut args = vec!["--app".to_string(), app.to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy(mesh, name, policy, &args).await
+}
+
+/// The proxy of workload `name`, admitting nothing, with one route (`routes[0]`) to the
+/// proxy whose inbound is `upstream`, which must present `server`'s identity.
+pub async fn caller(
+    mesh: &Mesh,
+    name: &str,
+    upstream: SocketAddr,
+    server: &str,
+    extra: &[&str],
+) -> (vigil_proxy::Proxy, LogSink) {
+    let route = format!("127.0.0.1:0={upstream},{}", wid(server));
+    let mut args = vec!["--outbound-route".to_string(), route];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    proxy(mesh, name, "inbound: []\n", &args).await
 }
 
 /// Kills a child process when the test ends, pass or fail.

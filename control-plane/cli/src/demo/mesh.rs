@@ -2,7 +2,8 @@
 //! state directory, a watched policy directory) and one vigil-proxy per demo service, each
 //! in controller mode — it proves its identity with a bootstrap token, gets a short-lived
 //! SVID over gRPC/mTLS and streams its policy, exactly as a standalone `vigil-proxy` does.
-//! Everything listens on 127.0.0.1 with ports the kernel picks.
+//! Everything listens on 127.0.0.1 with ports the kernel picks; the proxies are started
+//! with `vigil_proxy::testing::Loopback`, as the proxy's and controller's tests start theirs.
 
 use std::{
     net::SocketAddr,
@@ -14,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use vigil_cert_authority::SpiffeId;
 use vigil_controller::{Controller, ControllerArgs};
-use vigil_proxy::{Proxy, access_log::AccessLog};
+use vigil_proxy::{Proxy, access_log::AccessLog, testing::Loopback};
 
 use super::apps::App;
 
@@ -39,12 +40,6 @@ const SERVICES: &[(&str, &str, &[&str])] = &[
 struct ControllerCli {
     #[command(flatten)]
     args: ControllerArgs,
-}
-
-#[derive(Parser)]
-struct ProxyCli {
-    #[command(flatten)]
-    args: vigil_proxy::config::RunArgs,
 }
 
 /// One demo service: its app and its proxy.
@@ -176,44 +171,25 @@ impl Mesh {
                 ca.token_key()
                     .mint(&id, Duration::from_secs(600), SystemTime::now())
             };
-            let mut argv = vec![
-                "vigil-proxy".to_string(),
-                "--inbound".into(),
-                "127.0.0.1:0".into(),
-                "--outbound".into(),
-                "127.0.0.1:0".into(),
-                "--admin".into(),
-                "127.0.0.1:0".into(),
-                "--app".into(),
-                app.addr.to_string(),
-                "--controller".into(),
-                ctl.grpc.to_string(),
-                "--workload".into(),
-                format!("{NAMESPACE}/{name}"),
-                "--bundle".into(),
-                bundle.display().to_string(),
-                "--bootstrap-token".into(),
-                token,
-            ];
+            let mut proxy = Loopback::new().app(app.addr).controller(
+                ctl.grpc,
+                &format!("{NAMESPACE}/{name}"),
+                &bundle,
+                &token,
+            );
             for callee in *callees {
                 let upstream = services
                     .iter()
                     .find(|s| s.name == *callee)
                     .with_context(|| format!("{callee} must start before {name}"))?;
-                argv.push("--outbound-route".into());
-                argv.push(format!(
-                    "127.0.0.1:0={},{}",
-                    upstream.proxy.inbound, upstream.id
-                ));
+                proxy = proxy.route(upstream.proxy.inbound, &upstream.id);
             }
-            let cfg = ProxyCli::try_parse_from(argv)?
-                .args
-                .validate()
-                .map_err(|e| anyhow::anyhow!("proxy configuration for {name}: {e}"))?;
             let log = logs.join(format!("{name}.log"));
             let file = std::fs::File::create(&log)
                 .with_context(|| format!("creating {}", log.display()))?;
-            let proxy = Proxy::start_with_log(cfg, AccessLog::to_writer(file))
+            let proxy = proxy
+                .log(AccessLog::to_writer(file))
+                .start()
                 .await
                 .with_context(|| format!("starting the proxy of {name}"))?;
             let routes = callees.iter().copied().zip(proxy.routes.clone()).collect();

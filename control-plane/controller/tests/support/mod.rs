@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 use vigil_cert_authority::{SpiffeId, creds::Credentials, tls};
 use vigil_controller::{Controller, ControllerArgs};
-use vigil_proxy::{Proxy, access_log::AccessLog};
+use vigil_proxy::{Proxy, access_log::AccessLog, testing::Loopback};
 
 pub const TD: &str = "cluster.local";
 
@@ -32,12 +32,6 @@ pub fn id(sa: &str) -> SpiffeId {
 struct CtlCli {
     #[command(flatten)]
     args: ControllerArgs,
-}
-
-#[derive(Parser)]
-struct ProxyCli {
-    #[command(flatten)]
-    args: vigil_proxy::config::RunArgs,
 }
 
 /// A controller with its state and policy directories.
@@ -155,28 +149,19 @@ impl Plane {
 
     /// Starts a proxy for `shop/<name>` (service account `name`) in controller mode.
     pub async fn proxy(&self, name: &str, extra: &[String]) -> Proxy {
-        let mut args = vec![
-            "vigil-proxy".to_string(),
-            "--inbound".into(),
-            "127.0.0.1:0".into(),
-            "--outbound".into(),
-            "127.0.0.1:0".into(),
-            "--admin".into(),
-            "127.0.0.1:0".into(),
-            "--detect-timeout".into(),
-            "200ms".into(),
-            "--controller".into(),
-            self.grpc.to_string(),
-            "--workload".into(),
-            format!("shop/{name}"),
-            "--bundle".into(),
-            self.bundle_file().display().to_string(),
-            "--bootstrap-token".into(),
-            self.token(name),
-        ];
-        args.extend(extra.iter().cloned());
-        let cfg = ProxyCli::parse_from(args).args.validate().unwrap();
-        Proxy::start_with_log(cfg, AccessLog::off()).await.unwrap()
+        Loopback::new()
+            .arg("--detect-timeout", "200ms")
+            .controller(
+                self.grpc,
+                &format!("shop/{name}"),
+                &self.bundle_file(),
+                &self.token(name),
+            )
+            .args(extra.iter().cloned())
+            .log(AccessLog::off())
+            .start()
+            .await
+            .unwrap()
     }
 }
 
