@@ -137,6 +137,16 @@ pub enum Mode {
     Audit,
 }
 
+/// A port list in the comma-separated form flags, annotations and iptables' `multiport`
+/// take: `[80, 443]` → `"80,443"`.
+pub fn port_list(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One compiled rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

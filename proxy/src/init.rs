@@ -28,6 +28,7 @@ use std::{
 };
 
 use clap::Args;
+use vigil_policy::model::port_list;
 
 const INBOUND_CHAIN: &str = "VIGIL_INBOUND";
 const OUTBOUND_CHAIN: &str = "VIGIL_OUTBOUND";
@@ -224,7 +225,7 @@ fn skip_ports(chain: &str, mut ports: Vec<u16>) -> Vec<Rule> {
                     "-m",
                     "multiport",
                     "--dports",
-                    &join(chunk),
+                    &port_list(chunk),
                     "-j",
                     "RETURN",
                 ],
@@ -371,14 +372,6 @@ fn exec(bin: &str, rule: &Rule, tolerate: bool) -> Result<bool, InitError> {
         },
         stderr,
     })
-}
-
-fn join(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 #[cfg(test)]

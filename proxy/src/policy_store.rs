@@ -1,8 +1,8 @@
 //! The policy in force, published on a `watch` channel.
 //!
-//! Whoever produces policy (the file loader here, the controller client later) calls
-//! [`PolicyStore::apply`]; an invalid document is replaced by a deny-all policy (fail
-//! closed) and reported loudly. Consumers read the current `Arc<Policy>` per request.
+//! Whoever produces policy (the file loader here, the controller client in `control/`)
+//! calls [`PolicyStore::apply`]; an invalid document is replaced by a deny-all policy
+//! (fail closed) and reported loudly. Consumers read the current `Arc<Policy>` per request.
 
 use std::{path::Path, sync::Arc};
 

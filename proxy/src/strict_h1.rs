@@ -34,7 +34,7 @@ use std::{
 };
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 use self::grammar::{
     Framing, check_crlf, check_field_line, early_violation, find, parse_chunk_line, validate_head,
@@ -391,31 +391,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for StrictH1<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
+// Writes (hyper's responses) pass through unchecked.
+crate::io::write_through!(StrictH1);
 
 /// The framing checks without I/O: `reads` are the successive reads from the client;
 /// returns the bytes hyper would be given and the violation, if any. However the same

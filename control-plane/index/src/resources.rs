@@ -1,7 +1,7 @@
 //! The resources the index compiles: policy CRDs, workloads and namespace labels.
 //!
-//! Sources (the local directory today, Kubernetes watches later) feed [`Resource`]s in; the
-//! compiler only reads [`Resources`].
+//! Sources (the local policy directory, or the Kubernetes API's caches) feed
+//! [`Resource`]s in; the compiler only reads [`Resources`].
 
 use std::{collections::BTreeMap, fmt};
 

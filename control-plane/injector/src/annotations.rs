@@ -127,15 +127,6 @@ pub fn ports(annotation: &str, value: &str) -> Result<Vec<u16>, InjectError> {
     Ok(out)
 }
 
-/// `[80, 443]` → `"80,443"`, the form the proxy's flags take.
-pub fn join(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -145,7 +136,7 @@ mod tests {
     fn port_lists_are_trimmed_sorted_and_deduplicated() {
         assert_eq!(ports(OPAQUE_PORTS, " 5432,80,, 80 ").unwrap(), [80, 5432]);
         assert_eq!(ports(OPAQUE_PORTS, "").unwrap(), Vec::<u16>::new());
-        assert_eq!(join(&[80, 443]), "80,443");
+        assert_eq!(vigil_policy::model::port_list(&[80, 443]), "80,443");
         for bad in ["0", "65536", "-1", "80-90", "http"] {
             let e = ports(OPAQUE_PORTS, bad).unwrap_err().to_string();
             assert!(e.contains(OPAQUE_PORTS) && e.contains("1-65535"), "{e}");

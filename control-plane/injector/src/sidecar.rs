@@ -25,10 +25,9 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 
-use crate::{
-    annotations::{PodSettings, join},
-    config::InjectorConfig,
-};
+use vigil_policy::model::port_list;
+
+use crate::{annotations::PodSettings, config::InjectorConfig};
 
 /// The proxy container's name.
 pub const PROXY: &str = "vigil-proxy";
@@ -57,12 +56,15 @@ pub fn init_container(config: &InjectorConfig, settings: &PodSettings) -> Contai
         config.proxy_uid.to_string(),
     ];
     if !settings.skip_inbound.is_empty() {
-        args.extend(["--skip-inbound-ports".into(), join(&settings.skip_inbound)]);
+        args.extend([
+            "--skip-inbound-ports".into(),
+            port_list(&settings.skip_inbound),
+        ]);
     }
     if !settings.skip_outbound.is_empty() {
         args.extend([
             "--skip-outbound-ports".into(),
-            join(&settings.skip_outbound),
+            port_list(&settings.skip_outbound),
         ]);
     }
     let q = |s: &str| Quantity(s.to_string());
@@ -217,7 +219,7 @@ fn proxy_env(config: &InjectorConfig, settings: &PodSettings, routes: &[String])
     if !settings.opaque_ports.is_empty() {
         env.push(value_env(
             "VIGIL_PROXY_OPAQUE_PORTS",
-            &join(&settings.opaque_ports),
+            &port_list(&settings.opaque_ports),
         ));
     }
     if !routes.is_empty() {
