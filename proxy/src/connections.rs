@@ -28,8 +28,7 @@ use std::{
     },
 };
 
-use tokio::sync::watch;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::sync::{Notify, watch};
 use vigil_cert_authority::svid::SvidInfo;
 use vigil_policy::Policy;
 
@@ -49,20 +48,18 @@ pub struct Connections {
 struct Inner {
     policy: watch::Receiver<Arc<Policy>>,
     next: AtomicU64,
-    live: Mutex<HashMap<u64, Tracked>>,
+    live: Mutex<HashMap<u64, Arc<Entry>>>,
 }
 
+/// One live connection: what it is re-checked against, and why it must close once it
+/// must. One allocation per connection, shared by the registry and the [`Live`] handle.
 #[derive(Debug)]
-struct Tracked {
+struct Entry {
     recheck: Recheck,
-    signal: Arc<Signal>,
-}
-
-/// Set once, when the connection must close.
-#[derive(Debug, Default)]
-struct Signal {
+    /// Set once, when the connection must close.
     reason: OnceLock<Closed>,
-    token: CancellationToken,
+    /// Wakes [`Entry::closed`] when `reason` is set.
+    closing: Notify,
 }
 
 /// What a live connection is re-checked against.
@@ -88,7 +85,7 @@ pub(crate) enum Recheck {
 pub struct Live {
     id: u64,
     inner: Arc<Inner>,
-    signal: Arc<Signal>,
+    entry: Arc<Entry>,
 }
 
 // === impl Connections ===
@@ -125,7 +122,11 @@ impl Connections {
     }
 
     fn register(&self, recheck: Recheck, judged: Option<&Arc<Policy>>) -> Live {
-        let signal = Arc::new(Signal::default());
+        let entry = Arc::new(Entry {
+            recheck,
+            reason: OnceLock::new(),
+            closing: Notify::new(),
+        });
         let id = self.inner.next.fetch_add(1, Ordering::Relaxed);
         {
             let mut live = self.inner.lock();
@@ -133,22 +134,16 @@ impl Connections {
             // was there is the one in force now (or an older one), never a skipped one.
             let current = self.inner.policy.borrow().clone();
             if judged.is_none_or(|j| !Arc::ptr_eq(&current, j))
-                && let Some(reason) = recheck.closes(&current)
+                && let Some(reason) = entry.recheck.closes(&current)
             {
-                signal.close(reason);
+                entry.close(reason);
             }
-            live.insert(
-                id,
-                Tracked {
-                    recheck,
-                    signal: signal.clone(),
-                },
-            );
+            live.insert(id, entry.clone());
         }
         Live {
             id,
             inner: self.inner.clone(),
-            signal,
+            entry,
         }
     }
 
@@ -173,11 +168,11 @@ impl Connections {
             while rx.changed().await.is_ok() {
                 let policy = rx.borrow_and_update().clone();
                 let live = inner.lock();
-                for t in live.values() {
-                    if t.signal.reason.get().is_none()
-                        && let Some(reason) = t.recheck.closes(&policy)
+                for e in live.values() {
+                    if e.reason.get().is_none()
+                        && let Some(reason) = e.recheck.closes(&policy)
                     {
-                        t.signal.close(reason);
+                        e.close(reason);
                     }
                 }
             }
@@ -186,18 +181,31 @@ impl Connections {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Entry>>> {
         // A panic while holding the lock leaves a map that is still consistent.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-// === impl Signal ===
+// === impl Entry ===
 
-impl Signal {
+impl Entry {
     fn close(&self, reason: Closed) {
         if self.reason.set(reason).is_ok() {
-            self.token.cancel();
+            self.closing.notify_waiters();
+        }
+    }
+
+    async fn closed(&self) -> Closed {
+        loop {
+            let notified = self.closing.notified();
+            tokio::pin!(notified);
+            // Registered before `reason` is read: a close between the two still wakes it.
+            notified.as_mut().enable();
+            if let Some(&reason) = self.reason.get() {
+                return reason;
+            }
+            notified.await;
         }
     }
 }
@@ -229,24 +237,15 @@ impl Recheck {
 
 impl Live {
     /// Resolves when the connection must close, with why.
-    pub(crate) fn closed(&self) -> impl Future<Output = Closed> + Send + 'static {
-        let signal = self.signal.clone();
-        async move {
-            signal.token.cancelled().await;
-            signal.reason.get().copied().unwrap_or(Closed::Policy)
-        }
-    }
-
-    /// Resolves when the connection must close (for I/O wrappers that poll it; the
-    /// reason is then [`Self::reason`]).
-    pub(crate) fn cancelled(&self) -> WaitForCancellationFutureOwned {
-        self.signal.token.clone().cancelled_owned()
+    pub(crate) fn closed(&self) -> impl Future<Output = Closed> + Send + Sync + 'static {
+        let entry = self.entry.clone();
+        async move { entry.closed().await }
     }
 
     /// Why it must close, once it must.
     #[cfg(test)]
     pub(crate) fn reason(&self) -> Option<Closed> {
-        self.signal.reason.get().copied()
+        self.entry.reason.get().copied()
     }
 }
 

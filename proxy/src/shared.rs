@@ -77,8 +77,9 @@ impl Shared {
 /// Who is on the other end of an inbound connection.
 #[derive(Clone, Debug)]
 pub enum Source {
-    /// A mesh peer with a verified SVID.
-    Mesh(SvidInfo),
+    /// A mesh peer with a verified SVID (shared by the connection's handlers and its
+    /// registration: one copy per connection).
+    Mesh(Arc<SvidInfo>),
     /// A plaintext (or non-mesh TLS) client.
     Plain,
 }

@@ -34,6 +34,9 @@ use crate::{
 /// How long [`Loopback::start_ready`] waits for `/ready`.
 pub const READY_WITHIN: Duration = Duration::from_secs(10);
 
+/// How long [`LogSink::when`] waits for the access log's writer thread.
+pub const LOG_WITHIN: Duration = Duration::from_secs(5);
+
 /// The flags of one proxy on loopback, and its access log.
 #[derive(Debug)]
 pub struct Loopback {
@@ -214,5 +217,35 @@ impl LogSink {
                     .unwrap_or_else(|e| panic!("access-log line is not JSON ({e}): {l}"))
             })
             .collect()
+    }
+
+    /// The entries once `done` holds for them. The access log is written by a background
+    /// thread, so a line can land after the response it describes reached the client: this
+    /// polls until `done` holds or [`LOG_WITHIN`] passes, then returns the entries so far
+    /// either way, for the caller's assertion to judge and show.
+    pub async fn when(
+        &self,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + LOG_WITHIN;
+        loop {
+            let lines = self.lines();
+            if done(&lines) || tokio::time::Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The first entry matching `f`, waiting for it as [`LogSink::when`] does.
+    ///
+    /// # Panics
+    /// If no such entry is written within [`LOG_WITHIN`]; the message lists the entries.
+    pub async fn first(&self, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let lines = self.when(|ls| ls.iter().any(&f)).await;
+        match lines.iter().find(|l| f(l)) {
+            Some(l) => l.clone(),
+            None => panic!("no such access-log line within {LOG_WITHIN:?} in {lines:#?}"),
+        }
     }
 }

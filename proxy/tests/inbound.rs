@@ -257,9 +257,7 @@ inbound:
         send(&mut c, get("/orders/1")).await.unwrap().0,
         StatusCode::OK
     );
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines = log.lines();
-    let l = lines.iter().find(|l| l["path"] == "/orders/1").unwrap();
+    let l = &log.first(|l| l["path"] == "/orders/1").await;
     assert_eq!(l["decision"], "allow");
     assert_eq!(l["policy"], "shop/all");
     assert!(l["audit"].as_str().unwrap().contains("would deny"), "{l}");
@@ -311,8 +309,13 @@ async fn access_log_and_metrics_describe_every_decision() {
         .unwrap();
     send(&mut c, get("/orders/1")).await.unwrap();
     send(&mut c, get("/admin")).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines = log.lines();
+    let lines = log
+        .when(|ls| {
+            ["/orders/1", "/admin"]
+                .iter()
+                .all(|p| ls.iter().any(|l| l["path"] == *p))
+        })
+        .await;
     let allow = lines.iter().find(|l| l["path"] == "/orders/1").unwrap();
     for field in [
         "time",

@@ -168,23 +168,12 @@ async fn unauthorized_callers_are_refused_through_the_mesh_too() {
         http_get(a2.routes[0], "/orders/1").await.unwrap().0,
         StatusCode::BAD_GATEWAY
     );
-    let out = logged(&a2_log, |l| l["path"] == "/orders/1").await;
+    let out = a2_log.first(|l| l["path"] == "/orders/1").await;
     assert_eq!(
         (&out["direction"], &out["decision"], &out["status"]),
         (&"outbound".into(), &"deny".into(), &502.into()),
         "{out}"
     );
-}
-
-/// The first access-log line matching `f`, waiting for the log's writer thread.
-async fn logged(sink: &LogSink, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    for _ in 0..200 {
-        if let Some(l) = sink.lines().into_iter().find(|l| f(l)) {
-            return l;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("no such access-log line in {:?}", sink.lines());
 }
 
 #[tokio::test]
@@ -202,7 +191,7 @@ inbound:
 
     // Allowed: forwarded, 200, no request id from the destination's proxy (its app answered).
     assert_eq!(http_get(via, "/ok").await.unwrap().0, StatusCode::OK);
-    let out = logged(&a_log, |l| l["path"] == "/ok").await;
+    let out = a_log.first(|l| l["path"] == "/ok").await;
     assert_eq!(out["direction"], "outbound");
     assert_eq!(out["decision"], "forward");
     assert_eq!(out["status"], 200);
@@ -225,8 +214,8 @@ inbound:
         .unwrap();
     let (status, _, _) = send(&mut c, post).await.unwrap();
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let out = logged(&a_log, |l| l["path"] == "/denied").await;
-    let inb = logged(&b_log, |l| l["path"] == "/denied").await;
+    let out = a_log.first(|l| l["path"] == "/denied").await;
+    let inb = b_log.first(|l| l["path"] == "/denied").await;
     assert_eq!(out["direction"], "outbound");
     assert_eq!(out["decision"], "forward", "{out}");
     assert_eq!(out["status"], 403);

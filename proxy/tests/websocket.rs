@@ -188,7 +188,12 @@ async fn websocket_is_authorized_at_the_upgrade_then_tunnelled() {
     );
 
     // Both sides log the upgrade with its answer.
-    let lines = orders_log.lines();
+    let lines = orders_log
+        .when(|ls| {
+            ls.iter().filter(|l| l["status"] == 101).count() >= 2
+                && ls.iter().filter(|l| l["status"] == 403).count() >= 3
+        })
+        .await;
     let switched: Vec<_> = lines
         .iter()
         .filter(|l| l["status"] == 101 && l["path"] == "/ws")
@@ -203,14 +208,10 @@ async fn websocket_is_authorized_at_the_upgrade_then_tunnelled() {
         3,
         "{lines:#?}"
     );
-    assert!(
-        web_log
-            .lines()
-            .iter()
-            .any(|l| l["status"] == 101 && l["direction"] == "outbound"),
-        "{:#?}",
-        web_log.lines()
-    );
+    let out = web_log
+        .first(|l| l["status"] == 101 && l["direction"] == "outbound")
+        .await;
+    assert_eq!(out["decision"], "forward", "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,7 @@ fn client() -> SvidInfo {
 
 fn judged(method: Method) -> Recheck {
     Recheck::Decision(Box::new(Judged {
-        source: Source::Mesh(client()),
+        source: Source::Mesh(Arc::new(client())),
         src_ip: IpAddr::from([10, 0, 0, 1]),
         port: 8080,
         http: Some(JudgedHttp {
@@ -64,7 +64,7 @@ async fn closed_within(live: &Live) -> Option<Closed> {
 async fn stays_open(conns: &Connections, tx: &watch::Sender<Arc<Policy>>, live: &Live) {
     let mut other = client();
     other.serial = vec![0xff];
-    let sentinel = conns.track_now(Recheck::Peer(Source::Mesh(other)));
+    let sentinel = conns.track_now(Recheck::Peer(Source::Mesh(Arc::new(other))));
     tx.send(policy(&format!(
         "{ALLOW_GET}\nrevoked: {{serials: [\"ff\"]}}\n"
     )))
@@ -102,7 +102,7 @@ inbound:
 #[tokio::test]
 async fn revocation_by_serial_and_quarantine_close_with_their_reason() {
     let (conns, tx, p) = registry(ALLOW_GET);
-    let inbound = conns.track(Recheck::Peer(Source::Mesh(client())), &p);
+    let inbound = conns.track(Recheck::Peer(Source::Mesh(Arc::new(client()))), &p);
     let tunnel = conns.track(judged(Method::GET), &p);
     let plain = conns.track(Recheck::Peer(Source::Plain), &p);
     let server = conns.track(Recheck::Server(client()), &p);

@@ -142,7 +142,7 @@ async fn handle(
                 return;
             };
             let hint = Proto::from_alpn(conn.alpn_protocol());
-            let source = Source::Mesh(peer);
+            let source = Source::Mesh(Arc::new(peer));
             let proto_hint = if opaque_port {
                 Some(Proto::Opaque)
             } else {

@@ -26,7 +26,6 @@ use hyper_util::{
 use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{TlsConnector, client::TlsStream};
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use vigil_cert_authority::svid::SvidInfo;
 use vigil_policy::Policy;
 
@@ -34,6 +33,7 @@ use super::{discovery::Discovery, target::Target};
 use crate::{
     config::OutboundRoute,
     connections::{Connections, Live, Recheck},
+    metrics::labels::Closed,
     tls_state::TlsState,
 };
 
@@ -212,7 +212,7 @@ impl MeshConnector {
         Ok((
             MeshConn {
                 io: TokioIo::new(stream),
-                killed: Box::pin(live.cancelled()),
+                killed: Box::pin(live.closed()),
                 live,
             },
             server,
@@ -276,7 +276,7 @@ impl tower::Service<Uri> for MeshConnector {
 /// revoked, or this workload quarantined: see [`crate::connections`]).
 pub struct MeshConn {
     io: TokioIo<TlsStream<TcpStream>>,
-    killed: Pin<Box<WaitForCancellationFutureOwned>>,
+    killed: Pin<Box<dyn Future<Output = Closed> + Send + Sync>>,
     live: Live,
 }
 
@@ -289,7 +289,7 @@ impl std::fmt::Debug for MeshConn {
 impl MeshConn {
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         match self.killed.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
+            Poll::Ready(_) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed by policy",
             )),
