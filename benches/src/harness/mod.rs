@@ -9,6 +9,10 @@
 //! B2 h1 CPU per 1k req/s vigil/envoy ratio=0.412 [0.398..0.431] target=<=0.5 pass=true
 //! ```
 //!
+//! Then it starts every proxy again under callgrind and counts instructions and
+//! allocator calls per request ([`count`]): figures that do not move with the machine's
+//! load, to decide what to change and to check that a change helped.
+//!
 //! It writes every sample as JSON (`run-<time>.json`) and every ratio as a JSON line
 //! (`<id>.jsonl`, with the micro-benchmarks') under the results directory, and a Markdown
 //! report with an SVG latency plot (`report.md`, `latency.svg`). Every process it started
@@ -18,7 +22,10 @@
 // stdout.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod binaries;
+pub mod callgrind;
 pub mod certs;
+pub mod count;
 pub mod crypto;
 pub mod measure;
 pub mod procs;
@@ -38,6 +45,7 @@ use std::{
 use anyhow::Context;
 
 use crate::Ratio;
+use topology::Launch;
 
 /// Options of one invocation.
 #[derive(Debug, Clone)]
@@ -48,6 +56,10 @@ pub struct Options {
     pub out: PathBuf,
     /// Pin the SUT to CPU 0 and the generator to CPU 1 (needs 2 CPUs).
     pub pin: bool,
+    /// Run the timed rounds (B1–B7, B12).
+    pub timed: bool,
+    /// Count instructions and allocations per request under callgrind ([`count`]).
+    pub count: bool,
 }
 
 /// Runs the whole suite; the ratios.
@@ -67,39 +79,57 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     }
     fs::create_dir_all(&opts.out)?;
     let work = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
-    let mut topo = topology::Topology::start(&bins, work.path(), pin.then_some(0))?;
-    eprintln!(
-        "vigil-bench: every path started (work directory {})",
-        work.path().display()
-    );
-    let idle_pss_kib = topo
-        .procs
-        .iter()
-        .map(|p| (p.name.clone(), p.pss() / 1024))
-        .collect();
-
     let provider = vigil_cert_authority::tls::provider_with_groups(&[
         rustls::crypto::aws_lc_rs::kx_group::X25519,
     ]);
-    let tls = measure::TlsClients {
-        vigil: topo
-            .certs
-            .spiffe_client(provider.clone(), &[vigil_cert_authority::tls::ALPN_MESH])?,
-        spiffe: topo.certs.spiffe_client(provider.clone(), &[])?,
-        dns: topo.certs.dns_client(provider.clone())?,
-    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let results = rt.block_on(suite::run(
-        &mut topo,
-        opts.tier,
-        &tls,
-        Arc::clone(&provider),
-    ))?;
-    drop(topo); // every process, before writing anything
+    let cpu = pin.then_some(0);
+    let (results, idle_pss_kib) = if opts.timed {
+        let mut topo = topology::Topology::start(&bins, work.path(), cpu, &Launch::Native)?;
+        eprintln!(
+            "vigil-bench: every path started (work directory {})",
+            work.path().display()
+        );
+        let idle_pss_kib = topo
+            .procs
+            .iter()
+            .map(|p| (p.name.clone(), p.pss() / 1024))
+            .collect();
+        let tls = tls_clients(&topo, &provider)?;
+        let results = rt.block_on(suite::run(
+            &mut topo,
+            opts.tier,
+            &tls,
+            Arc::clone(&provider),
+        ))?;
+        (results, idle_pss_kib)
+        // every process is killed here, before the counted run or any writing
+    } else {
+        (suite::Results::default(), Vec::new())
+    };
+    let counts = if opts.count {
+        let dir = work.path().join("counted");
+        let dumps = dir.join("callgrind");
+        fs::create_dir_all(&dumps)?;
+        let topo = topology::Topology::start(&bins, &dir, cpu, &Launch::Callgrind(dumps.clone()))
+            .context("starting the proxies under callgrind (is valgrind installed?)")?;
+        eprintln!("vigil-bench: every proxy started under callgrind");
+        let tls = tls_clients(&topo, &provider)?;
+        rt.block_on(count::run(&topo, &dumps, &tls))
+    } else {
+        Vec::new()
+    };
 
-    let ratios = suite::ratios(&results);
+    let mut ratios = if opts.timed {
+        suite::ratios(&results)
+    } else {
+        Vec::new()
+    };
+    if opts.count {
+        ratios.extend(count::ratios(&counts));
+    }
     for r in &ratios {
         println!("{}", r.line());
         r.record(&opts.out)?;
@@ -126,7 +156,8 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
         versions: versions(&bins),
         idle_pss_kib,
     };
-    let json = serde_json::json!({ "info": info, "results": results, "ratios": ratios });
+    let json =
+        serde_json::json!({ "info": info, "results": results, "counts": counts, "ratios": ratios });
     fs::write(
         opts.out.join(format!("run-{stamp}.json")),
         serde_json::to_vec_pretty(&json)?,
@@ -136,7 +167,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     fs::write(opts.out.join("latency.svg"), report::latency_svg(&results))?;
     fs::write(
         opts.out.join("report.md"),
-        report::markdown(&info, &results, &all, "latency.svg"),
+        report::markdown(&info, &results, &counts, &all, "latency.svg"),
     )?;
     eprintln!(
         "vigil-bench: report in {}",
@@ -242,4 +273,18 @@ fn install_signal_handler() {
             std::process::exit(130);
         }
     });
+}
+
+/// TLS clients for direct connections to the inbound sidecars of `topo`.
+fn tls_clients(
+    topo: &topology::Topology,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> anyhow::Result<measure::TlsClients> {
+    Ok(measure::TlsClients {
+        vigil: topo
+            .certs
+            .spiffe_client(provider.clone(), &[vigil_cert_authority::tls::ALPN_MESH])?,
+        spiffe: topo.certs.spiffe_client(provider.clone(), &[])?,
+        dns: topo.certs.dns_client(provider.clone())?,
+    })
 }

@@ -120,7 +120,12 @@ impl Proc {
     /// Waits until something accepts on `127.0.0.1:port`, failing early if the process
     /// exits.
     pub fn wait_listening(&mut self, port: u16) -> Result<(), ProcError> {
-        let limit = Duration::from_secs(20);
+        self.wait_listening_within(port, Duration::from_secs(20))
+    }
+
+    /// [`Proc::wait_listening`] with another limit (a program under valgrind starts
+    /// tens of times slower).
+    pub fn wait_listening_within(&mut self, port: u16, limit: Duration) -> Result<(), ProcError> {
         let deadline = Instant::now() + limit;
         loop {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -149,6 +154,11 @@ impl Proc {
     /// CPU time used so far by the whole process tree.
     pub fn cpu(&self) -> Duration {
         Duration::from_nanos(tree(self.pid()).iter().map(|&p| process_cpu_ns(p)).sum())
+    }
+
+    /// The leader and every process it forked.
+    pub fn pids(&self) -> Vec<u32> {
+        tree(self.pid())
     }
 
     /// Proportional set size of the whole tree, bytes.

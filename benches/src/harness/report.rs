@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use crate::Ratio;
 
 use super::{
+    count::{Counted, Workload},
     measure::{Kind, Sample},
     suite::{Results, paths_for, summarize},
 };
@@ -27,6 +28,53 @@ pub struct RunInfo {
     pub idle_pss_kib: Vec<(String, u64)>,
 }
 
+/// The counted figures: one row per path, instructions and allocator calls per request
+/// for each workload.
+pub fn counts_table(counts: &[Counted]) -> String {
+    let mut md = String::from("## Counted under callgrind (per request, deterministic)\n\n");
+    md.push_str(
+        "Instructions (callgrind's `Ir`) and calls into the C allocator per request, every \
+         process of the path's sidecars together, for a fixed number of requests one after \
+         another after a warm-up: `h1` on one HTTP/1.1 keep-alive connection, `h2` on one \
+         HTTP/2 connection, `conn` a new mTLS connection and one request to the inbound. \
+         Envoy links tcmalloc, whose `operator new` does not go through `malloc`: its \
+         allocation count is a floor.\n\n",
+    );
+    md.push_str(
+        "| path | h1 instructions | h1 allocations | h2 instructions | h2 allocations | conn instructions | conn allocations |\n|---|---|---|---|---|---|---|\n",
+    );
+    let mut paths: Vec<&str> = Vec::new();
+    for c in counts {
+        if !paths.contains(&c.path.as_str()) {
+            paths.push(&c.path);
+        }
+    }
+    for path in paths {
+        let _ = write!(md, "| {path} |");
+        for w in Workload::ALL {
+            match counts.iter().find(|c| c.path == path && c.workload == w) {
+                Some(c) if c.error.is_none() => {
+                    let _ = write!(md, " {:.0} | {:.1} |", c.instructions, c.allocations);
+                }
+                _ => md.push_str(" – | – |"),
+            }
+        }
+        md.push('\n');
+    }
+    let failed: Vec<String> = counts
+        .iter()
+        .filter_map(|c| {
+            let e = c.error.as_ref()?;
+            Some(format!("- {} {:?}: {e}", c.path, c.workload))
+        })
+        .collect();
+    if !failed.is_empty() {
+        let _ = write!(md, "\nCounts that failed:\n\n{}\n", failed.join("\n"));
+    }
+    md.push('\n');
+    md
+}
+
 /// Colours of the plotted paths.
 const COLOURS: &[(&str, &str)] = &[
     ("direct", "#777777"),
@@ -37,7 +85,13 @@ const COLOURS: &[(&str, &str)] = &[
 ];
 
 /// The Markdown report. `plot` is the SVG's file name (same directory).
-pub fn markdown(info: &RunInfo, results: &Results, ratios: &[Ratio], plot: &str) -> String {
+pub fn markdown(
+    info: &RunInfo,
+    results: &Results,
+    counts: &[Counted],
+    ratios: &[Ratio],
+    plot: &str,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Vigil benchmark report ({} tier)\n", info.tier);
     let _ = writeln!(
@@ -154,6 +208,9 @@ pub fn markdown(info: &RunInfo, results: &Results, ratios: &[Ratio], plot: &str)
         .collect();
     if !invalid.is_empty() {
         let _ = writeln!(md, "Runs that did not count:\n\n{}\n", invalid.join("\n"));
+    }
+    if !counts.is_empty() {
+        md.push_str(&counts_table(counts));
     }
     let _ = writeln!(
         md,
@@ -299,7 +356,7 @@ mod tests {
             versions: vec!["envoy 1.40.0".into()],
             idle_pss_kib: vec![("vigil-in".into(), 8000)],
         };
-        let md = markdown(&info, &r, &ratios, "latency.svg");
+        let md = markdown(&info, &r, &[], &ratios, "latency.svg");
         assert!(
             md.contains("| B1 | h1 added p50 vigil/envoy | 0.167 |"),
             "{md}"

@@ -25,6 +25,7 @@ use std::{
 
 use anyhow::{Context, bail};
 
+pub use super::binaries::Binaries;
 use super::{certs::Certs, procs::Proc};
 
 /// The key-exchange group every path uses.
@@ -82,67 +83,18 @@ const FIXED_PORTS: &[u16] = &[
     25106, 15001, 15002, 15006,
 ];
 
-/// The programs.
+/// How the proxies are run.
 #[derive(Clone, Debug)]
-pub struct Binaries {
-    /// Release `vigil-proxy`.
-    pub vigil_proxy: PathBuf,
-    /// Envoy 1.40 (from `benches/baselines/install.sh`).
-    pub envoy: PathBuf,
-    /// HAProxy.
-    pub haproxy: PathBuf,
-    /// nginx.
-    pub nginx: PathBuf,
-    /// This program (its `sink` subcommand is the TCP backend).
-    pub me: PathBuf,
+pub enum Launch {
+    /// Natively: the timed rounds.
+    Native,
+    /// Each under callgrind, its dumps in this directory: the counted figures
+    /// ([`super::count`]). The backend and the TCP sink still run natively.
+    Callgrind(PathBuf),
 }
 
-impl Binaries {
-    /// Finds every program, saying how to get a missing one.
-    pub fn find() -> anyhow::Result<Self> {
-        let me = std::env::current_exe()?;
-        let dir = me.parent().context("no directory for the harness binary")?;
-        let vigil_proxy = dir.join("vigil-proxy");
-        if !vigil_proxy.is_file() {
-            bail!(
-                "{} missing: build it with `cargo build --release -p vigil-proxy` (`make bench` does)",
-                vigil_proxy.display()
-            );
-        }
-        let envoy = match std::env::var_os("VIGIL_BENCH_ENVOY") {
-            Some(p) => PathBuf::from(p),
-            None => home().join(".cache/vigil/bench/envoy-1.40.0/envoy"),
-        };
-        if !envoy.is_file() {
-            bail!(
-                "{} missing: run benches/baselines/install.sh (`make bench` does)",
-                envoy.display()
-            );
-        }
-        Ok(Self {
-            vigil_proxy,
-            envoy,
-            haproxy: which("haproxy")?,
-            nginx: which("nginx")?,
-            me,
-        })
-    }
-}
-
-fn home() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from)
-}
-
-fn which(name: &str) -> anyhow::Result<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .with_context(|| {
-            format!("{name} not found: run benches/baselines/install.sh (`make bench` does)")
-        })
-}
+/// How long a proxy under callgrind may take to open its port (Envoy takes about 20 s).
+const CALLGRIND_START: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// One path through the topology.
 #[derive(Clone, Debug)]
@@ -218,7 +170,12 @@ impl Topology {
     }
 
     /// Starts everything in `dir`, pinning it to `cpu`.
-    pub fn start(bins: &Binaries, dir: &Path, cpu: Option<usize>) -> anyhow::Result<Self> {
+    pub fn start(
+        bins: &Binaries,
+        dir: &Path,
+        cpu: Option<usize>,
+        launch: &Launch,
+    ) -> anyhow::Result<Self> {
         for &port in FIXED_PORTS {
             // A previous run's sockets may linger in TIME_WAIT for up to a minute.
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(70);
@@ -243,9 +200,25 @@ impl Topology {
         let conf = |n: &str| dir.join("conf").join(n).display().to_string();
         let logs = dir.join("logs");
         let mut procs = Vec::new();
-        let mut start = |name: &str, prog: &Path, args: Vec<String>, port: u16| {
-            let mut p = Proc::start(name, prog, &args, cpu, &logs)?;
-            p.wait_listening(port)?;
+        let mut start = |name: &str, prog: &Path, mut args: Vec<String>, port: u16| {
+            let p = match launch {
+                Launch::Callgrind(out) if !matches!(name, "backend" | "sink") => {
+                    if name.starts_with("nginx") && nix::unistd::geteuid().is_root() {
+                        // Its worker would drop to `nobody` and could no longer open
+                        // the control pipes valgrind created as root.
+                        args.extend(["-g".into(), "user root;".into()]);
+                    }
+                    let (prog, args) = super::callgrind::wrap(out, name, prog, &args);
+                    let mut p = Proc::start(name, &prog, &args, cpu, &logs)?;
+                    p.wait_listening_within(port, CALLGRIND_START)?;
+                    p
+                }
+                _ => {
+                    let mut p = Proc::start(name, prog, &args, cpu, &logs)?;
+                    p.wait_listening(port)?;
+                    p
+                }
+            };
             procs.push(p);
             anyhow::Ok(procs.len() - 1)
         };

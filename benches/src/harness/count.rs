@@ -1,0 +1,311 @@
+//! The deterministic figures: instructions and allocator calls per request, per path,
+//! counted under callgrind ([`super::callgrind`]).
+//!
+//! Wall-clock ratios on a shared 2-core machine move 2–3× between rounds; these do not.
+//! After the timed rounds a second topology starts with every proxy under callgrind (the
+//! backend and the TCP sink native), and for each path and workload the harness warms
+//! the path up, zeroes the counters of every process of its sidecars, runs a fixed
+//! number of requests one after another, dumps the counters and divides. A count is of
+//! the proxies' user-space work for those requests — parsing, policy, TLS records, the
+//! allocator, timers that fired meanwhile — not of the kernel's.
+//!
+//! | workload | through | processes counted |
+//! |---|---|---|
+//! | `h1` | one HTTP/1.1 keep-alive connection to the outbound entry | both sidecars |
+//! | `h2` | one HTTP/2 connection, one stream at a time | both sidecars |
+//! | `conn` | a new mTLS connection to the inbound per request (B6's shape) | the inbound |
+
+use std::{path::Path, time::Duration};
+
+use serde::Serialize;
+
+use crate::load::{Protocol, Target, client};
+
+use super::{
+    callgrind::{self, Counts},
+    measure::TlsClients,
+    topology::{PathDef, Topology},
+};
+
+/// The paths counted (direct has no proxy to count).
+pub const PATHS: &[&str] = &["vigil", "vigil-nometrics", "envoy", "haproxy", "nginx"];
+
+/// What a count measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// HTTP/1.1 keep-alive through the pair.
+    H1,
+    /// HTTP/2 through the pair.
+    H2,
+    /// A new mTLS connection and one request, to the inbound.
+    Conn,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Self; 3] = [Self::H1, Self::H2, Self::Conn];
+
+    /// Requests counted, after `self.warmup()` uncounted ones.
+    pub fn requests(self) -> u32 {
+        match self {
+            Self::H1 | Self::H2 => 1000,
+            Self::Conn => 100,
+        }
+    }
+
+    fn warmup(self) -> u32 {
+        match self {
+            Self::H1 | Self::H2 => 100,
+            Self::Conn => 10,
+        }
+    }
+}
+
+/// One path's figures for one workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counted {
+    /// The path.
+    pub path: String,
+    /// The workload.
+    pub workload: Workload,
+    /// Instructions per request, every counted process together.
+    pub instructions: f64,
+    /// Allocator calls per request.
+    pub allocations: f64,
+    /// Why there is no figure.
+    pub error: Option<String>,
+}
+
+/// Counts every workload on every path of `topo` (started with
+/// [`super::topology::Launch::Callgrind`] and `dumps`), printing a line per count.
+pub async fn run(topo: &Topology, dumps: &Path, tls: &TlsClients) -> Vec<Counted> {
+    let mut out = Vec::new();
+    for &name in PATHS {
+        let Some(p) = topo.path(name) else { continue };
+        for w in Workload::ALL {
+            let c = match count(topo, p, w, dumps, tls).await {
+                Ok(Some(per)) => Counted {
+                    path: name.into(),
+                    workload: w,
+                    instructions: per.instructions as f64 / f64::from(w.requests()),
+                    allocations: per.allocations as f64 / f64::from(w.requests()),
+                    error: None,
+                },
+                Ok(None) => continue,
+                Err(e) => Counted {
+                    path: name.into(),
+                    workload: w,
+                    instructions: f64::NAN,
+                    allocations: f64::NAN,
+                    error: Some(format!("{e:#}")),
+                },
+            };
+            eprintln!(
+                "count {name} {w:?}: {:.0} instructions, {:.1} allocations per request{}",
+                c.instructions,
+                c.allocations,
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" FAILED: {e}"))
+                    .unwrap_or_default()
+            );
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The counts for `w` requests on `p`; `None` if the path has no such workload.
+async fn count(
+    topo: &Topology,
+    p: &PathDef,
+    w: Workload,
+    dumps: &Path,
+    tls: &TlsClients,
+) -> anyhow::Result<Option<Counts>> {
+    let target = |addr, protocol, tls| Target {
+        addr,
+        path: "/index.html".into(),
+        authority: "localhost".into(),
+        protocol,
+        tls,
+    };
+    let (t, procs) = match w {
+        Workload::H1 => (target(p.http, Protocol::Http1, None), p.sidecars.clone()),
+        Workload::H2 if !p.h2_sidecars.is_empty() => {
+            (target(p.h2, Protocol::Http2, None), p.h2_sidecars.clone())
+        }
+        Workload::Conn => match (p.inbound, p.inbound_proc) {
+            (Some((addr, how)), Some(i)) => (
+                target(addr, Protocol::Http1, Some(tls.get(how).clone())),
+                vec![i],
+            ),
+            _ => return Ok(None),
+        },
+        Workload::H2 => return Ok(None),
+    };
+    let procs = topo.procs_at(&procs);
+    let fresh = w == Workload::Conn;
+    let mut sender = client::connect(&t).await?;
+    requests(&t, &mut sender, w.warmup(), fresh).await?;
+    settle().await;
+    let pids: Vec<u32> = procs.iter().flat_map(|p| p.pids()).collect();
+    for &pid in &pids {
+        callgrind::zero(pid)?;
+    }
+    requests(&t, &mut sender, w.requests(), fresh).await?;
+    drop(sender);
+    settle().await;
+    let mut total = Counts::default();
+    for &pid in &pids {
+        total = total + callgrind::dump(pid, dumps)?;
+    }
+    Ok(Some(total))
+}
+
+/// `n` GETs one after another, each on a new connection when `fresh`.
+async fn requests(
+    t: &Target,
+    sender: &mut client::Sender,
+    n: u32,
+    fresh: bool,
+) -> anyhow::Result<()> {
+    for _ in 0..n {
+        if fresh {
+            *sender = client::connect(t).await?;
+        }
+        sender.get(t).await?;
+    }
+    Ok(())
+}
+
+/// Lets the sidecars finish with what they were sent (closing, logging) before their
+/// counters are zeroed or read; under callgrind that takes a while.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// The ratios BENCHMARKS.md's targets imply for the counts: instructions per request
+/// against nginx (B2, B4's CPU), per new connection against Envoy (B6), with and without
+/// per-request metrics (B12).
+pub fn ratios(counts: &[Counted]) -> Vec<crate::Ratio> {
+    let get = |path: &str, w: Workload| {
+        counts
+            .iter()
+            .find(|c| c.path == path && c.workload == w)
+            .map_or(f64::NAN, |c| c.instructions)
+    };
+    let ratio = |id: &str, name: &str, a: f64, b: f64, target: f64| {
+        let r = a / b;
+        crate::Ratio {
+            id: id.into(),
+            name: name.into(),
+            ratio: r,
+            min: r,
+            max: r,
+            target,
+            goal: crate::Goal::AtMost,
+            unit: "",
+        }
+    };
+    let h1 = |path| (path, Workload::H1);
+    [
+        (
+            "B2",
+            "h1 instructions per request vigil/nginx",
+            h1("vigil"),
+            h1("nginx"),
+            1.0,
+        ),
+        (
+            "B4",
+            "h2 instructions per request vigil/nginx",
+            ("vigil", Workload::H2),
+            ("nginx", Workload::H2),
+            1.0,
+        ),
+        (
+            "B6",
+            "instructions per new mTLS connection vigil/envoy",
+            ("vigil", Workload::Conn),
+            ("envoy", Workload::Conn),
+            0.5,
+        ),
+        (
+            "B12",
+            "h1 instructions per request metrics on/off",
+            h1("vigil"),
+            h1("vigil-nometrics"),
+            1.03,
+        ),
+    ]
+    .into_iter()
+    .map(|(id, name, (a, wa), (b, wb), target)| ratio(id, name, get(a, wa), get(b, wb), target))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::report::counts_table;
+
+    fn counted(path: &str, workload: Workload, instructions: f64) -> Counted {
+        Counted {
+            path: path.into(),
+            workload,
+            instructions,
+            allocations: instructions / 1000.0,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn ratios_pair_the_right_paths_and_workloads() {
+        let counts = vec![
+            counted("vigil", Workload::H1, 200.0),
+            counted("vigil", Workload::H2, 300.0),
+            counted("vigil", Workload::Conn, 4000.0),
+            counted("vigil-nometrics", Workload::H1, 100.0),
+            counted("envoy", Workload::Conn, 10000.0),
+            counted("nginx", Workload::H1, 400.0),
+            counted("nginx", Workload::H2, 100.0),
+        ];
+        let got: Vec<(String, f64, bool)> = ratios(&counts)
+            .iter()
+            .map(|r| (r.id.clone(), r.ratio, r.pass()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("B2".to_string(), 0.5, true),
+                ("B4".to_string(), 3.0, false),
+                ("B6".to_string(), 0.4, true),
+                ("B12".to_string(), 2.0, false),
+            ]
+        );
+        // A missing count is NaN, which passes nothing.
+        let r = ratios(&counts[..1]);
+        assert!(r.iter().all(|r| r.ratio.is_nan() && !r.pass()), "{r:?}");
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_path_and_names_what_failed() {
+        let mut failed = counted("envoy", Workload::H2, f64::NAN);
+        failed.error = Some("callgrind_control -d 7: not detected".into());
+        let md = counts_table(&[
+            counted("vigil", Workload::H1, 192_209.4),
+            counted("vigil", Workload::Conn, 3_630_887.0),
+            failed,
+        ]);
+        assert!(
+            md.contains("| vigil | 192209 | 192.2 | – | – | 3630887 | 3630.9 |"),
+            "{md}"
+        );
+        assert!(md.contains("| envoy | – | – | – | – | – | – |"), "{md}");
+        assert!(
+            md.contains("- envoy H2: callgrind_control -d 7: not detected"),
+            "{md}"
+        );
+    }
+}
