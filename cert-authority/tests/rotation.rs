@@ -104,7 +104,9 @@ fn concurrent_instances_do_not_double_rotate() {
 
 #[tokio::test]
 async fn root_rotation_overlap_then_retirement() {
-    let t0 = SystemTime::now() - 2 * DAY;
+    // The old-root SVID below (issued at t1, one day) is used in a real handshake, judged
+    // at the real time: it must outlive the test, not expire the second it starts.
+    let t0 = SystemTime::now() - 2 * DAY + Duration::from_secs(600);
     let (d, mut ca) = new_ca_at(t0);
     let dir = d.path().join("ca");
     let old_root = ca.bundle().roots()[0].clone();
