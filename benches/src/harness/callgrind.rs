@@ -105,12 +105,13 @@ pub fn zero(pid: u32) -> Result<(), CountError> {
     control("-z", pid)
 }
 
-/// Dumps `pid`'s counters since the last zero, and reads them from `dir`.
-pub fn dump(pid: u32, dir: &Path) -> Result<Counts, CountError> {
+/// Dumps `pid`'s counters since the last zero, and reads them from `dir`; the counts and
+/// the dump (for `callgrind_annotate`).
+pub fn dump(pid: u32, dir: &Path) -> Result<(Counts, PathBuf), CountError> {
     let before = latest_dump(dir, pid).map(|(n, _)| n);
     control("-d", pid)?;
     match latest_dump(dir, pid) {
-        Some((n, file)) if Some(n) != before => read(&file),
+        Some((n, file)) if Some(n) != before => Ok((read(&file)?, file)),
         _ => Err(CountError::NoDump {
             pid,
             dir: dir.to_owned(),
@@ -328,7 +329,7 @@ totals: 5610
         let mut measure = |lines, n| {
             zero(pid).unwrap();
             s.spin(lines, n);
-            dump(pid, dir.path()).unwrap()
+            dump(pid, dir.path()).unwrap().0
         };
         let small = measure(10, 100);
         let large = measure(10, 2000);

@@ -14,6 +14,9 @@
 //! | `h1` | one HTTP/1.1 keep-alive connection to the outbound entry | both sidecars |
 //! | `h2` | one HTTP/2 connection, one stream at a time | both sidecars |
 //! | `conn` | a new mTLS connection to the inbound per request (B6's shape) | the inbound |
+//!
+//! Each dump is kept as `<results>/callgrind/<path>.<workload>.<process>.<pid>.callgrind`:
+//! `callgrind_annotate` on it shows where those requests' instructions went.
 
 use std::{path::Path, time::Duration};
 
@@ -40,6 +43,16 @@ pub enum Workload {
     H2,
     /// A new mTLS connection and one request, to the inbound.
     Conn,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::H1 => "h1",
+            Self::H2 => "h2",
+            Self::Conn => "conn",
+        })
+    }
 }
 
 impl Workload {
@@ -150,16 +163,23 @@ async fn count(
     let mut sender = client::connect(&t).await?;
     requests(&t, &mut sender, w.warmup(), fresh).await?;
     settle().await;
-    let pids: Vec<u32> = procs.iter().flat_map(|p| p.pids()).collect();
-    for &pid in &pids {
+    let pids: Vec<(&str, u32)> = procs
+        .iter()
+        .flat_map(|p| p.pids().into_iter().map(|pid| (p.name.as_str(), pid)))
+        .collect();
+    for &(_, pid) in &pids {
         callgrind::zero(pid)?;
     }
     requests(&t, &mut sender, w.requests(), fresh).await?;
     drop(sender);
     settle().await;
     let mut total = Counts::default();
-    for &pid in &pids {
-        total = total + callgrind::dump(pid, dumps)?;
+    for &(name, pid) in &pids {
+        let (counts, file) = callgrind::dump(pid, dumps)?;
+        // Kept under a name that says what it counted, for `callgrind_annotate`.
+        let keep = dumps.join(format!("{}.{w}.{name}.{pid}.callgrind", p.name));
+        std::fs::rename(&file, &keep)?;
+        total = total + counts;
     }
     Ok(Some(total))
 }

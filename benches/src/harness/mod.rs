@@ -111,7 +111,11 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     };
     let counts = if opts.count {
         let dir = work.path().join("counted");
-        let dumps = dir.join("callgrind");
+        // The dumps stay with the results (the last run's only), for callgrind_annotate.
+        let dumps = opts.out.join("callgrind");
+        if dumps.exists() {
+            fs::remove_dir_all(&dumps)?;
+        }
         fs::create_dir_all(&dumps)?;
         let topo = topology::Topology::start(&bins, &dir, cpu, &Launch::Callgrind(dumps.clone()))
             .context("starting the proxies under callgrind (is valgrind installed?)")?;
