@@ -72,7 +72,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         return Err(PathError::NotAbsolute);
     }
     let decoded = decode::decode_unreserved(raw)?;
-    let path = remove_dot_segments(&decoded);
+    let path = if is_canonical(&decoded) {
+        decoded
+    } else {
+        remove_dot_segments(&decoded)
+    };
     for segment in path.split('/') {
         check_segment(segment)?;
     }
@@ -88,6 +92,20 @@ fn check_segment(segment: &str) -> Result<(), PathError> {
         return Err(PathError::DataStream);
     }
     Ok(())
+}
+
+/// True when [`remove_dot_segments`] would return `path` unchanged: no `.` or `..`
+/// segment and no empty one except a trailing slash. Most paths are, and the check
+/// allocates nothing (the request path's common case).
+fn is_canonical(path: &str) -> bool {
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 /// RFC 3986 §5.2.4 on a path that starts with `/`, with empty segments dropped.

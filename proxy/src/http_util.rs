@@ -4,7 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, header,
+    uri::{Authority, PathAndQuery, Scheme},
+};
 use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 /// Boxed error for bodies.
@@ -60,28 +63,48 @@ pub fn full(b: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// The hop-by-hop headers (RFC 9110 §7.6.1) besides those `Connection` names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names present costs less than a
+    // hashed lookup per hop-by-hop name.
+    if !headers
+        .keys()
+        .any(|n| n == header::TE || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `keep-alive`, `close`, `upgrade`: removed below anyway, or not a header at all;
+        // naming them here would allocate for every such message.
+        .filter(|n| {
+            !n.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for n in named {
         headers.remove(n);
     }
-    for n in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for n in HOP_BY_HOP {
         headers.remove(n);
     }
     // `TE: trailers` must survive for gRPC over HTTP/2; any other TE value is hop-by-hop.
@@ -90,10 +113,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// `http://<authority><path_and_query>` from parts already parsed: both are shared
+/// (reference-counted), not formatted and parsed again.
+pub fn http_uri(
+    authority: Authority,
+    path_and_query: PathAndQuery,
+) -> Result<Uri, http::uri::InvalidUriParts> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts)
+}
+
 /// Unique-enough request IDs: a random per-process prefix and a counter.
 #[derive(Debug)]
 pub struct RequestIds {
-    prefix: u64,
+    /// The prefix, as its 16 hex digits.
+    prefix: String,
     next: AtomicU64,
 }
 
@@ -101,15 +138,27 @@ impl RequestIds {
     /// A generator with a fresh random prefix.
     pub fn new() -> Self {
         Self {
-            prefix: u64::from_be_bytes(vigil_cert_authority::keys::random_bytes::<8>(false)),
+            prefix: format!(
+                "{:016x}",
+                u64::from_be_bytes(vigil_cert_authority::keys::random_bytes::<8>(false))
+            ),
             next: AtomicU64::new(0),
         }
     }
 
     /// The next ID (24 hex digits).
     pub fn next(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:08x}", self.prefix, n as u32)
+        // Once per request on both sides: hex by hand, not through `format!`.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as u32;
+        let mut id = String::with_capacity(24);
+        id.push_str(&self.prefix);
+        id.extend(
+            (0..8)
+                .rev()
+                .map(|i| char::from(HEX[(n >> (i * 4)) as usize & 0xf])),
+        );
+        id
     }
 }
 
@@ -156,6 +205,18 @@ mod tests {
         h.insert(header::TE, "gzip".parse().unwrap());
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty());
+        // Names in `Connection` are case-insensitive, listed or not among the known ones.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "Keep-Alive, X-Other ,CLOSE".parse().unwrap(),
+        );
+        h.insert("x-other", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
     }
 
     #[test]
@@ -164,5 +225,39 @@ mod tests {
         let a = ids.next();
         assert_eq!(a.len(), 24);
         assert_ne!(a, ids.next());
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        // The counter is the last 8 digits, big-endian.
+        assert_eq!(&a[16..], "00000000");
+        assert_eq!(&ids.next()[16..], "00000002");
+        for _ in 0..0xab_cdef - 3 {
+            ids.next.fetch_add(1, Ordering::Relaxed);
+        }
+        let b = ids.next();
+        assert_eq!((&b[..16], &b[16..]), (&a[..16], "00abcdef"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_whichever_is_first() {
+        for name in HOP_BY_HOP.iter().chain([&header::TE]) {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, "a".parse().unwrap());
+            h.insert(name.clone(), "x".parse().unwrap());
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.len(), 1, "{name} stays: {h:?}");
+            assert!(h.contains_key(header::HOST));
+        }
+    }
+
+    #[test]
+    fn http_uri_shares_the_parts() {
+        let uri = http_uri(
+            Authority::from_static("127.0.0.1:8080"),
+            PathAndQuery::from_static("/a?b=c"),
+        )
+        .unwrap();
+        assert_eq!(uri, "http://127.0.0.1:8080/a?b=c");
     }
 }

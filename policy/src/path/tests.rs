@@ -123,3 +123,32 @@ fn ambiguous_targets_are_refused() {
         assert_eq!(normalize(input), Err(want), "{input}");
     }
 }
+
+#[test]
+fn the_canonical_fast_path_agrees_with_remove_dot_segments() {
+    // Every path of up to four segments drawn from the forms that matter.
+    let parts = ["", ".", "..", "a", "b.", ".c", "...", "%2e"];
+    let mut paths = vec![String::from("/")];
+    let mut frontier = vec![String::new()];
+    for _ in 0..4 {
+        let mut next = Vec::new();
+        for p in &frontier {
+            for s in parts {
+                next.push(format!("{p}/{s}"));
+            }
+        }
+        paths.extend(next.iter().cloned());
+        frontier = next;
+    }
+    let mut fast = 0;
+    for p in &paths {
+        if is_canonical(p) {
+            fast += 1;
+            assert_eq!(remove_dot_segments(p), *p, "{p} is not canonical");
+        }
+    }
+    assert!(
+        fast > 100,
+        "the fast path is taken for ordinary paths ({fast})"
+    );
+}

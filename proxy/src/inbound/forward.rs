@@ -1,6 +1,6 @@
 //! Clients for the local application: HTTP/1.1 and HTTP/2 (prior knowledge), pooled.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::{
@@ -48,12 +48,3 @@ impl AppClient {
 
 /// Concurrent streams assumed on the app's HTTP/2 connection when sizing its window.
 const APP_MAX_STREAMS: u32 = 100;
-
-/// `http://<addr><path_and_query>`.
-pub(super) fn app_uri(addr: SocketAddr, path_and_query: &str) -> Result<http::Uri, http::Error> {
-    http::Uri::builder()
-        .scheme("http")
-        .authority(addr.to_string())
-        .path_and_query(path_and_query)
-        .build()
-}

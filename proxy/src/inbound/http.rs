@@ -4,20 +4,22 @@
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Version, header,
+    uri::{Authority, PathAndQuery},
+};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Policy};
 
-use super::forward::app_uri;
 use super::{ConnCtx, DIRECTION};
 use crate::{
     access_log::{Entry, What},
     authz::{self, Judged, JudgedHttp, Rate},
     connections::Recheck,
     detect::Proto,
-    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
+    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, http_uri, strip_hop_by_hop},
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
@@ -33,7 +35,9 @@ where
 {
     let shared = ctx.shared.clone();
     let svc_ctx = ctx.clone();
-    let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
+    // Every request of the connection goes to the same app address: made once, shared.
+    let app = Authority::try_from(ctx.app.to_string()).ok();
+    let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone(), app.clone()));
     let live = shared.conns.track_now(Recheck::Peer(ctx.source.clone()));
     if let Some(reason) = serve::http(io, ctx.proto, &shared, service, live.closed()).await {
         closed(&ctx, reason);
@@ -45,7 +49,11 @@ fn closed(ctx: &ConnCtx, reason: Closed) {
     ctx.shared.metrics.close(DIRECTION, reason);
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    ctx: Arc<ConnCtx>,
+    app: Option<Authority>,
+) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let head = req.method() == Method::HEAD;
     let shared = &ctx.shared;
@@ -69,7 +77,8 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
     };
     // Logged and counted exactly once, also if the client goes away first.
     let mut record = RequestLog::new(shared, DIRECTION, start, entry);
-    let (resp, decision) = authorize_and_forward(req, &ctx, &request_id, &mut record.entry).await;
+    let (resp, decision) =
+        authorize_and_forward(req, &ctx, app, &request_id, &mut record.entry).await;
     record.entry.decision = decision;
     record.finish(resp.status().as_u16(), resp.body_size_hint_exact());
     Ok(crate::http_util::without_body_for_head(resp, head))
@@ -79,6 +88,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<Bo
 async fn authorize_and_forward(
     req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
+    app: Option<Authority>,
     request_id: &str,
     entry: &mut Entry,
 ) -> (Response<Body>, Decision) {
@@ -168,7 +178,7 @@ async fn authorize_and_forward(
         policy: judged_under.unwrap_or_else(|| shared.policy()),
     });
     (
-        forward(req, ctx, &normalized, request_id, upgrade).await,
+        forward(req, ctx, app, &normalized, request_id, upgrade).await,
         Decision::Allow,
     )
 }
@@ -204,6 +214,7 @@ fn spawn_tunnel(ctx: &Arc<ConnCtx>, up: Upgrade, client: OnUpgrade, app: OnUpgra
 async fn forward(
     mut req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
+    app: Option<Authority>,
     normalized: &str,
     request_id: &str,
     upgrade: Option<Upgrade>,
@@ -218,12 +229,17 @@ async fn forward(
             .get(ORIG_PROTO)
             .is_some_and(|v| v == "HTTP/1.1" || v == "HTTP/1.0"),
     };
-    let authority = parts.uri.authority().map(|a| a.as_str().to_owned());
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{normalized}?{q}"),
-        None => normalized.to_owned(),
+    let authority = parts.uri.authority().cloned();
+    // The path judged is the one forwarded; it is usually the one received, shared as is.
+    let path_and_query = match (parts.uri.path_and_query(), parts.uri.query()) {
+        (Some(pq), _) if pq.path() == normalized => Ok(pq.clone()),
+        (_, Some(q)) => PathAndQuery::try_from(format!("{normalized}?{q}")),
+        (_, None) => PathAndQuery::try_from(normalized),
     };
-    let Ok(uri) = app_uri(ctx.app, &path_and_query) else {
+    let (Some(app), Ok(path_and_query)) = (app, path_and_query) else {
+        return error_response(StatusCode::BAD_REQUEST, request_id);
+    };
+    let Ok(uri) = http_uri(app, path_and_query) else {
         return error_response(StatusCode::BAD_REQUEST, request_id);
     };
     parts.uri = uri;
@@ -241,7 +257,7 @@ async fn forward(
     let result = if app_h1 {
         parts.version = Version::HTTP_11;
         if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = authority.and_then(|a| HeaderValue::from_str(&a).ok())
+            && let Some(a) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             parts.headers.insert(header::HOST, a);
         }

@@ -13,7 +13,10 @@
 
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{
+    HeaderValue, Method, Request, Response, StatusCode, Version,
+    uri::{Authority, PathAndQuery},
+};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -23,7 +26,9 @@ use crate::{
     access_log::{Answer, Entry, What},
     connections::Recheck,
     detect::Proto,
-    http_util::{Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, strip_hop_by_hop},
+    http_util::{
+        Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, http_uri, strip_hop_by_hop,
+    },
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
@@ -131,21 +136,15 @@ async fn send(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "/".into());
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // A Service's virtual address: this request goes to one of its ready backends (the
     // pool keeps a connection per backend), chosen from the policy in force now.
-    let backend = ctx
-        .mesh
-        .connector
-        .backend_for(&ctx.authority)
-        .map(|b| b.to_string());
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(backend.as_deref().unwrap_or(ctx.authority.as_str()))
-        .path_and_query(path_and_query)
-        .build();
-    let Ok(uri) = uri else {
+    let authority = match ctx.mesh.connector.backend_for(&ctx.authority) {
+        Some(backend) => Authority::try_from(backend.to_string()).ok(),
+        None => ctx.uri_authority.clone(),
+    };
+    let Some(Ok(uri)) = authority.map(|a| http_uri(a, path_and_query)) else {
         return error_response(StatusCode::BAD_REQUEST, request_id);
     };
     // Keep the app's Host for the far side (HTTP/2 has no Host; `:authority` is ours).

@@ -45,6 +45,9 @@ pub(crate) struct OutCtx {
     pub(crate) mesh: Arc<MeshClient>,
     /// The pool authority for HTTP (`ip:port` or a route authority).
     pub(crate) authority: String,
+    /// `authority` parsed for request URIs, once per connection (`None`: not a valid one,
+    /// and every request gets a 400).
+    pub(crate) uri_authority: Option<::http::uri::Authority>,
     /// Resolved mesh destination.
     pub(crate) target: Target,
     /// The address the app asked for (for logs).
@@ -135,6 +138,9 @@ async fn handle(
     let ctx = Arc::new(OutCtx {
         shared,
         mesh,
+        uri_authority: (proto != Proto::Opaque)
+            .then(|| ::http::uri::Authority::try_from(authority.as_str()).ok())
+            .flatten(),
         authority,
         target,
         dst,
