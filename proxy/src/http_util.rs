@@ -25,7 +25,7 @@ pub const PEER_ID: HeaderName = HeaderName::from_static("x-vigil-peer-id");
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("vigil-orig-proto");
 
 /// A short proxy-generated response with a request ID (never names the policy).
-pub fn error_response(status: StatusCode, request_id: &str) -> Response<Body> {
+pub fn error_response(status: StatusCode, request_id: RequestId) -> Response<Body> {
     let reason = status
         .canonical_reason()
         .unwrap_or("error")
@@ -38,7 +38,7 @@ pub fn error_response(status: StatusCode, request_id: &str) -> Response<Body> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
         h.insert(REQUEST_ID, v);
     }
     resp
@@ -129,36 +129,40 @@ pub fn http_uri(
 /// Unique-enough request IDs: a random per-process prefix and a counter.
 #[derive(Debug)]
 pub struct RequestIds {
-    /// The prefix, as its 16 hex digits.
-    prefix: String,
+    prefix: u64,
     next: AtomicU64,
+}
+
+/// One request's ID: the process's prefix and the request's number. It is formatted
+/// (24 hex digits) only where something shows it — an error response, the access log —
+/// not for every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestId {
+    prefix: u64,
+    n: u32,
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}{:08x}", self.prefix, self.n)
+    }
 }
 
 impl RequestIds {
     /// A generator with a fresh random prefix.
     pub fn new() -> Self {
         Self {
-            prefix: format!(
-                "{:016x}",
-                u64::from_be_bytes(vigil_cert_authority::keys::random_bytes::<8>(false))
-            ),
+            prefix: u64::from_be_bytes(vigil_cert_authority::keys::random_bytes::<8>(false)),
             next: AtomicU64::new(0),
         }
     }
 
-    /// The next ID (24 hex digits).
-    pub fn next(&self) -> String {
-        // Once per request on both sides: hex by hand, not through `format!`.
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let n = self.next.fetch_add(1, Ordering::Relaxed) as u32;
-        let mut id = String::with_capacity(24);
-        id.push_str(&self.prefix);
-        id.extend(
-            (0..8)
-                .rev()
-                .map(|i| char::from(HEX[(n >> (i * 4)) as usize & 0xf])),
-        );
-        id
+    /// The next ID.
+    pub fn next(&self) -> RequestId {
+        RequestId {
+            prefix: self.prefix,
+            n: self.next.fetch_add(1, Ordering::Relaxed) as u32,
+        }
     }
 }
 
@@ -222,20 +226,20 @@ mod tests {
     #[test]
     fn request_ids_are_unique() {
         let ids = RequestIds::new();
-        let a = ids.next();
+        let a = ids.next().to_string();
         assert_eq!(a.len(), 24);
-        assert_ne!(a, ids.next());
+        assert_ne!(a, ids.next().to_string());
         assert!(
             a.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
         // The counter is the last 8 digits, big-endian.
         assert_eq!(&a[16..], "00000000");
-        assert_eq!(&ids.next()[16..], "00000002");
+        assert_eq!(&ids.next().to_string()[16..], "00000002");
         for _ in 0..0xab_cdef - 3 {
             ids.next.fetch_add(1, Ordering::Relaxed);
         }
-        let b = ids.next();
+        let b = ids.next().to_string();
         assert_eq!((&b[..16], &b[16..]), (&a[..16], "00abcdef"));
     }
 

@@ -19,7 +19,7 @@ use crate::{
     authz::{self, Judged, JudgedHttp, Rate},
     connections::Recheck,
     detect::Proto,
-    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, http_uri, strip_hop_by_hop},
+    http_util::{Body, ORIG_PROTO, PEER_ID, RequestId, error_response, http_uri, strip_hop_by_hop},
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
@@ -68,7 +68,7 @@ async fn handle(
             dst_id: shared.tls().map(|t| t.creds.info.id.to_string()),
             method: Some(req.method().to_string()),
             path: Some(req.uri().path().to_string()),
-            request_id: Some(request_id.clone()),
+            request_id: Some(request_id.to_string()),
             bytes_rx: req.body_size_hint_exact(),
             ..Entry::default()
         }
@@ -78,7 +78,7 @@ async fn handle(
     // Logged and counted exactly once, also if the client goes away first.
     let mut record = RequestLog::new(shared, DIRECTION, start, entry);
     let (resp, decision) =
-        authorize_and_forward(req, &ctx, app, &request_id, &mut record.entry).await;
+        authorize_and_forward(req, &ctx, app, request_id, &mut record.entry).await;
     record.entry.decision = decision;
     record.finish(resp.status().as_u16(), resp.body_size_hint_exact());
     Ok(crate::http_util::without_body_for_head(resp, head))
@@ -89,7 +89,7 @@ async fn authorize_and_forward(
     req: Request<Incoming>,
     ctx: &Arc<ConnCtx>,
     app: Option<Authority>,
-    request_id: &str,
+    request_id: RequestId,
     entry: &mut Entry,
 ) -> (Response<Body>, Decision) {
     let shared = &ctx.shared;
@@ -216,7 +216,7 @@ async fn forward(
     ctx: &Arc<ConnCtx>,
     app: Option<Authority>,
     normalized: &str,
-    request_id: &str,
+    request_id: RequestId,
     upgrade: Option<Upgrade>,
 ) -> Response<Body> {
     let on_client = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -300,7 +300,7 @@ async fn forward(
     }
 }
 
-fn app_error(ctx: &ConnCtx, request_id: &str) -> Response<Body> {
+fn app_error(ctx: &ConnCtx, request_id: RequestId) -> Response<Body> {
     ctx.shared
         .metrics
         .reject(DIRECTION, Rejected::AppUnavailable);

@@ -27,7 +27,8 @@ use crate::{
     connections::Recheck,
     detect::Proto,
     http_util::{
-        Body, ORIG_PROTO, PEER_ID, REQUEST_ID, error_response, http_uri, strip_hop_by_hop,
+        Body, ORIG_PROTO, PEER_ID, REQUEST_ID, RequestId, error_response, http_uri,
+        strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
@@ -77,7 +78,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
             ),
             method: Some(req.method().to_string()),
             path: Some(req.uri().path().to_string()),
-            request_id: Some(request_id.clone()),
+            request_id: Some(request_id.to_string()),
             decision: Decision::Forward,
             reason: What::Forwarded(None).into(),
             ..Entry::default()
@@ -94,19 +95,19 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
         shared.metrics.reject(DIRECTION, Rejected::Quarantine);
         record.entry.decision = Decision::Deny;
         record.entry.reason = What::Quarantined.into();
-        error_response(StatusCode::FORBIDDEN, &request_id)
+        error_response(StatusCode::FORBIDDEN, request_id)
     } else {
         match upgrade_requested(&req, &ctx) {
-            Ok(None) => send(req, &ctx, &request_id, &mut record.entry).await,
+            Ok(None) => send(req, &ctx, request_id, &mut record.entry).await,
             Ok(Some(protocols)) => {
-                super::upgrade::send(req, protocols, &ctx, &request_id, &mut record.entry).await
+                super::upgrade::send(req, protocols, &ctx, request_id, &mut record.entry).await
             }
             Err(e) => {
                 tracing::debug!(error = %e, "refusing upgrade request");
                 shared.metrics.reject(DIRECTION, Rejected::MalformedUpgrade);
                 record.entry.decision = Decision::Deny;
                 record.entry.reason = What::Refused(e.to_string()).into();
-                error_response(StatusCode::BAD_REQUEST, &request_id)
+                error_response(StatusCode::BAD_REQUEST, request_id)
             }
         }
     };
@@ -128,7 +129,7 @@ fn upgrade_requested(
 async fn send(
     req: Request<Incoming>,
     ctx: &OutCtx,
-    request_id: &str,
+    request_id: RequestId,
     entry: &mut Entry,
 ) -> Response<Body> {
     let (mut parts, body) = req.into_parts();

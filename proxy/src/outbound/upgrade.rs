@@ -15,7 +15,7 @@ use super::{DIRECTION, OutCtx};
 use crate::{
     access_log::{Entry, What},
     connections::Recheck,
-    http_util::{Body, ORIG_PROTO, PEER_ID, error_response, strip_hop_by_hop},
+    http_util::{Body, ORIG_PROTO, PEER_ID, RequestId, error_response, strip_hop_by_hop},
     metrics::labels::{Decision, Rejected},
     upgrade,
 };
@@ -26,7 +26,7 @@ pub(super) async fn send(
     mut req: Request<Incoming>,
     protocols: HeaderValue,
     ctx: &Arc<OutCtx>,
-    request_id: &str,
+    request_id: RequestId,
     entry: &mut Entry,
 ) -> Response<Body> {
     let shared = &ctx.shared;
