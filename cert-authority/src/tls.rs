@@ -6,13 +6,21 @@
 //! - Servers require a client SVID ([`SpiffeClientVerifier`]); clients require the server
 //!   to be one of the expected identities ([`SpiffeServerVerifier`]).
 //! - ALPN `vigil/1` marks mesh traffic.
-//! - No session resumption: every connection runs the full handshake, so every peer
-//!   certificate is verified — and checked for revocation — on every connection.
+//! - Mesh TLS resumes sessions (TLS 1.3 PSK with (EC)DHE, stateless tickets from a key
+//!   that lives and dies with the config; no 0-RTT). A resumed session carries the peer's
+//!   original certificate chain but skips the verifier, so the owner of an established
+//!   connection must call `established_peer` on the verifier ([`MeshServer`],
+//!   [`MeshClient`]) before using it: that checks the chain's validity and revocation
+//!   again as of now (a cache hit after a full handshake). Configs are rebuilt when
+//!   credentials or the trust bundle change, which ends every session made with them.
+//!   A client's session store belongs to one config, so to one expected-identity set.
+//! - The controller's API does not resume: its callers are few and long-lived.
 
 use std::sync::Arc;
 
 use rustls::{
     ClientConfig, CommonState, ServerConfig,
+    client::{Resumption, Tls12Resumption},
     crypto::{CryptoProvider, SupportedKxGroup, aws_lc_rs},
 };
 
@@ -23,6 +31,9 @@ use crate::{
     svid::{self, SvidInfo},
     verify::{NoRevocation, Revocation, SpiffeClientVerifier, SpiffeServerVerifier, VerifierError},
 };
+
+/// Sessions a mesh client config remembers (tickets, one per server it talked to).
+const CLIENT_SESSIONS: usize = 64;
 
 /// ALPN protocol ID of Vigil's mesh TLS.
 pub const ALPN_MESH: &[u8] = b"vigil/1";
@@ -73,6 +84,26 @@ pub fn provider_with_groups(groups: &[&'static dyn SupportedKxGroup]) -> Arc<Cry
     })
 }
 
+/// A mesh server config and the verifier that checks the peers of its connections.
+#[derive(Debug, Clone)]
+pub struct MeshServer {
+    /// The rustls config (resumes sessions).
+    pub config: Arc<ServerConfig>,
+    /// Its client verifier: call [`SpiffeClientVerifier::established_peer`] on every
+    /// accepted connection.
+    pub verifier: Arc<SpiffeClientVerifier>,
+}
+
+/// A mesh client config and the verifier that checks the servers it connects to.
+#[derive(Debug, Clone)]
+pub struct MeshClient {
+    /// The rustls config (resumes sessions with servers it verified before).
+    pub config: Arc<ClientConfig>,
+    /// Its server verifier: call [`SpiffeServerVerifier::established_peer`] on every
+    /// connection made.
+    pub verifier: Arc<SpiffeServerVerifier>,
+}
+
 /// A server config presenting `creds` and requiring client SVIDs from `creds.bundle`.
 pub fn server_config(
     creds: &Credentials,
@@ -81,16 +112,48 @@ pub fn server_config(
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, VerifierError> {
     let verifier = SpiffeClientVerifier::new(&creds.bundle, provider.clone(), revocation)?;
+    mesh_server_config(creds, provider, Arc::new(verifier), alpn)
+}
+
+/// [`server_config`] with its verifier.
+pub fn mesh_server(
+    creds: &Credentials,
+    provider: Arc<CryptoProvider>,
+    revocation: Arc<dyn Revocation>,
+    alpn: &[&[u8]],
+) -> Result<MeshServer, VerifierError> {
+    let verifier = Arc::new(SpiffeClientVerifier::new(
+        &creds.bundle,
+        provider.clone(),
+        revocation,
+    )?);
+    let config = mesh_server_config(creds, provider, verifier.clone(), alpn)?;
+    Ok(MeshServer {
+        config: Arc::new(config),
+        verifier,
+    })
+}
+
+fn mesh_server_config(
+    creds: &Credentials,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<SpiffeClientVerifier>,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, VerifierError> {
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| VerifierError::Build(e.to_string()))?
-        .with_client_cert_verifier(Arc::new(verifier))
+        .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Stateless tickets only: no per-session memory on the server.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.send_tls13_tickets = 0;
+    config.ticketer =
+        aws_lc_rs::Ticketer::new().map_err(|e| VerifierError::Build(e.to_string()))?;
+    config.send_tls13_tickets = 1;
+    config.max_early_data_size = 0;
     Ok(config)
 }
 
@@ -124,16 +187,49 @@ pub fn client_config(
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, VerifierError> {
     let verifier = SpiffeServerVerifier::new(&creds.bundle, expected, &provider, revocation)?;
+    mesh_client_config(creds, provider, Arc::new(verifier), alpn)
+}
+
+/// [`client_config`] with its verifier.
+pub fn mesh_client(
+    creds: &Credentials,
+    expected: impl IntoIterator<Item = SpiffeId>,
+    provider: Arc<CryptoProvider>,
+    revocation: Arc<dyn Revocation>,
+    alpn: &[&[u8]],
+) -> Result<MeshClient, VerifierError> {
+    let verifier = Arc::new(SpiffeServerVerifier::new(
+        &creds.bundle,
+        expected,
+        &provider,
+        revocation,
+    )?);
+    let config = mesh_client_config(creds, provider, verifier.clone(), alpn)?;
+    Ok(MeshClient {
+        config: Arc::new(config),
+        verifier,
+    })
+}
+
+fn mesh_client_config(
+    creds: &Credentials,
+    provider: Arc<CryptoProvider>,
+    verifier: Arc<SpiffeServerVerifier>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, VerifierError> {
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| VerifierError::Build(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config.resumption = rustls::client::Resumption::disabled();
+    // Tickets are kept per server name: mesh clients name the server by its address.
+    config.resumption =
+        Resumption::in_memory_sessions(CLIENT_SESSIONS).tls12_resumption(Tls12Resumption::Disabled);
+    config.enable_early_data = false;
     Ok(config)
 }
 

@@ -33,6 +33,8 @@ pub struct Metrics {
     tls_handshakes: IntCounterVec,
     /// `vigil_proxy_tls_handshake_failures_total{direction, reason}`.
     tls_failures: IntCounterVec,
+    /// `vigil_proxy_tls_resumed_total{direction}`: successful handshakes that resumed.
+    tls_resumed: IntCounterVec,
     /// `vigil_proxy_connections_total{direction, protocol}`.
     connections: IntCounterVec,
     /// `vigil_proxy_open_connections{direction}`.
@@ -90,6 +92,11 @@ impl Metrics {
             "vigil_proxy_tls_handshake_failures_total",
             "Failed mTLS handshakes by reason",
             &["direction", "reason"],
+        );
+        let tls_resumed = counter(
+            "vigil_proxy_tls_resumed_total",
+            "Successful mTLS handshakes that resumed an earlier session (also counted as successes)",
+            &["direction"],
         );
         let connections = counter(
             "vigil_proxy_connections_total",
@@ -165,6 +172,7 @@ impl Metrics {
             audit,
             tls_handshakes,
             tls_failures,
+            tls_resumed,
             connections,
             open_connections,
             closed_connections: std::sync::Arc::default(),
@@ -283,6 +291,13 @@ impl Metrics {
                 .with_label_values(&[direction.as_str(), reason])
                 .inc();
         }
+    }
+
+    /// Counts a successful handshake that resumed a session (after [`Self::handshake`]).
+    pub fn resumed(&self, direction: Direction) {
+        self.tls_resumed
+            .with_label_values(&[direction.as_str()])
+            .inc();
     }
 
     /// Counts a handshake that could not start (`no_credentials`): a failure reason

@@ -12,6 +12,11 @@ pub fn reason(e: &std::io::Error) -> &'static str {
             _ => "io",
         };
     };
+    rustls_reason(err)
+}
+
+/// A fixed label for why rustls (or a verifier) refused a peer.
+pub fn rustls_reason(err: &Error) -> &'static str {
     match err {
         Error::NoCertificatesPresented => "no_client_cert",
         Error::InvalidCertificate(c) => match c {

@@ -9,13 +9,13 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use rustls::{ClientConfig, ServerConfig, crypto::CryptoProvider};
+use rustls::crypto::CryptoProvider;
 use tokio::sync::watch;
 use vigil_cert_authority::{
     SpiffeId,
     creds::Credentials,
     svid::SvidInfo,
-    tls,
+    tls::{self, MeshClient, MeshServer},
     verify::{Revocation, VerifierError},
 };
 use vigil_policy::Policy;
@@ -33,11 +33,11 @@ type ClientKey = (BTreeSet<SpiffeId>, &'static [u8]);
 pub struct TlsState {
     /// The credentials these configs present.
     pub creds: Arc<Credentials>,
-    /// Inbound mesh TLS.
-    pub server: Arc<ServerConfig>,
+    /// Inbound mesh TLS, and the verifier that checks each accepted peer.
+    pub server: MeshServer,
     provider: Arc<CryptoProvider>,
     revocation: Arc<dyn Revocation>,
-    clients: Mutex<HashMap<ClientKey, Arc<ClientConfig>>>,
+    clients: Mutex<HashMap<ClientKey, MeshClient>>,
 }
 
 /// Revocation backed by the policy in force.
@@ -57,10 +57,10 @@ impl TlsState {
         revocation: Arc<dyn Revocation>,
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, VerifierError> {
-        let server = tls::server_config(&creds, provider.clone(), revocation.clone(), &MESH_ALPNS)?;
+        let server = tls::mesh_server(&creds, provider.clone(), revocation.clone(), &MESH_ALPNS)?;
         Ok(Self {
             creds,
-            server: Arc::new(server),
+            server,
             provider,
             revocation,
             clients: Mutex::default(),
@@ -68,24 +68,25 @@ impl TlsState {
     }
 
     /// A client config that presents our SVID, offers `alpn`, and accepts only a server
-    /// presenting one of `expected`.
+    /// presenting one of `expected`. The same config (and so its session tickets) for the
+    /// same identities and ALPN, until the credentials change.
     pub fn client(
         &self,
         expected: &BTreeSet<SpiffeId>,
         alpn: &'static [u8],
-    ) -> Result<Arc<ClientConfig>, VerifierError> {
+    ) -> Result<MeshClient, VerifierError> {
         let key = (expected.clone(), alpn);
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = cache.get(&key) {
             return Ok(c.clone());
         }
-        let config = Arc::new(tls::client_config(
+        let config = tls::mesh_client(
             &self.creds,
             expected.iter().cloned(),
             self.provider.clone(),
             self.revocation.clone(),
             &[alpn],
-        )?);
+        )?;
         if cache.len() >= CLIENT_CACHE_MAX {
             cache.clear();
         }

@@ -74,16 +74,6 @@ async fn serial(admin: SocketAddr) -> String {
     cfg["identity"]["serial"].as_str().unwrap().to_string()
 }
 
-async fn wait_for(mut f: impl AsyncFnMut() -> bool, what: &str) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_rotation_under_load_fails_nothing() {
     let mesh = Mesh::new();

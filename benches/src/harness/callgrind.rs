@@ -131,7 +131,13 @@ fn control(command: &'static str, pid: u32) -> Result<(), CountError> {
         .output()
         .map_err(|e| err(e.to_string()))?;
     let text = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).into_owned();
-    if !out.status.success() || text.contains("Error") || text.contains("error") {
+    // Judge the tool's own lines only: its output also echoes the program's command line,
+    // where "error" may be part of an argument.
+    let failed = text.lines().any(|l| {
+        let l = l.trim_start().to_ascii_lowercase();
+        l.starts_with("error") || l.starts_with("vgdb error")
+    });
+    if !out.status.success() || failed {
         return Err(err(text.trim().to_string()));
     }
     Ok(())

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context;
-use rustls::{ClientConfig, RootCertStore, crypto::CryptoProvider};
+use rustls::{ClientConfig, RootCertStore, client::Resumption, crypto::CryptoProvider};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use vigil_cert_authority::{
     CertificateAuthority, InitOptions, SpiffeId, TrustDomain, creds::Credentials, pemfile, tls,
@@ -136,13 +136,15 @@ impl Certs {
         alpn: &[&[u8]],
     ) -> anyhow::Result<TlsClient> {
         let creds = self.client_creds(&provider)?;
-        let config = tls::client_config(
+        let mut config = tls::client_config(
             &creds,
             [server_id()],
             provider,
             Arc::new(NoRevocation),
             alpn,
         )?;
+        // Full handshakes unless a workload asks for resumption (`TlsClient::resuming`).
+        config.resumption = Resumption::disabled();
         Ok(TlsClient {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost")?,
@@ -153,10 +155,12 @@ impl Certs {
     /// roots (HAProxy and nginx inbound sidecars).
     pub fn dns_client(&self, provider: Arc<CryptoProvider>) -> anyhow::Result<TlsClient> {
         let roots: RootCertStore = self.bundle.root_store();
-        let config = ClientConfig::builder_with_provider(provider)
+        let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_root_certificates(roots)
             .with_client_auth_cert(self.client_chain.clone(), self.client_key.clone_key())?;
+        // rustls resumes by default: full handshakes unless a workload asks.
+        config.resumption = Resumption::disabled();
         Ok(TlsClient {
             config: Arc::new(config),
             server_name: ServerName::try_from("localhost")?,

@@ -13,7 +13,8 @@
 //! |---|---|---|
 //! | `h1` | one HTTP/1.1 keep-alive connection to the outbound entry | both sidecars |
 //! | `h2` | one HTTP/2 connection, one stream at a time | both sidecars |
-//! | `conn` | a new mTLS connection to the inbound per request (B6's shape) | the inbound |
+//! | `conn` | a new mTLS connection to the inbound per request, full handshake (B6's shape) | the inbound |
+//! | `resume` | the same, each connection resuming the session of the one before | the inbound |
 //!
 //! Each dump is kept as `<results>/callgrind/<path>.<workload>.<process>.<pid>.callgrind`:
 //! `callgrind_annotate` on it shows where those requests' instructions went.
@@ -41,8 +42,10 @@ pub enum Workload {
     H1,
     /// HTTP/2 through the pair.
     H2,
-    /// A new mTLS connection and one request, to the inbound.
+    /// A new mTLS connection (full handshake) and one request, to the inbound.
     Conn,
+    /// A new mTLS connection that resumes the previous one's session, and one request.
+    Resume,
 }
 
 impl std::fmt::Display for Workload {
@@ -51,26 +54,27 @@ impl std::fmt::Display for Workload {
             Self::H1 => "h1",
             Self::H2 => "h2",
             Self::Conn => "conn",
+            Self::Resume => "resume",
         })
     }
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Self; 3] = [Self::H1, Self::H2, Self::Conn];
+    pub const ALL: [Self; 4] = [Self::H1, Self::H2, Self::Conn, Self::Resume];
 
     /// Requests counted, after `self.warmup()` uncounted ones.
     pub fn requests(self) -> u32 {
         match self {
             Self::H1 | Self::H2 => 1000,
-            Self::Conn => 100,
+            Self::Conn | Self::Resume => 100,
         }
     }
 
     fn warmup(self) -> u32 {
         match self {
             Self::H1 | Self::H2 => 100,
-            Self::Conn => 10,
+            Self::Conn | Self::Resume => 10,
         }
     }
 }
@@ -149,17 +153,20 @@ async fn count(
         Workload::H2 if !p.h2_sidecars.is_empty() => {
             (target(p.h2, Protocol::Http2, None), p.h2_sidecars.clone())
         }
-        Workload::Conn => match (p.inbound, p.inbound_proc) {
-            (Some((addr, how)), Some(i)) => (
-                target(addr, Protocol::Http1, Some(tls.get(how).clone())),
-                vec![i],
-            ),
+        Workload::Conn | Workload::Resume => match (p.inbound, p.inbound_proc) {
+            (Some((addr, how)), Some(i)) => {
+                let client = match w {
+                    Workload::Resume => tls.get(how).resuming(),
+                    _ => tls.get(how).clone(),
+                };
+                (target(addr, Protocol::Http1, Some(client)), vec![i])
+            }
             _ => return Ok(None),
         },
         Workload::H2 => return Ok(None),
     };
     let procs = topo.procs_at(&procs);
-    let fresh = w == Workload::Conn;
+    let fresh = matches!(w, Workload::Conn | Workload::Resume);
     let mut sender = client::connect(&t).await?;
     requests(&t, &mut sender, w.warmup(), fresh).await?;
     settle().await;
@@ -253,6 +260,13 @@ pub fn ratios(counts: &[Counted]) -> Vec<crate::Ratio> {
             0.5,
         ),
         (
+            "B6",
+            "instructions per resumed mTLS connection vigil/envoy",
+            ("vigil", Workload::Resume),
+            ("envoy", Workload::Resume),
+            0.5,
+        ),
+        (
             "B12",
             "h1 instructions per request metrics on/off",
             h1("vigil"),
@@ -288,6 +302,8 @@ mod tests {
             counted("vigil", Workload::Conn, 4000.0),
             counted("vigil-nometrics", Workload::H1, 100.0),
             counted("envoy", Workload::Conn, 10000.0),
+            counted("vigil", Workload::Resume, 600.0),
+            counted("envoy", Workload::Resume, 1000.0),
             counted("nginx", Workload::H1, 400.0),
             counted("nginx", Workload::H2, 100.0),
         ];
@@ -301,6 +317,7 @@ mod tests {
                 ("B2".to_string(), 0.5, true),
                 ("B4".to_string(), 3.0, false),
                 ("B6".to_string(), 0.4, true),
+                ("B6".to_string(), 0.6, false),
                 ("B12".to_string(), 2.0, false),
             ]
         );
@@ -319,10 +336,13 @@ mod tests {
             failed,
         ]);
         assert!(
-            md.contains("| vigil | 192209 | 192.2 | – | – | 3630887 | 3630.9 |"),
+            md.contains("| vigil | 192209 | 192.2 | – | – | 3630887 | 3630.9 | – | – |"),
             "{md}"
         );
-        assert!(md.contains("| envoy | – | – | – | – | – | – |"), "{md}");
+        assert!(
+            md.contains("| envoy | – | – | – | – | – | – | – | – |"),
+            "{md}"
+        );
         assert!(
             md.contains("- envoy H2: callgrind_control -d 7: not detected"),
             "{md}"

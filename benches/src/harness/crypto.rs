@@ -32,13 +32,15 @@ impl Pair {
             Arc::new(NoRevocation),
             &[tls::ALPN_MESH],
         )?;
-        let client = tls::client_config(
+        let mut client = tls::client_config(
             &certs.client_creds(&provider)?,
             [server_id()],
             provider,
             Arc::new(NoRevocation),
             &[tls::ALPN_MESH],
         )?;
+        // B7 is about full handshakes: one client config would otherwise resume.
+        client.resumption = rustls::client::Resumption::disabled();
         Ok(Self {
             client: Arc::new(client),
             server: Arc::new(server),

@@ -36,12 +36,14 @@ pub fn counts_table(counts: &[Counted]) -> String {
         "Instructions (callgrind's `Ir`) and calls into the C allocator per request, every \
          process of the path's sidecars together, for a fixed number of requests one after \
          another after a warm-up: `h1` on one HTTP/1.1 keep-alive connection, `h2` on one \
-         HTTP/2 connection, `conn` a new mTLS connection and one request to the inbound. \
+         HTTP/2 connection, `conn` a new mTLS connection (full handshake) and one request \
+         to the inbound, `resume` the same with each connection resuming the session of \
+         the one before (TLS 1.3 ticket). \
          Envoy links tcmalloc, whose `operator new` does not go through `malloc`: its \
          allocation count is a floor.\n\n",
     );
     md.push_str(
-        "| path | h1 instructions | h1 allocations | h2 instructions | h2 allocations | conn instructions | conn allocations |\n|---|---|---|---|---|---|---|\n",
+        "| path | h1 instructions | h1 allocations | h2 instructions | h2 allocations | conn instructions | conn allocations | resume instructions | resume allocations |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let mut paths: Vec<&str> = Vec::new();
     for c in counts {

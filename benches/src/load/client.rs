@@ -26,6 +26,19 @@ pub struct TlsClient {
     pub server_name: ServerName<'static>,
 }
 
+impl TlsClient {
+    /// The same client, offering the session of its previous connection to the same
+    /// server (TLS 1.3 tickets, kept in memory), where `self` may not.
+    pub fn resuming(&self) -> Self {
+        let mut config = (*self.config).clone();
+        config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        Self {
+            config: Arc::new(config),
+            server_name: self.server_name.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for TlsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsClient")

@@ -281,3 +281,29 @@ pub fn peer_error(e: &io::Error) -> Option<vigil_cert_authority::verify::PeerErr
     };
     other.0.downcast_ref().cloned()
 }
+
+/// Revokes every peer while switched on: a revocation or quarantine that lands between
+/// two handshakes of the same peer.
+#[derive(Debug, Default)]
+pub struct Switch(pub std::sync::atomic::AtomicBool);
+
+impl Revocation for Switch {
+    fn is_revoked(&self, _: &SvidInfo) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// `t` as rustls' time.
+pub fn unix(t: SystemTime) -> rustls_pki_types::UnixTime {
+    rustls_pki_types::UnixTime::since_unix_epoch(t.duration_since(SystemTime::UNIX_EPOCH).unwrap())
+}
+
+/// Whether rustls refused a certificate as expired (with or without its context).
+pub fn is_expired(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. }
+        )
+    )
+}

@@ -16,6 +16,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -116,7 +117,7 @@ async fn handle(
                 shared.metrics.tls_unavailable(DIRECTION, "no_credentials");
                 return;
             };
-            let acceptor = TlsAcceptor::from(tls.server.clone());
+            let acceptor = TlsAcceptor::from(tls.server.config.clone());
             // Boxed here and below: a connection's task holds only the state it is in, not the
             // largest state of every path (an idle opaque connection would otherwise carry the
             // TLS handshake's and the HTTP server's state: ~15 KB).
@@ -135,12 +136,24 @@ async fn handle(
                     return;
                 }
             };
-            shared.metrics.handshake(DIRECTION, None);
-            guard.established();
             let conn = tls_stream.get_ref().1;
-            let Some(peer) = vigil_cert_authority::tls::peer_identity(conn) else {
-                return;
+            // The peer's chain is checked again now: a resumed session skipped the verifier
+            // (after a full handshake this is a cache hit that reads its SVID).
+            let chain = conn.peer_certificates().unwrap_or_default();
+            let peer = match tls.server.verifier.established_peer(chain, UnixTime::now()) {
+                Ok(peer) => peer,
+                Err(e) => {
+                    tracing::debug!(%src, error = %e, "inbound mTLS peer refused after the handshake");
+                    let reason = crate::tls_errors::rustls_reason(&e);
+                    shared.metrics.handshake(DIRECTION, Some(reason));
+                    return;
+                }
             };
+            shared.metrics.handshake(DIRECTION, None);
+            if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                shared.metrics.resumed(DIRECTION);
+            }
+            guard.established();
             let hint = Proto::from_alpn(conn.alpn_protocol());
             let source = Source::Mesh(Arc::new(peer));
             let proto_hint = if opaque_port {

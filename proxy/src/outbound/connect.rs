@@ -23,7 +23,7 @@ use hyper_util::{
     },
     rt::{TokioExecutor, TokioIo, TokioTimer},
 };
-use rustls_pki_types::ServerName;
+use rustls_pki_types::{ServerName, UnixTime};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{TlsConnector, client::TlsStream};
 use vigil_cert_authority::svid::SvidInfo;
@@ -180,17 +180,17 @@ impl MeshConnector {
             .borrow()
             .clone()
             .ok_or(ConnectError::NoCredentials)?;
-        let config = tls.client(&target.identities, alpn)?;
+        let client = tls.client(&target.identities, alpn)?;
         // The server's certificate is checked against this policy's revocations.
         let judged = self.policy.borrow().clone();
         let (addr, tcp) = self.tcp(target).await?;
         let _ = tcp.set_nodelay(true);
-        // SPIFFE verification ignores the server name; any valid name will do.
-        let name =
-            ServerName::try_from("mesh.vigil.invalid").map_err(|_| ConnectError::NoCredentials)?;
+        // SPIFFE verification ignores the server name; the config keeps session tickets
+        // per name, so the name is the address (no SNI is sent for an IP).
+        let name = ServerName::IpAddress(addr.ip().into());
         let stream = tokio::time::timeout(
             self.handshake_timeout,
-            TlsConnector::from(config).connect(name, tcp),
+            TlsConnector::from(client.config).connect(name, tcp),
         )
         .await
         .map_err(|_| ConnectError::Handshake {
@@ -198,15 +198,15 @@ impl MeshConnector {
             source: io::ErrorKind::TimedOut.into(),
         })?
         .map_err(|source| ConnectError::Handshake { addr, source })?;
-        let server = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|leaf| vigil_cert_authority::svid::inspect_leaf(leaf).ok())
-            .ok_or_else(|| ConnectError::Handshake {
+        // Checked again now: a resumed session skipped the verifier (after a full
+        // handshake this is a cache hit that reads the server's SVID).
+        let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+        let server = client
+            .verifier
+            .established_peer(chain, UnixTime::now())
+            .map_err(|e| ConnectError::Handshake {
                 addr,
-                source: io::Error::other("server presented no SVID"),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
             })?;
         let live = self.conns.track(Recheck::Server(server.clone()), &judged);
         Ok((

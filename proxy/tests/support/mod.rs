@@ -155,6 +155,17 @@ pub async fn proxy_with_files(creds: &Path, policy: &Path, extra: &[String]) -> 
 }
 
 /// Polls /ready until 200 (or panics after 10 s).
+/// Polls `f` every 25 ms until it holds; panics after 5 s naming `what`.
+pub async fn wait_for(mut f: impl AsyncFnMut() -> bool, what: &str) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 pub async fn wait_ready(admin: SocketAddr) {
     vigil_proxy::testing::ready(admin, Duration::from_secs(10))
         .await

@@ -4,6 +4,10 @@
 //! the trust bundle's roots: signatures, validity period, EKU, CA constraints), then the
 //! X.509-SVID rules and the identity checks ([`check_peer`]), then the revocation hook.
 //!
+//! A chain that verified once is remembered by exact bytes ([`VerifiedChains`]): the
+//! peer's next handshake skips the chain's signature checks, but never the validity
+//! window, the revocation hook or the peer's proof of key possession.
+//!
 //! - [`SpiffeClientVerifier`] (servers use it): a client certificate is *required*; any
 //!   identity in the bundle's trust domain is accepted — *which* identities may do what is
 //!   policy, decided per request after the handshake.
@@ -25,6 +29,10 @@ use rustls::{
     },
 };
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+mod cache;
+
+pub use cache::VerifiedChains;
 
 use crate::{
     bundle::TrustBundle,
@@ -92,6 +100,7 @@ pub struct SpiffeClientVerifier {
     trust_domain: TrustDomain,
     revocation: Arc<dyn Revocation>,
     mandatory: bool,
+    chains: VerifiedChains,
 }
 
 /// Verifies that a server presents one of an expected set of SPIFFE IDs.
@@ -102,6 +111,7 @@ pub struct SpiffeServerVerifier {
     expected: BTreeSet<SpiffeId>,
     algs: WebPkiSupportedAlgorithms,
     revocation: Arc<dyn Revocation>,
+    chains: VerifiedChains,
 }
 
 /// Checks a chain-verified leaf against the SVID rules, the trust domain and revocation.
@@ -118,10 +128,16 @@ pub fn check_peer(
             expected: trust_domain.clone(),
         }));
     }
-    if revocation.is_revoked(&info) {
-        return Err(Error::InvalidCertificate(CertificateError::Revoked));
-    }
+    not_revoked(&info, revocation)?;
     Ok(info)
+}
+
+/// The part of [`check_peer`] that is never cached: the revocation hook.
+fn not_revoked(info: &SvidInfo, revocation: &dyn Revocation) -> Result<(), Error> {
+    match revocation.is_revoked(info) {
+        true => Err(Error::InvalidCertificate(CertificateError::Revoked)),
+        false => Ok(()),
+    }
 }
 
 fn other(e: PeerError) -> Error {
@@ -146,6 +162,7 @@ impl SpiffeClientVerifier {
             trust_domain: bundle.trust_domain().clone(),
             revocation,
             mandatory: true,
+            chains: VerifiedChains::default(),
         })
     }
 
@@ -161,6 +178,48 @@ impl SpiffeClientVerifier {
             mandatory: false,
             ..Self::new(bundle, provider, revocation)?
         })
+    }
+
+    /// The chains this verifier has verified and remembers.
+    pub fn verified_chains(&self) -> &VerifiedChains {
+        &self.chains
+    }
+
+    /// The SVID of the client of an established connection (`chain` is its
+    /// `peer_certificates()`), checked again as of `now`. A resumed session skipped
+    /// [`ClientCertVerifier::verify_client_cert`], so this is where its peer's validity and
+    /// revocation are checked; after a full handshake it is a cache hit that reads the
+    /// SVID without parsing the certificate again.
+    pub fn established_peer(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SvidInfo, Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
+        self.verified(leaf, intermediates, now, SvidInfo::clone)
+    }
+
+    /// Verifies a chain (from the cache when it verified before), checks revocation,
+    /// then reads the result from its SVID with `read`.
+    fn verified<R>(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        read: impl Fn(&SvidInfo) -> R,
+    ) -> Result<R, Error> {
+        let revocation = self.revocation.as_ref();
+        self.chains.verify_with(
+            end_entity,
+            intermediates,
+            now,
+            || {
+                self.inner
+                    .verify_client_cert(end_entity, intermediates, now)?;
+                check_peer(end_entity, &self.trust_domain, &NoRevocation)
+            },
+            |info| not_revoked(info, revocation).map(|()| read(info)),
+        )
     }
 }
 
@@ -184,10 +243,9 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        check_peer(end_entity, &self.trust_domain, self.revocation.as_ref())?;
-        Ok(ClientCertVerified::assertion())
+        self.verified(end_entity, intermediates, now, |_| {
+            ClientCertVerified::assertion()
+        })
     }
 
     fn verify_tls12_signature(
@@ -233,12 +291,69 @@ impl SpiffeServerVerifier {
             expected,
             algs: provider.signature_verification_algorithms,
             revocation,
+            chains: VerifiedChains::default(),
         })
     }
 
     /// The identities this verifier accepts.
     pub fn expected(&self) -> &BTreeSet<SpiffeId> {
         &self.expected
+    }
+
+    /// The chains this verifier has verified and remembers.
+    pub fn verified_chains(&self) -> &VerifiedChains {
+        &self.chains
+    }
+
+    /// The SVID of the server of an established connection (`chain` is its
+    /// `peer_certificates()`), checked again as of `now`: see
+    /// [`SpiffeClientVerifier::established_peer`].
+    pub fn established_peer(
+        &self,
+        chain: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<SvidInfo, Error> {
+        let (leaf, intermediates) = chain.split_first().ok_or(Error::NoCertificatesPresented)?;
+        self.verified(leaf, intermediates, now, SvidInfo::clone)
+    }
+
+    /// Verifies a chain (from the cache when it verified before), checks the identity
+    /// and revocation, then reads the result from its SVID with `read`.
+    fn verified<R>(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+        read: impl Fn(&SvidInfo) -> R,
+    ) -> Result<R, Error> {
+        self.chains.verify_with(
+            end_entity,
+            intermediates,
+            now,
+            || {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &parsed,
+                    &self.roots,
+                    intermediates,
+                    now,
+                    self.algs.all,
+                )?;
+                check_peer(end_entity, &self.trust_domain, &NoRevocation)
+            },
+            |info| self.admit(info).map(|()| read(info)),
+        )
+    }
+
+    /// The checks a verified chain's SVID must pass on every handshake.
+    fn admit(&self, info: &SvidInfo) -> Result<(), Error> {
+        not_revoked(info, self.revocation.as_ref())?;
+        if !self.expected.contains(&info.id) {
+            return Err(other(PeerError::UnexpectedIdentity {
+                id: info.id.clone(),
+            }));
+        }
+        Ok(())
     }
 }
 
@@ -251,19 +366,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &parsed,
-            &self.roots,
-            intermediates,
-            now,
-            self.algs.all,
-        )?;
-        let info = check_peer(end_entity, &self.trust_domain, self.revocation.as_ref())?;
-        if !self.expected.contains(&info.id) {
-            return Err(other(PeerError::UnexpectedIdentity { id: info.id }));
-        }
-        Ok(ServerCertVerified::assertion())
+        self.verified(end_entity, intermediates, now, |_| {
+            ServerCertVerified::assertion()
+        })
     }
 
     fn verify_tls12_signature(
