@@ -1,5 +1,6 @@
 //! `vigil policy test`: policy as code — a file of expected decisions, checked against a
-//! policy directory (in users' own CI).
+//! policy directory or the cluster's policies, optionally with a change laid over them
+//! (`--overlay`: in users' own CI, "what would this PR change").
 
 use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
 
@@ -8,16 +9,21 @@ use clap::Args;
 use serde::Deserialize;
 use vigil_cert_authority::TrustDomain;
 
-use crate::local_policy::{Case, Loaded};
+use crate::{
+    cluster::ClusterArgs,
+    local_policy::{Case, Loaded},
+    policy_source::SourceArgs,
+};
 
 /// Flags of `vigil policy test`.
 #[derive(Debug, Args)]
 pub(crate) struct PolicyTestArgs {
     /// The cases (YAML list).
     pub(crate) file: PathBuf,
-    /// Policy directory.
-    #[arg(long, env = "VIGIL_POLICY_DIR")]
-    pub(crate) dir: PathBuf,
+    /// Where the policy comes from: `--dir`, else the cluster; `--overlay` lays a change
+    /// over it.
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
     /// Trust domain.
     #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
     pub(crate) trust_domain: TrustDomain,
@@ -57,19 +63,16 @@ enum Expect {
 }
 
 /// Exit code: 0 all pass, 1 any mismatch.
-pub(crate) fn run(a: PolicyTestArgs) -> Result<u8> {
+pub(crate) fn run(a: PolicyTestArgs, cluster: &ClusterArgs) -> Result<u8> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
     let cases: Vec<TestCase> = serde_saphyr::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: {}", a.file.display(), e.without_snippet()))?;
-    let loaded = Loaded::read(
-        &a.dir,
+    let loaded = Loaded::new(
+        a.source.load(cluster)?,
         &a.trust_domain,
         vigil_policy::model::DefaultPolicy::Deny,
-    )?;
-    for e in &loaded.errors {
-        eprintln!("warning: skipped (the controller keeps its last good version): {e}");
-    }
+    );
     let mut failed = 0;
     for (i, c) in cases.iter().enumerate() {
         let label = c.name.clone().unwrap_or_else(|| format!("case {}", i + 1));

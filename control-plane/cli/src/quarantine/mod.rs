@@ -1,20 +1,25 @@
-//! `vigil quarantine` / `vigil unquarantine` (local mode): write or remove a Quarantine
-//! document in the policy directory; the controller applies it within a second.
+//! `vigil quarantine` / `vigil unquarantine`: create or delete a `Quarantine`.
+//!
+//! With `--dir` (local mode) they write or remove a Quarantine document in the policy
+//! directory; without it they create or delete the Quarantine resource in the cluster
+//! ([`cluster`]). Either way the controller applies it within a second. The Quarantine is
+//! named after its target, so `vigil unquarantine TARGET` finds it.
+
+mod cluster;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-/// Flags of `vigil quarantine`.
+use crate::cluster::ClusterArgs;
+
+/// Flags of `vigil quarantine` (the namespace is the global `-n`).
 #[derive(Debug, Args)]
 pub(crate) struct QuarantineArgs {
-    /// Policy directory.
+    /// Policy directory (local mode); omit it to create the Quarantine in the cluster.
     #[arg(long, env = "VIGIL_POLICY_DIR")]
-    pub(crate) dir: PathBuf,
-    /// Namespace of the workload(s).
-    #[arg(long, short = 'n')]
-    pub(crate) namespace: String,
+    pub(crate) dir: Option<PathBuf>,
     /// One workload by name.
     #[arg(
         long,
@@ -30,15 +35,12 @@ pub(crate) struct QuarantineArgs {
     pub(crate) reason: String,
 }
 
-/// Flags of `vigil unquarantine`.
+/// Flags of `vigil unquarantine` (the namespace is the global `-n`).
 #[derive(Debug, Args)]
 pub(crate) struct UnquarantineArgs {
-    /// Policy directory.
+    /// Policy directory (local mode); omit it to delete the Quarantine in the cluster.
     #[arg(long, env = "VIGIL_POLICY_DIR")]
-    pub(crate) dir: PathBuf,
-    /// Namespace.
-    #[arg(long, short = 'n')]
-    pub(crate) namespace: String,
+    pub(crate) dir: Option<PathBuf>,
     /// The workload or service account that was quarantined.
     pub(crate) target: String,
 }
@@ -57,26 +59,57 @@ fn check_name(s: &str, what: &str) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn quarantine(a: QuarantineArgs) -> Result<u8> {
+pub(crate) fn quarantine(a: QuarantineArgs, clusters: &ClusterArgs) -> Result<u8> {
     let (field, target) = match (&a.workload, &a.service_account) {
         (Some(w), _) => (Field::Workload, w.as_str()),
         (_, Some(sa)) => (Field::ServiceAccount, sa.as_str()),
         _ => bail!("pass --workload or --service-account"),
     };
-    let path = write(&a.dir, &a.namespace, field, target, &a.reason)?;
-    println!(
-        "quarantined {}/{target} ({}): {}",
-        a.namespace,
-        field.as_str(),
-        path.display()
-    );
+    check_name(target, field.as_str())?;
+    if a.reason.trim().is_empty() {
+        bail!("--reason must not be empty");
+    }
+    match &a.dir {
+        Some(dir) => {
+            let namespace = local_namespace(clusters)?;
+            let path = write(dir, namespace, field, target, &a.reason)?;
+            println!(
+                "quarantined {namespace}/{target} ({}): {}",
+                field.as_str(),
+                path.display()
+            );
+        }
+        None => {
+            let (namespace, name) = cluster::create(clusters, field, target, &a.reason)?;
+            println!(
+                "quarantined {namespace}/{target} ({}): Quarantine {namespace}/{name} created",
+                field.as_str()
+            );
+        }
+    }
     Ok(0)
 }
 
-pub(crate) fn unquarantine(a: UnquarantineArgs) -> Result<u8> {
-    remove(&a.dir, &a.namespace, &a.target)?;
-    println!("lifted quarantine of {}/{}", a.namespace, a.target);
+pub(crate) fn unquarantine(a: UnquarantineArgs, clusters: &ClusterArgs) -> Result<u8> {
+    check_name(&a.target, "target")?;
+    let namespace = match &a.dir {
+        Some(dir) => {
+            let namespace = local_namespace(clusters)?;
+            remove(dir, namespace, &a.target)?;
+            namespace.to_string()
+        }
+        None => cluster::delete(clusters, &a.target)?,
+    };
+    println!("lifted quarantine of {namespace}/{}", a.target);
     Ok(0)
+}
+
+/// Local mode has no kubeconfig context to default the namespace from.
+fn local_namespace(clusters: &ClusterArgs) -> Result<&str> {
+    clusters
+        .namespace
+        .as_deref()
+        .context("pass the workload's namespace with -n NAMESPACE")
 }
 
 /// What a quarantine selects.
