@@ -294,19 +294,24 @@ async fn policy_test_on_the_cluster_with_and_without_an_overlay() {
     assert!(stdout(&o).ends_with("3 passed, 0 failed\n"), "{}", text(&o));
 
     // The PR: the existing policy now also allows POST (same name replaces), and a new
-    // policy lets batch read (a new object adds).
+    // policy lets batch read (a new object adds; without a namespace, it goes where `-n`
+    // says, as with `kubectl apply -n`).
     let pr = dir.path().join("pr");
     let batch = policy(
         &ns,
         "batch-reads-orders",
         &format!("  action: Allow\n  from: [{{serviceAccount: {ns}/batch}}]\n"),
-    );
+    )
+    .replace(&format!(", namespace: {ns}}}"), "}");
+    assert!(!batch.contains("namespace:"), "{batch}");
     write(
         &pr,
         "policies.yaml",
         &format!("{}---\n{batch}", frontend_reads_orders(&ns, "GET, POST")),
     );
-    let o = policy_test(&kc, &cases, Some(&pr));
+    let mut args = vec!["-n", &ns, "policy", "test", cases.to_str().unwrap()];
+    args.extend(["--overlay", pr.to_str().unwrap()]);
+    let o = vigil(&kc, &args);
     exits(&o, 1);
     let out = stdout(&o);
     assert!(out.contains("ok   frontend reads\n"), "{out}");

@@ -13,7 +13,7 @@
 //! The cluster is read once (a list per kind), not watched; the result is what the
 //! controller's reflectors would hold at that moment, compiled by the same code.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -25,7 +25,7 @@ use kube::{Api, api::ListParams};
 use serde::de::DeserializeOwned;
 use vigil_controller::k8s::resources::{Snapshot, resources};
 use vigil_crds::{AccessPolicy, Quarantine, Segment};
-use vigil_index::Resources;
+use vigil_index::{ObjectKey, Resources};
 use vigil_policy_dir::PolicyDir;
 
 use crate::cluster::{Cluster, ClusterArgs, ClusterError, runtime};
@@ -38,7 +38,8 @@ pub(crate) struct SourceArgs {
     #[arg(long, env = "VIGIL_POLICY_DIR")]
     pub(crate) dir: Option<PathBuf>,
     /// A directory of changed Segment/AccessPolicy/Quarantine YAML laid over the policies
-    /// (same name and namespace replaces, a new one adds): what would this change do?
+    /// (same name and namespace replaces, a new one adds; no namespace means `-n`'s): what
+    /// would this change do?
     #[arg(long, value_name = "DIR")]
     pub(crate) overlay: Option<PathBuf>,
 }
@@ -52,6 +53,9 @@ pub(crate) struct Source {
     pub(crate) skipped: Vec<String>,
     /// `the policy directory X`, `the cluster at URL`.
     pub(crate) origin: String,
+    /// Where overlay documents without `metadata.namespace` go: `-n`, else the context's
+    /// namespace (cluster) or `default` (directory), as `kubectl apply` would place them.
+    namespace: String,
 }
 
 // === impl SourceArgs ===
@@ -69,12 +73,16 @@ impl SourceArgs {
                     resources,
                     skipped: errors.iter().map(ToString::to_string).collect(),
                     origin: format!("the policy directory {}", dir.display()),
+                    namespace: cluster
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".into()),
                 }
             }
             None => runtime()?.block_on(from_cluster(cluster))?,
         };
         if let Some(overlay) = &self.overlay {
-            let n = apply_overlay(&mut source.resources, overlay)?;
+            let n = apply_overlay(&mut source.resources, overlay, &source.namespace)?;
             source.origin = format!(
                 "{} with {n} document(s) of {} laid over",
                 source.origin,
@@ -85,18 +93,38 @@ impl SourceArgs {
     }
 }
 
-/// Lays every document of `dir` over `base`. Any bad document is an error: the overlay
-/// is the change under test, so it must be judged whole.
-fn apply_overlay(base: &mut Resources, dir: &std::path::Path) -> Result<usize> {
+/// Lays every document of `dir` over `base`, those without a namespace placed in
+/// `namespace`. Any bad document is an error: the overlay is the change under test, so it
+/// must be judged whole.
+fn apply_overlay(base: &mut Resources, dir: &std::path::Path, namespace: &str) -> Result<usize> {
     if !dir.is_dir() {
         bail!("--overlay {} is not a directory", dir.display());
     }
-    let (overlay, errors) = PolicyDir::new(dir).load();
+    let (mut overlay, errors) = PolicyDir::new(dir).load();
     if !errors.is_empty() {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         bail!("the overlay is invalid: {}", list.join("; "));
     }
+    place(&mut overlay.segments, namespace);
+    place(&mut overlay.policies, namespace);
+    place(&mut overlay.quarantines, namespace);
+    place(&mut overlay.workloads, namespace);
     Ok(base.overlay(overlay))
+}
+
+/// Puts the objects without `metadata.namespace` into `namespace` (and keys them so).
+fn place<K: kube::Resource>(objects: &mut BTreeMap<ObjectKey, K>, namespace: &str) {
+    let unplaced: Vec<ObjectKey> = objects
+        .iter()
+        .filter(|(_, o)| o.meta().namespace.is_none())
+        .map(|(k, _)| k.clone())
+        .collect();
+    for key in unplaced {
+        if let Some(mut o) = objects.remove(&key) {
+            o.meta_mut().namespace = Some(namespace.to_string());
+            objects.insert(ObjectKey::of(&o), o);
+        }
+    }
 }
 
 /// One list of every kind the controller watches, turned into resources by the
@@ -117,6 +145,7 @@ async fn from_cluster(args: &ClusterArgs) -> Result<Source> {
         resources: resources(&snapshot),
         skipped: Vec::new(),
         origin: format!("the cluster at {}", cluster.url),
+        namespace: cluster.namespace.clone(),
     })
 }
 
