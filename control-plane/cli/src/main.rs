@@ -16,6 +16,7 @@ use vigil_cert_authority::TrustDomain;
 
 mod ca;
 mod cluster;
+mod completions;
 mod demo;
 mod explain;
 mod local_policy;
@@ -58,6 +59,8 @@ enum Command {
     Quarantine(quarantine::QuarantineArgs),
     /// Lift a quarantine written by `vigil quarantine`.
     Unquarantine(quarantine::UnquarantineArgs),
+    /// Print a shell completion script, e.g. `source <(vigil completions bash)`.
+    Completions(completions::CompletionsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
         Command::Status(a) => (status::run(a), 1),
         Command::Quarantine(a) => (quarantine::quarantine(a, cluster), 1),
         Command::Unquarantine(a) => (quarantine::unquarantine(a, cluster), 1),
+        Command::Completions(a) => (completions::run(a), 1),
     };
     match result {
         Ok(code) => ExitCode::from(code),
