@@ -409,9 +409,12 @@ async fn quarantine_and_unquarantine_in_the_cluster() {
     let err = exits(&quarantine("again"), 1);
     assert!(err.contains("already exists"), "{err}");
 
-    let u = vigil(&kc, &["unquarantine", "-n", &ns, "frontend"]);
+    let u = vigil(&kc, &["unquarantine", "-n", &ns, "frontend", "-o", "json"]);
     exits(&u, 0);
-    assert_eq!(stdout(&u), format!("lifted quarantine of {ns}/frontend\n"));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&u.stdout).unwrap(),
+        serde_json::json!({"quarantined": false, "namespace": ns, "target": "frontend"})
+    );
     assert!(api.get_opt("frontend").await.unwrap().is_none());
     exits(&explain(&kc, &ns, "frontend", "GET", "/orders/7"), 0);
 }

@@ -10,6 +10,7 @@ use vigil_cert_authority::TrustDomain;
 use crate::{
     cluster::ClusterArgs,
     local_policy::{Case, Loaded},
+    output::OutputArgs,
     policy_source::SourceArgs,
 };
 
@@ -46,9 +47,9 @@ pub(crate) struct ExplainArgs {
     /// Trust domain of the identities.
     #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
     pub(crate) trust_domain: TrustDomain,
-    /// Print JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -82,9 +83,7 @@ pub(crate) fn run(a: ExplainArgs, cluster: &ClusterArgs) -> Result<u8> {
             .unwrap_or(0),
     };
     let v = loaded.decide(&case)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    a.out.print(&v, |v| {
         println!("{}: {}", v.decision.to_uppercase(), v.reason);
         if let Some(p) = &v.normalized_path {
             println!("  path (normalised): {p}");
@@ -95,6 +94,6 @@ pub(crate) fn run(a: ExplainArgs, cluster: &ClusterArgs) -> Result<u8> {
         if let Some(r) = &v.rate_limit {
             println!("  rate limit: {r} per source identity");
         }
-    }
+    })?;
     Ok(if v.allowed { 0 } else { 1 })
 }

@@ -20,6 +20,7 @@ mod completions;
 mod demo;
 mod explain;
 mod local_policy;
+mod output;
 mod policy_source;
 mod policy_test;
 mod quarantine;

@@ -6,12 +6,13 @@ use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vigil_cert_authority::TrustDomain;
 
 use crate::{
     cluster::ClusterArgs,
     local_policy::{Case, Loaded},
+    output::OutputArgs,
     policy_source::SourceArgs,
 };
 
@@ -27,6 +28,9 @@ pub(crate) struct PolicyTestArgs {
     /// Trust domain.
     #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
     pub(crate) trust_domain: TrustDomain,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 /// One case.
@@ -54,12 +58,32 @@ struct TestCase {
     expect: Expect,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum Expect {
     Allow,
     Deny,
     Audit,
+}
+
+/// What `-o json|yaml` prints: every case and the totals.
+#[derive(Debug, Serialize)]
+struct Report {
+    cases: Vec<Outcome>,
+    passed: usize,
+    failed: usize,
+}
+
+/// One case's result.
+#[derive(Debug, Serialize)]
+struct Outcome {
+    name: String,
+    passed: bool,
+    expected: Expect,
+    /// `allow`, `deny` or `audit`.
+    got: &'static str,
+    /// What decided (the policy and rule, or the default).
+    reason: String,
 }
 
 /// Exit code: 0 all pass, 1 any mismatch.
@@ -73,7 +97,7 @@ pub(crate) fn run(a: PolicyTestArgs, cluster: &ClusterArgs) -> Result<u8> {
         &a.trust_domain,
         vigil_policy::model::DefaultPolicy::Deny,
     );
-    let mut failed = 0;
+    let mut outcomes = Vec::with_capacity(cases.len());
     for (i, c) in cases.iter().enumerate() {
         let label = c.name.clone().unwrap_or_else(|| format!("case {}", i + 1));
         let at = match &c.at {
@@ -105,16 +129,34 @@ pub(crate) fn run(a: PolicyTestArgs, cluster: &ClusterArgs) -> Result<u8> {
             "audit" => Expect::Audit,
             _ => Expect::Deny,
         };
-        if got_kind == c.expect {
-            println!("ok   {label}");
+        outcomes.push(Outcome {
+            name: label,
+            passed: got_kind == c.expect,
+            expected: c.expect,
+            got: got.decision,
+            reason: got.reason,
+        });
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed).count();
+    let report = Report {
+        passed: outcomes.len() - failed,
+        failed,
+        cases: outcomes,
+    };
+    a.out.print(&report, print_table)?;
+    Ok(u8::from(failed > 0))
+}
+
+fn print_table(r: &Report) {
+    for o in &r.cases {
+        if o.passed {
+            println!("ok   {}", o.name);
         } else {
-            failed += 1;
             println!(
-                "FAIL {label}: expected {:?}, got {} ({})",
-                c.expect, got.decision, got.reason
+                "FAIL {}: expected {:?}, got {} ({})",
+                o.name, o.expected, o.got, o.reason
             );
         }
     }
-    println!("{} passed, {failed} failed", cases.len() - failed);
-    Ok(u8::from(failed > 0))
+    println!("{} passed, {} failed", r.passed, r.failed);
 }

@@ -17,14 +17,14 @@ const PLURAL: &str = "quarantines";
 /// Marks Quarantines this command created (`kubectl get qt -l ...` lists them).
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "vigil-cli");
 
-/// Creates the Quarantine `target` in the namespace of `-n` / the context; returns
-/// (namespace, name).
+/// Creates the Quarantine `target` in the namespace of `-n` / the context; returns the
+/// namespace.
 pub(super) fn create(
     args: &ClusterArgs,
     field: Field,
     target: &str,
     reason: &str,
-) -> Result<(String, String)> {
+) -> Result<String> {
     runtime()?.block_on(async {
         let cluster = args.connect().await?;
         let ns = cluster.namespace.clone();
@@ -40,7 +40,7 @@ pub(super) fn create(
         q.metadata.labels = Some([(MANAGED_BY.0.into(), MANAGED_BY.1.into())].into());
         let api = Api::<Quarantine>::namespaced(cluster.client.clone(), &ns);
         match api.create(&PostParams::default(), &q).await {
-            Ok(_) => Ok((ns, target.to_string())),
+            Ok(_) => Ok(ns),
             Err(kube::Error::Api(s)) if s.is_already_exists() => Err(anyhow::anyhow!(
                 "Quarantine {ns}/{target} already exists in the cluster (`vigil unquarantine -n {ns} {target}` lifts it)"
             )),

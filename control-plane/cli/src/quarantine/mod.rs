@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use serde::Serialize;
 
-use crate::cluster::ClusterArgs;
+use crate::{cluster::ClusterArgs, output::OutputArgs};
 
 /// Flags of `vigil quarantine` (the namespace is the global `-n`).
 #[derive(Debug, Args)]
@@ -33,6 +34,9 @@ pub(crate) struct QuarantineArgs {
     /// Why (recorded in the document, logs and status).
     #[arg(long)]
     pub(crate) reason: String,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 /// Flags of `vigil unquarantine` (the namespace is the global `-n`).
@@ -43,6 +47,27 @@ pub(crate) struct UnquarantineArgs {
     pub(crate) dir: Option<PathBuf>,
     /// The workload or service account that was quarantined.
     pub(crate) target: String,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
+}
+
+/// What `-o json|yaml` prints.
+#[derive(Debug, Serialize)]
+struct Outcome<'a> {
+    /// True after `quarantine`, false after `unquarantine`.
+    quarantined: bool,
+    namespace: &'a str,
+    /// The workload or service account (and the Quarantine's name).
+    target: &'a str,
+    /// `workload` or `serviceAccount` (`quarantine` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    selects: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    /// The file written or removed (local mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file: Option<PathBuf>,
 }
 
 fn file_name(namespace: &str, target: &str) -> String {
@@ -69,38 +94,57 @@ pub(crate) fn quarantine(a: QuarantineArgs, clusters: &ClusterArgs) -> Result<u8
     if a.reason.trim().is_empty() {
         bail!("--reason must not be empty");
     }
-    match &a.dir {
+    let (namespace, file) = match &a.dir {
         Some(dir) => {
             let namespace = local_namespace(clusters)?;
             let path = write(dir, namespace, field, target, &a.reason)?;
-            println!(
-                "quarantined {namespace}/{target} ({}): {}",
-                field.as_str(),
-                path.display()
-            );
+            (namespace.to_string(), Some(path))
         }
-        None => {
-            let (namespace, name) = cluster::create(clusters, field, target, &a.reason)?;
-            println!(
-                "quarantined {namespace}/{target} ({}): Quarantine {namespace}/{name} created",
-                field.as_str()
-            );
-        }
-    }
+        None => (cluster::create(clusters, field, target, &a.reason)?, None),
+    };
+    let outcome = Outcome {
+        quarantined: true,
+        namespace: &namespace,
+        target,
+        selects: Some(field.as_str()),
+        reason: Some(&a.reason),
+        file,
+    };
+    a.out.print(&outcome, |o| match &o.file {
+        Some(path) => println!(
+            "quarantined {namespace}/{target} ({}): {}",
+            field.as_str(),
+            path.display()
+        ),
+        None => println!(
+            "quarantined {namespace}/{target} ({}): Quarantine {namespace}/{target} created",
+            field.as_str()
+        ),
+    })?;
     Ok(0)
 }
 
 pub(crate) fn unquarantine(a: UnquarantineArgs, clusters: &ClusterArgs) -> Result<u8> {
     check_name(&a.target, "target")?;
-    let namespace = match &a.dir {
+    let (namespace, file) = match &a.dir {
         Some(dir) => {
             let namespace = local_namespace(clusters)?;
-            remove(dir, namespace, &a.target)?;
-            namespace.to_string()
+            let path = remove(dir, namespace, &a.target)?;
+            (namespace.to_string(), Some(path))
         }
-        None => cluster::delete(clusters, &a.target)?,
+        None => (cluster::delete(clusters, &a.target)?, None),
     };
-    println!("lifted quarantine of {namespace}/{}", a.target);
+    let outcome = Outcome {
+        quarantined: false,
+        namespace: &namespace,
+        target: &a.target,
+        selects: None,
+        reason: None,
+        file,
+    };
+    a.out.print(&outcome, |o| {
+        println!("lifted quarantine of {}/{}", o.namespace, o.target);
+    })?;
     Ok(0)
 }
 
