@@ -8,7 +8,8 @@
 //!   `explain` sees its effect;
 //! - the failures say what to check: an unknown context, an unreachable API server, a
 //!   workload that is not there, a malformed overlay (exit 2), a name that is not
-//!   quarantined, RBAC refusing, and the CRDs not installed (on a second, bare server).
+//!   quarantined, RBAC refusing a list or a write, and the CRDs not installed (on a
+//!   second, bare server).
 //!
 //! Pods never run (no kubelet): a pod is a workload once it is enrolled and carries the
 //! `vigil-proxy` container, which is what the controller checks on the stored spec too.
@@ -330,7 +331,7 @@ async fn policy_test_on_the_cluster_with_and_without_an_overlay() {
 }
 
 #[tokio::test]
-async fn policy_test_refuses_a_malformed_overlay_and_one_that_is_no_directory() {
+async fn policy_test_refuses_a_malformed_overlay_a_non_directory_and_a_forbidden_list() {
     let Some(cluster) = k8s::cluster() else {
         return;
     };
@@ -368,6 +369,18 @@ async fn policy_test_refuses_a_malformed_overlay_and_one_that_is_no_directory() 
 
     let err = exits(&policy_test(&kc, &cases, Some(&cases)), 2);
     assert!(err.contains("is not a directory"), "{err}");
+
+    // A user who may not list the cluster's pods learns which permission is missing.
+    let weak = dir.path().join("weak");
+    cluster.write_kubeconfig_for(k8s::CONTROLLER_TOKEN, &weak);
+    let o = policy_test(&weak, &cases, None);
+    let err = exits(&o, 2);
+    assert!(
+        err.starts_with("error: forbidden: you may not list pods in all namespaces")
+            && err.contains("RBAC"),
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty(), "no case ran: {}", text(&o));
 }
 
 #[tokio::test]
