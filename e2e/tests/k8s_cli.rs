@@ -205,6 +205,28 @@ async fn explain_decides_on_the_clusters_policies() {
         exits(&deny, 1);
         assert!(stdout(&deny).starts_with("DENY: "), "{}", text(&deny));
     }
+    // `--to NAME` is in `-n`'s namespace, as kubectl names objects.
+    let from = id(&ns, "frontend");
+    let short = vigil(
+        &kc,
+        &[
+            "-n",
+            &ns,
+            "explain",
+            "--from",
+            &from,
+            "--to",
+            "orders",
+            "--port",
+            PORT,
+            "--method",
+            "GET",
+            "--path",
+            "/orders/7",
+        ],
+    );
+    exits(&short, 0);
+    assert_eq!(stdout(&short), stdout(&allow));
 }
 
 #[tokio::test]

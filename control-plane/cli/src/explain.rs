@@ -23,7 +23,7 @@ pub(crate) struct ExplainArgs {
     /// The caller: a SPIFFE ID, or `unauthenticated`.
     #[arg(long)]
     pub(crate) from: String,
-    /// The callee, `namespace/workload`.
+    /// The callee, `namespace/workload` (or `workload`, in `-n`'s namespace).
     #[arg(long)]
     pub(crate) to: String,
     /// Destination port on the callee.

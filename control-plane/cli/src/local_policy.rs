@@ -59,6 +59,8 @@ pub(crate) struct Loaded {
     resources: vigil_index::Resources,
     /// Where they came from (for messages).
     origin: String,
+    /// The namespace of a `to` without one.
+    namespace: String,
 }
 
 impl Loaded {
@@ -79,6 +81,7 @@ impl Loaded {
             },
             resources: source.resources,
             origin: source.origin,
+            namespace: source.namespace,
         }
     }
 
@@ -101,7 +104,11 @@ impl Loaded {
     pub(crate) fn decide(&self, case: &Case) -> Result<Verdict> {
         let key = match case.to.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() => ObjectKey::new(ns, name),
-            _ => bail!("--to {:?} must be namespace/workload", case.to),
+            None if !case.to.is_empty() => ObjectKey::new(&self.namespace, &case.to),
+            _ => bail!(
+                "--to {:?} must be namespace/workload, or a workload in -n's namespace",
+                case.to
+            ),
         };
         let compiled = compile(&self.resources, &self.settings, case.at);
         let workload = compiled.workloads.get(&key).with_context(|| {

@@ -53,9 +53,10 @@ pub(crate) struct Source {
     pub(crate) skipped: Vec<String>,
     /// `the policy directory X`, `the cluster at URL`.
     pub(crate) origin: String,
-    /// Where overlay documents without `metadata.namespace` go: `-n`, else the context's
-    /// namespace (cluster) or `default` (directory), as `kubectl apply` would place them.
-    namespace: String,
+    /// The namespace of names given without one (overlay documents without
+    /// `metadata.namespace`, `--to NAME`): `-n`, else the context's namespace (cluster) or
+    /// `default` (directory) — as kubectl would place them.
+    pub(crate) namespace: String,
 }
 
 // === impl SourceArgs ===
