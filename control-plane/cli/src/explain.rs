@@ -1,23 +1,29 @@
-//! `vigil explain`: would this request be allowed, and by what?
+//! `vigil explain`: would this request be allowed, and by what? Against a policy
+//! directory or the cluster's policies ([`crate::policy_source`]).
 
-use std::{net::IpAddr, path::PathBuf, time::SystemTime};
+use std::{net::IpAddr, time::SystemTime};
 
 use anyhow::{Result, bail};
 use clap::Args;
 use vigil_cert_authority::TrustDomain;
 
-use crate::local_policy::{Case, Loaded};
+use crate::{
+    cluster::ClusterArgs,
+    local_policy::{Case, Loaded},
+    output::OutputArgs,
+    policy_source::SourceArgs,
+};
 
 /// Flags of `vigil explain`.
 #[derive(Debug, Args)]
 pub(crate) struct ExplainArgs {
-    /// Policy directory (the controller's `--local` directory).
-    #[arg(long, env = "VIGIL_POLICY_DIR")]
-    pub(crate) dir: PathBuf,
+    /// Where the policy comes from: `--dir`, else the cluster.
+    #[command(flatten)]
+    pub(crate) source: SourceArgs,
     /// The caller: a SPIFFE ID, or `unauthenticated`.
     #[arg(long)]
     pub(crate) from: String,
-    /// The callee, `namespace/workload`.
+    /// The callee, `namespace/workload` (or `workload`, in `-n`'s namespace).
     #[arg(long)]
     pub(crate) to: String,
     /// Destination port on the callee.
@@ -41,9 +47,9 @@ pub(crate) struct ExplainArgs {
     /// Trust domain of the identities.
     #[arg(long, env = "VIGIL_TRUST_DOMAIN", default_value = "cluster.local", value_parser = crate::parse_trust_domain)]
     pub(crate) trust_domain: TrustDomain,
-    /// Print JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
+    /// `-o table|json|yaml`.
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
@@ -53,18 +59,15 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// Exit code: 0 allow, 1 deny (2 for errors, from main).
-pub(crate) fn run(a: ExplainArgs) -> Result<u8> {
-    let loaded = Loaded::read(
-        &a.dir,
-        &a.trust_domain,
-        vigil_policy::model::DefaultPolicy::Deny,
-    )?;
-    for e in &loaded.errors {
-        eprintln!("warning: skipped (the controller keeps its last good version): {e}");
-    }
+pub(crate) fn run(a: ExplainArgs, cluster: &ClusterArgs) -> Result<u8> {
     if a.method.is_none() && a.path.is_some() {
         bail!("--path needs --method");
     }
+    let loaded = Loaded::new(
+        a.source.load(cluster)?,
+        &a.trust_domain,
+        vigil_policy::model::DefaultPolicy::Deny,
+    );
     let at = a.at.unwrap_or_else(SystemTime::now);
     let case = Case {
         from: a.from,
@@ -80,9 +83,7 @@ pub(crate) fn run(a: ExplainArgs) -> Result<u8> {
             .unwrap_or(0),
     };
     let v = loaded.decide(&case)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+    a.out.print(&v, |v| {
         println!("{}: {}", v.decision.to_uppercase(), v.reason);
         if let Some(p) = &v.normalized_path {
             println!("  path (normalised): {p}");
@@ -93,6 +94,6 @@ pub(crate) fn run(a: ExplainArgs) -> Result<u8> {
         if let Some(r) = &v.rate_limit {
             println!("  rate limit: {r} per source identity");
         }
-    }
+    })?;
     Ok(if v.allowed { 0 } else { 1 })
 }

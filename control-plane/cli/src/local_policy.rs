@@ -1,5 +1,6 @@
-//! Evaluating requests against a local policy directory — exactly as the controller would
-//! compile it and a proxy would decide it (the same loader, compiler and evaluator).
+//! Evaluating requests against policy — from a local policy directory or the cluster
+//! ([`crate::policy_source`]) — exactly as the controller would compile it and a proxy
+//! would decide it (the same loader, compiler and evaluator).
 
 use std::{net::IpAddr, path::Path};
 
@@ -9,7 +10,11 @@ use serde::Serialize;
 use vigil_cert_authority::{SpiffeId, TrustDomain};
 use vigil_index::{ObjectKey, Settings, compile};
 use vigil_policy::{HttpRequest, Peer, Policy, Reason, Request, model::DefaultPolicy};
-use vigil_policy_dir::PolicyDir;
+
+use crate::{
+    cluster::ClusterArgs,
+    policy_source::{Source, SourceArgs, missing_workload_hint},
+};
 
 /// One request to judge.
 #[derive(Clone, Debug, Default)]
@@ -48,47 +53,71 @@ pub(crate) struct Verdict {
     pub(crate) normalized_path: Option<String>,
 }
 
-/// A loaded and compiled policy directory.
+/// Policy resources ready to judge requests.
 pub(crate) struct Loaded {
     settings: Settings,
     resources: vigil_index::Resources,
-    /// Files that were skipped.
-    pub(crate) errors: Vec<String>,
+    /// Where they came from (for messages).
+    origin: String,
+    /// The namespace of a `to` without one.
+    namespace: String,
 }
 
 impl Loaded {
-    /// Reads `dir` as the controller would. Files with errors are skipped (and listed).
-    pub(crate) fn read(
-        dir: &Path,
+    /// Judges requests against `source`; its skipped documents are printed as warnings.
+    pub(crate) fn new(
+        source: Source,
         trust_domain: &TrustDomain,
         default_policy: DefaultPolicy,
-    ) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!("{} is not a directory", dir.display());
+    ) -> Self {
+        for e in &source.skipped {
+            eprintln!("warning: skipped (the controller keeps its last good version): {e}");
         }
-        let (resources, errors) = PolicyDir::new(dir).load();
-        Ok(Self {
+        Self {
             settings: Settings {
                 trust_domain: trust_domain.clone(),
                 default_policy,
                 egress_passthrough: true,
             },
-            resources,
-            errors: errors.iter().map(ToString::to_string).collect(),
-        })
+            resources: source.resources,
+            origin: source.origin,
+            namespace: source.namespace,
+        }
+    }
+
+    /// Reads the policy directory `dir` as the controller would. Files with errors are
+    /// skipped (and printed).
+    pub(crate) fn read(
+        dir: &Path,
+        trust_domain: &TrustDomain,
+        default_policy: DefaultPolicy,
+    ) -> Result<Self> {
+        let source = SourceArgs {
+            dir: Some(dir.to_path_buf()),
+            overlay: None,
+        }
+        .load(&ClusterArgs::default())?;
+        Ok(Self::new(source, trust_domain, default_policy))
     }
 
     /// Judges one request.
     pub(crate) fn decide(&self, case: &Case) -> Result<Verdict> {
         let key = match case.to.split_once('/') {
             Some((ns, name)) if !ns.is_empty() && !name.is_empty() => ObjectKey::new(ns, name),
-            _ => bail!("--to {:?} must be namespace/workload", case.to),
+            None if !case.to.is_empty() => ObjectKey::new(&self.namespace, &case.to),
+            _ => bail!(
+                "--to {:?} must be namespace/workload, or a workload in -n's namespace",
+                case.to
+            ),
         };
         let compiled = compile(&self.resources, &self.settings, case.at);
-        let workload = compiled
-            .workloads
-            .get(&key)
-            .with_context(|| format!("no Workload {key} in the policy directory"))?;
+        let workload = compiled.workloads.get(&key).with_context(|| {
+            format!(
+                "no Workload {key} in {} ({})",
+                self.origin,
+                missing_workload_hint(&self.origin)
+            )
+        })?;
         let policy = Policy::compile(workload.policy.clone())
             .map_err(|e| anyhow::anyhow!("compiled policy is invalid: {e}"))?;
         let from = if case.from == "unauthenticated" {

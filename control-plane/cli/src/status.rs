@@ -8,15 +8,17 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use vigil_controller::status::StatusReport;
 
+use crate::output::{Format, OutputArgs};
+
 /// Flags of `vigil status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
     /// The controller's admin address (its `--admin`).
     #[arg(long, env = "VIGIL_CONTROLLER_ADMIN", default_value = "127.0.0.1:9191")]
     pub(crate) controller: SocketAddr,
-    /// Print the raw JSON.
-    #[arg(long)]
-    pub(crate) json: bool,
+    /// `-o table|json|yaml` (json and yaml: the controller's report as it sent it).
+    #[command(flatten)]
+    pub(crate) out: OutputArgs,
 }
 
 const WORKLOAD_HEADER: [&str; 6] = [
@@ -36,12 +38,20 @@ pub(crate) fn run(a: StatusArgs) -> Result<u8> {
     let body = rt
         .block_on(fetch(a.controller))
         .with_context(|| format!("querying the controller at {}", a.controller))?;
-    if a.json {
-        println!("{body}");
+    if a.out.format() != Format::Table {
+        // As sent: a newer controller's extra fields survive.
+        let raw: serde_json::Value =
+            serde_json::from_str(&body).context("the controller's /status is not JSON")?;
+        a.out.print(&raw, |_| ())?;
         return Ok(0);
     }
     let r: StatusReport =
         serde_json::from_str(&body).context("the controller's /status is not a status report")?;
+    print_table(&r);
+    Ok(0)
+}
+
+fn print_table(r: &StatusReport) {
     println!(
         "generation {}  trust domain {}  roots {}  issuer expires {}",
         r.generation,
@@ -106,7 +116,6 @@ pub(crate) fn run(a: StatusArgs) -> Result<u8> {
     for e in &r.source_errors {
         println!("\nsource error: {e}");
     }
-    Ok(0)
 }
 
 async fn fetch(addr: SocketAddr) -> Result<String> {

@@ -359,6 +359,18 @@ async fn status_shows_the_controllers_view() {
             .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(v["workloads"].as_array().unwrap().len(), 3);
+    // `-o yaml`: the same report.
+    let admin = ctl.admin.to_string();
+    let yaml = tokio::task::spawn_blocking(move || {
+        vigil(&["status", "--controller", &admin, "-o", "yaml"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(yaml.status.code(), Some(0), "{}", text(&yaml));
+    let y: serde_json::Value =
+        serde_saphyr::from_str(&String::from_utf8_lossy(&yaml.stdout)).unwrap();
+    assert_eq!(y["workloads"], v["workloads"]);
+    assert_eq!(y["trust_domain"], v["trust_domain"]);
     ctl.stop().await;
     let down = vigil(&["status", "--controller", "127.0.0.1:1"]);
     assert_eq!(down.status.code(), Some(1));

@@ -167,6 +167,25 @@ impl Resources {
         }
     }
 
+    /// Lays `other` over `self`: each of its resources replaces the one of the same kind,
+    /// namespace and name, or is added (a proposed change over what is deployed). Returns
+    /// how many resources `other` held.
+    pub fn overlay(&mut self, other: Resources) -> usize {
+        let n = other.segments.len()
+            + other.policies.len()
+            + other.quarantines.len()
+            + other.workloads.len()
+            + other.namespaces.len()
+            + other.services.len();
+        self.segments.extend(other.segments);
+        self.policies.extend(other.policies);
+        self.quarantines.extend(other.quarantines);
+        self.workloads.extend(other.workloads);
+        self.namespaces.extend(other.namespaces);
+        self.services.extend(other.services);
+        n
+    }
+
     /// Removes a resource; true if it existed.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey) -> bool {
         match kind {

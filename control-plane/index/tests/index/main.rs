@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod outbound;
+mod overlay;
 mod policies;
 mod quarantine;
 mod support;
