@@ -310,6 +310,25 @@ impl Mesh {
             .collect()
     }
 
+    /// The access log of `name` once `done` holds for it (the proxies write their logs on
+    /// a thread of their own, so a line can land a moment after the response), or as it
+    /// is after `limit`.
+    pub fn access_log_when(
+        &self,
+        name: &str,
+        limit: Duration,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let start = Instant::now();
+        loop {
+            let log = self.access_log(name);
+            if done(&log) || start.elapsed() > limit {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The controller's generation now.
     pub fn generation(&self) -> u64 {
         self.status()["generation"].as_u64().unwrap_or(0)

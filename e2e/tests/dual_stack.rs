@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use http::StatusCode;
 use vigil_e2e::{
@@ -141,30 +141,41 @@ fn ipv6_only_and_dual_stack_pods_in_controller_mode() {
 
     // Callers are logged in their own family (IPv4 through the dual-stack inbound is
     // IPv4, not ::ffff:…), and the proxies kept the original destinations.
-    let inbound: Vec<_> = mesh
-        .access_log("orders")
-        .into_iter()
-        .filter(|l| l["direction"] == "inbound" && l["status"] == 200)
-        .collect();
-    for caller in [
+    let callers = [
         web.ip6().to_string(),
         web.ip.to_string(),
         solo.ip6().to_string(),
-    ] {
+    ];
+    let from = |log: &[serde_json::Value], caller: &str| {
+        log.iter().any(|l| {
+            l["direction"] == "inbound"
+                && l["status"] == 200
+                && l["src_addr"]
+                    .as_str()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                    .is_some_and(|src| src.ip().to_string() == caller)
+        })
+    };
+    let inbound = mesh.access_log_when("orders", Duration::from_secs(5), |log| {
+        callers.iter().all(|c| from(log, c))
+    });
+    for caller in &callers {
         assert!(
-            inbound.iter().any(|l| {
-                let src: SocketAddr = l["src_addr"].as_str().unwrap_or("").parse().unwrap();
-                src.ip().to_string() == caller
-            }),
+            from(&inbound, caller),
             "orders logged a call from {caller}: {inbound:#?}"
         );
     }
-    let outbound = mesh.access_log("web");
-    for dst in [orders.addr6(8080), orders.addr(8080), solo.addr6(8080)] {
+    let dsts = [orders.addr6(8080), orders.addr(8080), solo.addr6(8080)];
+    let to = |log: &[serde_json::Value], dst: &SocketAddr| {
+        log.iter()
+            .any(|l| l["direction"] == "outbound" && l["dst_addr"] == dst.to_string())
+    };
+    let outbound = mesh.access_log_when("web", Duration::from_secs(5), |log| {
+        dsts.iter().all(|d| to(log, d))
+    });
+    for dst in &dsts {
         assert!(
-            outbound
-                .iter()
-                .any(|l| l["direction"] == "outbound" && l["dst_addr"] == dst.to_string()),
+            to(&outbound, dst),
             "web's outbound logged {dst}: {outbound:#?}"
         );
     }

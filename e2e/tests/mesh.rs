@@ -254,12 +254,17 @@ fn interception_identity_wire_encryption_policy_and_quarantine() {
         (Some(StatusCode::FORBIDDEN), None),
         "a mesh identity no policy names: 403 at L7, connection refused at L4"
     );
-    let log = mesh.access_log("orders");
+    let denied = |log: &[serde_json::Value], protocol: &str| {
+        log.iter().any(|e| {
+            e["src_id"] == id("intruder") && e["protocol"] == protocol && e["decision"] == "deny"
+        })
+    };
+    let log = mesh.access_log_when("orders", Duration::from_secs(5), |log| {
+        denied(log, "http2") && denied(log, "tcp")
+    });
     for protocol in ["http2", "tcp"] {
         assert!(
-            log.iter().any(|e| e["src_id"] == id("intruder")
-                && e["protocol"] == protocol
-                && e["decision"] == "deny"),
+            denied(&log, protocol),
             "orders logged the denied {protocol} call with the caller's verified identity: {log:#?}"
         );
     }

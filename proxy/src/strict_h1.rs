@@ -25,6 +25,7 @@
 
 use std::{
     io,
+    mem::MaybeUninit,
     pin::Pin,
     sync::{
         Arc,
@@ -362,8 +363,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
                     return Poll::Pending;
                 }
             }
-            let mut scratch = [0u8; 8192];
-            let mut rb = ReadBuf::new(&mut scratch);
+            // Uninitialised: zeroing 8 KB per read was a third of the outbound's
+            // instructions per HTTP/1.1 request (the socket fills what it returns).
+            let mut scratch = [MaybeUninit::<u8>::uninit(); 8192];
+            let mut rb = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -381,8 +384,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
                         }
                         return Poll::Ready(Ok(()));
                     }
-                    let data = filled.to_vec();
-                    if let Err(e) = self.process(&data) {
+                    if let Err(e) = self.process(filled) {
                         self.pending_error = Some(e);
                     }
                 }
