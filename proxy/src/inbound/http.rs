@@ -5,7 +5,7 @@
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Version, header,
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery},
 };
 use http_body_util::BodyExt;
@@ -239,10 +239,15 @@ async fn forward(
     let (Some(app), Ok(path_and_query)) = (app, path_and_query) else {
         return error_response(StatusCode::BAD_REQUEST, request_id);
     };
-    let Ok(uri) = http_uri(app, path_and_query) else {
-        return error_response(StatusCode::BAD_REQUEST, request_id);
+    // HTTP/1.1 to the app in origin form; HTTP/2 carries scheme and authority.
+    parts.uri = if app_h1 {
+        Uri::from(path_and_query)
+    } else {
+        let Ok(uri) = http_uri(app, path_and_query) else {
+            return error_response(StatusCode::BAD_REQUEST, request_id);
+        };
+        uri
     };
-    parts.uri = uri;
     strip_hop_by_hop(&mut parts.headers);
     if let Some(up) = &upgrade {
         upgrade::restore(&mut parts.headers, up.protocols.clone());
@@ -262,15 +267,13 @@ async fn forward(
             parts.headers.insert(header::HOST, a);
         }
         ctx.app_client
-            .http1
-            .request(Request::from_parts(parts, body))
+            .send(ctx.app, false, Request::from_parts(parts, body))
             .await
     } else {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
         ctx.app_client
-            .http2
-            .request(Request::from_parts(parts, body))
+            .send(ctx.app, true, Request::from_parts(parts, body))
             .await
     };
     match result {
