@@ -141,6 +141,10 @@ async fn pre_install_checks_on_a_bare_cluster() {
         ]
     );
     assert!(json.iter().all(|(_, o)| o == "ok"), "{json:?}");
+    // `--json`, as the other commands still accept it, is `-o json`.
+    let legacy: Value = serde_json::from_slice(&check(&kc, &["--pre", "--json"]).stdout).unwrap();
+    assert_eq!(legacy["checks"].as_array().unwrap().len(), 5, "{legacy}");
+    assert_eq!(legacy["failed"], 0);
 
     // A user without any binding may not install anything.
     let dir = tempfile::tempdir().unwrap();

@@ -1,8 +1,8 @@
 //! `vigil`: the command line for operating a Vigil mesh.
 //!
 //! Every failure prints one line, `error: <what went wrong and what to check>`. Exit
-//! codes: 0 success (or "allow"), 1 failure (or "deny" / a failed policy test), 2 usage
-//! errors and, for `explain` and `policy test`, errors.
+//! codes: 0 success (or "allow"), 1 failure (or "deny" / a failed policy test / a failed
+//! check), 2 usage errors and, for `explain`, `policy test` and `check`, errors.
 //!
 //! Installed as `kubectl-vigil` on the PATH (a copy or symlink), it is a kubectl plugin:
 //! `kubectl vigil explain ...`; it then names itself `kubectl vigil` in help and usage.
