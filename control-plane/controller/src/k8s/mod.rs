@@ -297,3 +297,27 @@ async fn sync_ca(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::version::Info;
+
+    use super::*;
+
+    fn info(major: &str, minor: &str) -> Info {
+        Info {
+            major: major.into(),
+            minor: minor.into(),
+            ..Info::default()
+        }
+    }
+
+    #[test]
+    fn native_sidecars_from_1_29_and_distribution_suffixes_are_read() {
+        assert!(!has_native_sidecars(&info("1", "28")));
+        assert!(has_native_sidecars(&info("1", "29+")));
+        assert!(has_native_sidecars(&info("2", "0")));
+        assert!(!has_native_sidecars(&info("1", "")));
+        assert_eq!(version_of(&info("1", "36")), Some((1, 36)));
+    }
+}
