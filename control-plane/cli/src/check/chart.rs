@@ -8,6 +8,9 @@ pub(crate) const NAMESPACE: &str = "vigil-system";
 pub(crate) const MIN_MINOR: u32 = 28;
 /// The controller's Deployment (and Service): `<name>-controller`.
 pub(crate) const CONTROLLER: &str = "vigil-controller";
+/// The injector's settings (`<fullname>-injector`) and their key: which namespaces are
+/// never injected.
+pub(crate) const INJECTOR_CONFIG: (&str, &str) = ("vigil-controller-injector", "config.yaml");
 /// The leader-election Lease (`leaderElection.leaseName`).
 pub(crate) const LEASE: &str = "vigil-controller";
 /// The CA Secret (`ca.secretName`), created by the controller.
@@ -56,6 +59,13 @@ mod tests {
             );
         }
         assert!(VALUES.contains("fullnameOverride: \"\""));
+        let configmap = include_str!("../../../../charts/vigil/templates/configmap.yaml");
+        assert!(
+            configmap.contains("name: {{ include \"vigil.fullname\" . }}-injector")
+                && configmap.contains(&format!("  {}: |", INJECTOR_CONFIG.1))
+                && INJECTOR_CONFIG.0 == format!("{CONTROLLER}-injector"),
+            "{configmap}"
+        );
         for (name, _, _) in CRDS {
             let file = format!(
                 "{}/../../charts/vigil/crds/policy.vigil.dev_{}.yaml",

@@ -11,7 +11,7 @@
 //!              pre/existing.rs   Vigil not installed already
 //!   installed  installed/crds.rs        the CRDs exist and are Established
 //!              installed/controller.rs  Deployment ready, leader Lease held and fresh
-//!              installed/webhook.rs     webhook configuration, its Service's endpoints (or URL),
+//!              installed/webhook.rs     webhook configuration (webhook_reach.rs: its Service's endpoints, or URL),
 //!                                       its caBundle holds the CA root the webhook's cert chains to
 //!              installed/ca.rs          CA Secret present, root and issuer not expiring
 //!              installed/pods.rs        every enrolled pod carries the injected proxy

@@ -9,6 +9,7 @@ mod crds;
 mod pods;
 mod policies;
 mod webhook;
+mod webhook_reach;
 
 use super::{could_not, report::Check};
 use crate::cluster::{Cluster, ClusterError};

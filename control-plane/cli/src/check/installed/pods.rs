@@ -2,17 +2,18 @@
 //! enabled` on it or its namespace) without the `vigil-proxy` container was created
 //! before the enrollment or while the webhook was not called; it is outside the mesh
 //! until it is re-created. Which pods the webhook would inject is the injector's own
-//! rule (`vigil_injector::enroll::check`); the control-plane namespace and `kube-system`
-//! are never injected.
+//! rule (`vigil_injector::enroll::check`); the control-plane namespace and the chart's
+//! `injector.skipNamespaces` (read from its ConfigMap; default `kube-system`) are never
+//! injected.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kube::{Api, ResourceExt, api::ListParams};
 use vigil_injector::{InjectorConfig, enroll};
 
 use crate::{
-    check::report::Check,
+    check::{chart, report::Check},
     cluster::{Cluster, ClusterError},
 };
 
@@ -35,10 +36,7 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
         .list(&ListParams::default())
         .await
         .map_err(|e| cluster.error(e, "list", "pods in all namespaces", None))?;
-    let config = InjectorConfig {
-        control_plane_namespace: ns.to_string(),
-        ..InjectorConfig::default()
-    };
+    let config = injector_config(cluster, ns).await;
     let (mut injected, mut missing) = (0, BTreeMap::<String, BTreeSet<String>>::new());
     for pod in &pods.items {
         let pod_ns = pod.namespace().unwrap_or_default();
@@ -83,6 +81,24 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
             )
         })
         .collect())
+}
+
+/// The injector's settings from the chart's ConfigMap (its `skipNamespaces`); the
+/// defaults, with `ns` as the control plane's namespace, if it cannot be read.
+async fn injector_config(cluster: &Cluster, ns: &str) -> InjectorConfig {
+    let (name, key) = chart::INJECTOR_CONFIG;
+    let configmaps = Api::<ConfigMap>::namespaced(cluster.client.clone(), ns);
+    let text = configmaps
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data?.remove(key));
+    text.and_then(|t| vigil_injector::parse_config(&t).ok())
+        .unwrap_or_else(|| InjectorConfig {
+            control_plane_namespace: ns.to_string(),
+            ..InjectorConfig::default()
+        })
 }
 
 /// The command that re-creates `pod` through its owner (so the webhook sees it again).
