@@ -336,6 +336,55 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
         .await
         .unwrap();
 
+    // The webhook does not see the namespace (its namespaceSelector wants a label this
+    // one lacks): a restart alone would not inject, and the fix says what to change.
+    let selector = |sel: Value| {
+        let webhooks = webhooks.clone();
+        async move {
+            let mut config = webhooks.get("vigil-injector").await.unwrap();
+            config.webhooks.as_mut().unwrap()[0].namespace_selector =
+                Some(serde_json::from_value(sel).unwrap());
+            webhooks
+                .replace("vigil-injector", &PostParams::default(), &config)
+                .await
+                .unwrap();
+        }
+    };
+    let default_selector = serde_json::to_value(
+        webhooks
+            .get("vigil-injector")
+            .await
+            .unwrap()
+            .webhooks
+            .unwrap()[0]
+            .namespace_selector
+            .clone(),
+    )
+    .unwrap();
+    selector(json!({"matchLabels": {"mesh": "on"}})).await;
+    let mut lonely = pod.clone();
+    lonely.metadata = yaml("name: lonely");
+    let lonely = pods.create(&PostParams::default(), &lonely).await.unwrap();
+    assert_eq!(
+        lonely.spec.unwrap().containers.len(),
+        1,
+        "the webhook was not called"
+    );
+    let out = exits(&check(&kc, &[]), 1);
+    has(
+        &out,
+        &format!(
+            "✘ enrolled pods injected: enrolled but without the vigil-proxy sidecar (outside the mesh): {ns}/lonely"
+        ),
+        Some(&format!(
+            "the webhook's namespaceSelector does not select namespace {ns}: label it to match (kubectl label namespace {ns} KEY=VALUE)"
+        )),
+    );
+    selector(default_selector).await;
+    pods.delete("lonely", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+
     // A policy the compiler rejects (a bad regex): its status says why, and so does check.
     let ap = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("policy.vigil.dev", "v1alpha1", "AccessPolicy"),

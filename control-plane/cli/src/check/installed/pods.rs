@@ -8,8 +8,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::{
+    admissionregistration::v1::{MutatingWebhook, MutatingWebhookConfiguration},
+    core::v1::{ConfigMap, Namespace, Pod},
+};
 use kube::{Api, ResourceExt, api::ListParams};
+use vigil_index::selector;
 use vigil_injector::{InjectorConfig, enroll};
 
 use crate::{
@@ -32,11 +36,17 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
         .iter()
         .map(|n| (n.name_any(), n.annotations().clone()))
         .collect();
+    let labels: BTreeMap<String, BTreeMap<String, String>> = namespaces
+        .items
+        .iter()
+        .map(|n| (n.name_any(), n.labels().clone()))
+        .collect();
     let pods = Api::<Pod>::all(cluster.client.clone())
         .list(&ListParams::default())
         .await
         .map_err(|e| cluster.error(e, "list", "pods in all namespaces", None))?;
     let config = injector_config(cluster, ns).await;
+    let hook = webhook(cluster).await;
     let (mut injected, mut missing) = (0, BTreeMap::<String, BTreeSet<String>>::new());
     for pod in &pods.items {
         let pod_ns = pod.namespace().unwrap_or_default();
@@ -52,8 +62,13 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
         }
         match enroll::check(pod, ns_annotations) {
             None => {
+                let ns_labels = labels.get(&pod_ns).unwrap_or(&empty);
+                let fix = match unseen(hook.as_ref(), pod, &pod_ns, ns_labels) {
+                    Some(why) => format!("{why}; then {}", restart(pod)),
+                    None => format!("restart it so the webhook injects it: {}", restart(pod)),
+                };
                 missing
-                    .entry(restart(pod))
+                    .entry(fix)
                     .or_default()
                     .insert(format!("{pod_ns}/{}", pod.name_any()));
             }
@@ -77,10 +92,49 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
                     "enrolled but without the vigil-proxy sidecar (outside the mesh): {}",
                     pods.join(", ")
                 ),
-                format!("restart it so the webhook injects it: {fix}"),
+                fix,
             )
         })
         .collect())
+}
+
+/// The injector's webhook, if it can be read (its selectors say which pods the API
+/// server sends it).
+async fn webhook(cluster: &Cluster) -> Option<MutatingWebhook> {
+    Api::<MutatingWebhookConfiguration>::all(cluster.client.clone())
+        .get_opt(chart::WEBHOOK)
+        .await
+        .ok()??
+        .webhooks?
+        .into_iter()
+        .next()
+}
+
+/// Why the API server would not send `pod` to the webhook even when re-created (its
+/// namespace or labels are outside the webhook's selectors), or `None`.
+fn unseen(
+    hook: Option<&MutatingWebhook>,
+    pod: &Pod,
+    ns: &str,
+    ns_labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    let hook = hook?;
+    if let Some(sel) = &hook.namespace_selector
+        && !selector::matches(sel, ns_labels)
+    {
+        return Some(format!(
+            "the webhook's namespaceSelector does not select namespace {ns}: label it to match (kubectl label namespace {ns} KEY=VALUE) or widen webhook.namespaceSelector (helm upgrade)"
+        ));
+    }
+    if let Some(sel) = &hook.object_selector
+        && !selector::matches(sel, pod.labels())
+    {
+        return Some(format!(
+            "the webhook's objectSelector does not select pod {ns}/{}: label the pod template to match or widen webhook.objectSelector (helm upgrade)",
+            pod.name_any()
+        ));
+    }
+    None
 }
 
 /// The injector's settings from the chart's ConfigMap (its `skipNamespaces`); the
