@@ -146,6 +146,29 @@ async fn pre_install_checks_on_a_bare_cluster() {
     assert_eq!(legacy["checks"].as_array().unwrap().len(), 5, "{legacy}");
     assert_eq!(legacy["failed"], 0);
 
+    // Without --pre on a cluster without Vigil: each part fails and says to install it.
+    let out = exits(&check(&kc, &[]), 1);
+    has(
+        &out,
+        "✘ CRD segments.policy.vigil.dev Established: not installed",
+        Some("kubectl apply -f charts/vigil/crds/"),
+    );
+    has(
+        &out,
+        "✘ controller Deployment ready: no Deployment vigil-system/vigil-controller",
+        Some("install Vigil: helm install vigil charts/vigil -n vigil-system --create-namespace"),
+    );
+    has(
+        &out,
+        "✘ CA Secret present: no Secret vigil-system/vigil-ca",
+        None,
+    );
+    has(
+        &out,
+        "✘ injector webhook configured: no MutatingWebhookConfiguration vigil-injector",
+        Some("install Vigil"),
+    );
+
     // A user without any binding may not install anything.
     let dir = tempfile::tempdir().unwrap();
     let weak = dir.path().join("weak");
