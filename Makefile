@@ -97,7 +97,7 @@ chart-lint:
 ## e2e/k8s/testbin/build.sh on first use; `make test` runs them too)
 test-k8s:
 	$(CARGO) build $(CARGO_FLAGS) --workspace --bins
-	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test k8s_crds --test k8s_chart --test k8s_helm --test k8s_mesh --test k8s_ha --test k8s_cli
+	$(CARGO) test $(CARGO_FLAGS) -p vigil-e2e --test k8s_crds --test k8s_chart --test k8s_helm --test k8s_mesh --test k8s_ha --test k8s_cli --test k8s_check
 
 ## bench: the quick tier (well under 10 minutes on 2 cores): installs the baselines
 ## (benches/baselines/install.sh: HAProxy, nginx, Envoy), builds the release binaries, runs

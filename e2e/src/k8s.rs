@@ -302,6 +302,19 @@ impl Cluster {
         vec![api, self.etcd_pid]
     }
 
+    /// Kills etcd and kube-apiserver and removes the directory: for a server a test
+    /// started for itself ([`Self::start`]); the shared one ([`cluster`]) lives as long
+    /// as its test binary.
+    pub fn stop(self) {
+        for pid in self.server_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
     /// The serving certificate's CA, as a file (for kubeconfigs of node components).
     pub fn ca_file(&self) -> PathBuf {
         let p = self.dir.join("ca.crt");

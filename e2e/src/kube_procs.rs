@@ -176,6 +176,25 @@ pub async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
+/// The holder of the Lease `name` (in `leases`' namespace), if it exists and has one.
+pub async fn lease_holder(
+    leases: &kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+    name: &str,
+) -> Option<String> {
+    leases.get_opt(name).await.ok()??.spec?.holder_identity
+}
+
+/// The `status` of the Segment, AccessPolicy or Quarantine `name` once its first
+/// condition's status is `condition` (`"True"`, `"False"`), else `None`.
+pub async fn policy_status(
+    api: &kube::Api<kube::api::DynamicObject>,
+    name: &str,
+    condition: &str,
+) -> Option<serde_json::Value> {
+    let s = api.get(name).await.ok()?.data.get("status")?.clone();
+    (s["conditions"][0]["status"] == condition).then_some(s)
+}
+
 /// Waits until `addr` answers `/ready` with 2xx.
 pub async fn ready(what: &str, addr: SocketAddr) {
     wait_for(what, Duration::from_secs(60), || async {

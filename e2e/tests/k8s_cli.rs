@@ -541,13 +541,7 @@ async fn without_the_crds_every_command_says_to_install_them() {
         PORT,
     ];
     missing(&vigil(&kc, &e), 2, "segments");
-    for pid in bare.server_pids() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let _ = std::fs::remove_dir_all(&bare.dir);
+    bare.stop();
 }
 
 #[tokio::test]

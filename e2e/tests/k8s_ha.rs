@@ -18,7 +18,9 @@ use kube::{
 };
 use vigil_e2e::{
     k8s,
-    kube_procs::{ControllerPorts, controller_env, ready, spawn, wait_for, yaml},
+    kube_procs::{
+        ControllerPorts, controller_env, lease_holder, policy_status, ready, spawn, wait_for, yaml,
+    },
 };
 
 fn policy(ns: &str, name: &str) -> DynamicObject {
@@ -30,20 +32,14 @@ fn policy(ns: &str, name: &str) -> DynamicObject {
 }
 
 async fn accepted(api: &Api<DynamicObject>, name: &str, limit: Duration) {
-    wait_for(&format!("{name} to get status Accepted"), limit, || async {
-        let p = api.get(name).await.ok()?;
-        (p.data.get("status")?["conditions"][0]["status"] == "True").then_some(())
+    wait_for(&format!("{name} to get status Accepted"), limit, || {
+        policy_status(api, name, "True")
     })
     .await;
 }
 
 async fn holder(leases: &Api<Lease>) -> Option<String> {
-    leases
-        .get_opt("vigil-controller")
-        .await
-        .ok()??
-        .spec?
-        .holder_identity
+    lease_holder(leases, "vigil-controller").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,8 @@ use kube::{
 use vigil_e2e::{
     apps, k8s,
     kube_procs::{
-        ControllerPorts, controller_env, free_port, metric, ready, spawn, wait_for, yaml,
+        ControllerPorts, controller_env, free_port, metric, policy_status, ready, spawn, wait_for,
+        yaml,
     },
 };
 
@@ -516,15 +517,8 @@ async fn kubernetes_mode_end_to_end() {
         .create(&PostParams::default(), &broken)
         .await
         .unwrap();
-    let rejected = wait_for("the rejected status", Duration::from_secs(20), || async {
-        let s = policies
-            .get("broken")
-            .await
-            .ok()?
-            .data
-            .get("status")?
-            .clone();
-        (s["conditions"][0]["status"] == "False").then_some(s)
+    let rejected = wait_for("the rejected status", Duration::from_secs(20), || {
+        policy_status(&policies, "broken", "False")
     })
     .await;
     assert_eq!(rejected["conditions"][0]["reason"], "Invalid");

@@ -1,8 +1,8 @@
 //! `vigil`: the command line for operating a Vigil mesh.
 //!
 //! Every failure prints one line, `error: <what went wrong and what to check>`. Exit
-//! codes: 0 success (or "allow"), 1 failure (or "deny" / a failed policy test), 2 usage
-//! errors and, for `explain` and `policy test`, errors.
+//! codes: 0 success (or "allow"), 1 failure (or "deny" / a failed policy test / a failed
+//! check), 2 usage errors and, for `explain`, `policy test` and `check`, errors.
 //!
 //! Installed as `kubectl-vigil` on the PATH (a copy or symlink), it is a kubectl plugin:
 //! `kubectl vigil explain ...`; it then names itself `kubectl vigil` in help and usage.
@@ -15,6 +15,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use vigil_cert_authority::TrustDomain;
 
 mod ca;
+mod check;
 mod cluster;
 mod completions;
 mod demo;
@@ -60,6 +61,9 @@ enum Command {
     Quarantine(quarantine::QuarantineArgs),
     /// Lift a quarantine written by `vigil quarantine`.
     Unquarantine(quarantine::UnquarantineArgs),
+    /// Check that the cluster can take Vigil (--pre, before installing) or that every
+    /// part of the installed Vigil is healthy; exit 1 if a check failed.
+    Check(check::CheckArgs),
     /// Print a shell completion script, e.g. `source <(vigil completions bash)`.
     Completions(completions::CompletionsArgs),
 }
@@ -93,7 +97,8 @@ fn parse_cli() -> Cli {
 fn main() -> ExitCode {
     let cli = parse_cli();
     let cluster = &cli.cluster;
-    // `explain` and `policy test` use 1 for "deny"/"mismatch", so their errors exit 2.
+    // `explain` and `policy test` use 1 for "deny"/"mismatch", and `check` for a failed
+    // check, so their errors exit 2.
     let (result, error_code) = match cli.command {
         Command::Demo(a) => (demo::run(a), 1),
         Command::Ca(cmd) => (ca::run(cmd).map(|()| 0), 1),
@@ -102,6 +107,7 @@ fn main() -> ExitCode {
         Command::Status(a) => (status::run(a), 1),
         Command::Quarantine(a) => (quarantine::quarantine(a, cluster), 1),
         Command::Unquarantine(a) => (quarantine::unquarantine(a, cluster), 1),
+        Command::Check(a) => (check::run(a, cluster), 2),
         Command::Completions(a) => (completions::run(a), 1),
     };
     match result {

@@ -243,18 +243,32 @@ async fn injector_config(
     };
     cfg.controller_identity = state.identity.to_string();
     cfg.trust_anchors_pem = state.bundle.borrow().to_pem();
-    // Native sidecars (init containers with restartPolicy Always): on by default from 1.29.
     cfg.cluster_has_native_sidecars = match k.client.apiserver_version().await {
-        Ok(v) => {
-            let minor: u32 = v.minor.trim_end_matches('+').parse().unwrap_or(0);
-            v.major == "1" && minor >= 29
-        }
+        Ok(v) => has_native_sidecars(&v),
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the apiserver version; assuming no native sidecars");
             false
         }
     };
     Ok(cfg)
+}
+
+/// The first Kubernetes 1.x minor with native sidecars (init containers with
+/// `restartPolicy: Always`) on by default; `vigil check --pre` reports it too.
+pub const NATIVE_SIDECARS_MINOR: u32 = 29;
+
+/// The apiserver's `(major, minor)`, as `/version` reports them (`"29+"` on some
+/// distributions counts as 29); `None` if they are not numbers.
+pub fn version_of(v: &k8s_openapi::apimachinery::pkg::version::Info) -> Option<(u32, u32)> {
+    let major = v.major.trim_end_matches('+').parse().ok()?;
+    let minor = v.minor.trim_end_matches('+').parse().ok()?;
+    Some((major, minor))
+}
+
+/// Whether an apiserver of this version runs native sidecars (the injector's `auto`).
+pub fn has_native_sidecars(v: &k8s_openapi::apimachinery::pkg::version::Info) -> bool {
+    version_of(v)
+        .is_some_and(|(major, minor)| major > 1 || (major == 1 && minor >= NATIVE_SIDECARS_MINOR))
 }
 
 /// Keeps the CA state and its Secret together: the leader writes its rotations, the
@@ -281,5 +295,29 @@ async fn sync_ca(
         if let Err(e) = result {
             tracing::warn!(error = %format!("{e:#}"), "CA Secret sync failed; will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::version::Info;
+
+    use super::*;
+
+    fn info(major: &str, minor: &str) -> Info {
+        Info {
+            major: major.into(),
+            minor: minor.into(),
+            ..Info::default()
+        }
+    }
+
+    #[test]
+    fn native_sidecars_from_1_29_and_distribution_suffixes_are_read() {
+        assert!(!has_native_sidecars(&info("1", "28")));
+        assert!(has_native_sidecars(&info("1", "29+")));
+        assert!(has_native_sidecars(&info("2", "0")));
+        assert!(!has_native_sidecars(&info("1", "")));
+        assert_eq!(version_of(&info("1", "36")), Some((1, 36)));
     }
 }
