@@ -175,10 +175,13 @@ async fn bootstrap_policy_edits_jit_and_quarantine() {
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .unwrap()
     };
-    assert_eq!(
-        live.send_request(req()).await.unwrap().status(),
-        StatusCode::OK
-    );
+    // Read to its end: a response dropped unread would close the connection by itself.
+    let resp = live.send_request(req()).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    assert!(!conn_task.is_finished(), "the live connection is kept alive");
     let start = Instant::now();
     plane.write("quarantine.yaml", "apiVersion: policy.vigil.dev/v1alpha1\nkind: Quarantine\nmetadata: {name: web, namespace: shop}\nspec: {workload: web, reason: suspected compromise}\n");
     eventually(10, "web's open connection closed", async || {
