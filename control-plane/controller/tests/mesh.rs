@@ -181,7 +181,10 @@ async fn bootstrap_policy_edits_jit_and_quarantine() {
     http_body_util::BodyExt::collect(resp.into_body())
         .await
         .unwrap();
-    assert!(!conn_task.is_finished(), "the live connection is kept alive");
+    assert!(
+        !conn_task.is_finished(),
+        "the live connection is kept alive"
+    );
     let start = Instant::now();
     plane.write("quarantine.yaml", "apiVersion: policy.vigil.dev/v1alpha1\nkind: Quarantine\nmetadata: {name: web, namespace: shop}\nspec: {workload: web, reason: suspected compromise}\n");
     eventually(10, "web's open connection closed", async || {
