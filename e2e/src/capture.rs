@@ -32,6 +32,10 @@ impl Capture {
                 netns,
                 "tcpdump",
                 "--immediate-mode",
+                // 16 MiB of kernel buffer (the default 2 MiB dropped a handshake's packets
+                // on a loaded 2-core machine: "previous segment not captured").
+                "-B",
+                "16384",
                 "-i",
                 iface,
                 "-U",

@@ -106,6 +106,10 @@ fn interception_identity_wire_encryption_policy_and_quarantine() {
     );
     mesh.enroll(&web, "web", &[]);
     mesh.enroll(&intruder, "intruder", &[]);
+    // Every proxy on the controller's current snapshot: each one knows who serves which
+    // address before the first call (a proxy still on an older snapshot refuses a mesh
+    // destination it does not know yet on its own, without a handshake to count).
+    mesh.wait_all_applied(0, Duration::from_secs(10));
 
     // --- The app in web calls orders' IP:port; what crosses the bridge is TLS 1.3. ---
     let secret = format!("e2e-secret-{}", std::process::id());
