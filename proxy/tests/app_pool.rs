@@ -33,6 +33,7 @@ struct Seen {
     accepted: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
     targets: Arc<Mutex<Vec<String>>>,
+    hosts: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 /// An HTTP/1.1 app that counts the connections it accepts and sees closed, and records
@@ -41,10 +42,11 @@ async fn counting_app() -> (SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Seen::default();
-    let (a, c, t) = (
+    let (a, c, t, h) = (
         seen.accepted.clone(),
         seen.closed.clone(),
         seen.targets.clone(),
+        seen.hosts.clone(),
     );
     tokio::spawn(async move {
         loop {
@@ -52,10 +54,16 @@ async fn counting_app() -> (SocketAddr, Seen) {
                 continue;
             };
             a.fetch_add(1, Ordering::SeqCst);
-            let (c, t) = (c.clone(), t.clone());
+            let (c, t, h) = (c.clone(), t.clone(), h.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     t.lock().unwrap().push(req.uri().to_string());
+                    h.lock().unwrap().push(
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string),
+                    );
                     let status = match req.uri().path() {
                         "/empty" => StatusCode::NO_CONTENT,
                         _ => StatusCode::OK,
@@ -116,6 +124,23 @@ async fn keep_alive_connections_to_the_app_are_reused_and_sent_origin_form() {
         "origin form: {targets:?}"
     );
     assert_eq!(targets[0], "/orders/1?x=1");
+
+    // A request that names no host (HTTP/1.0 may) reaches the app with one: the app's
+    // address, as any client of the app would send it.
+    let no_host = Request::builder()
+        .version(http::Version::HTTP_10)
+        .uri("/orders/2")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let mut old = h1_over_mtls(b.inbound, &mesh.client_creds("web"), &[&wid("orders")])
+        .await
+        .unwrap();
+    let (status, _, _) = send(&mut old, no_host).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        seen.hosts.lock().unwrap().last().cloned().flatten(),
+        Some(app.to_string())
+    );
 }
 
 #[tokio::test]

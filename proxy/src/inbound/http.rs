@@ -243,7 +243,7 @@ async fn forward(
     parts.uri = if app_h1 {
         Uri::from(path_and_query)
     } else {
-        let Ok(uri) = http_uri(app, path_and_query) else {
+        let Ok(uri) = http_uri(app.clone(), path_and_query) else {
             return error_response(StatusCode::BAD_REQUEST, request_id);
         };
         uri
@@ -261,10 +261,12 @@ async fn forward(
     }
     let result = if app_h1 {
         parts.version = Version::HTTP_11;
+        // HTTP/1.1 needs a Host: the request's authority, else (an HTTP/1.0 request that
+        // named none) the app's address, as any client of the app would send it.
         if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            && let Ok(v) = HeaderValue::from_str(authority.as_ref().unwrap_or(&app).as_str())
         {
-            parts.headers.insert(header::HOST, a);
+            parts.headers.insert(header::HOST, v);
         }
         ctx.app_client
             .send(ctx.app, false, Request::from_parts(parts, body))
