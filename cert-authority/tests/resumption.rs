@@ -189,10 +189,10 @@ async fn new_credentials_end_every_session() {
 }
 
 #[tokio::test]
-async fn a_ticket_does_not_resume_with_a_client_expecting_other_identities() {
-    // Tickets live in one client config, and a config expects one identity set: a client
-    // that expects API (not DB) cannot reuse the DB session of another config — its
-    // handshake is full and the DB server is refused.
+async fn a_client_expecting_other_identities_refuses_a_server_another_config_resumed_with() {
+    // Tickets live in the client config that received them (that a fresh config starts
+    // with none is `new_credentials_end_every_session`): a config expecting API, next to
+    // one holding a DB ticket, verifies the DB server in full — and refuses it.
     let p = resumable().await;
     let api = "spiffe://cluster.local/ns/shop/sa/api";
     let other = client(&creds(&p.ca, WEB), api, Arc::new(Switch::default()));
