@@ -210,7 +210,12 @@ impl LogSink {
     /// reading it should fail when it does not.
     pub fn lines(&self) -> Vec<serde_json::Value> {
         let bytes = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        String::from_utf8_lossy(&bytes)
+        // Complete lines only: the writer thread may be halfway through the next one.
+        let complete = bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(&[][..], |end| &bytes[..=end]);
+        String::from_utf8_lossy(complete)
             .lines()
             .map(|l| {
                 serde_json::from_str(l)

@@ -13,8 +13,11 @@
 
 mod support;
 
-use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeSet, convert::Infallible, net::SocketAddr, path::PathBuf};
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use support::*;
 use tokio::net::TcpListener;
 
@@ -42,6 +45,43 @@ fn h2spec() -> PathBuf {
         });
     assert!(p.is_file(), "VIGIL_H2SPEC={} is not a file", p.display());
     p
+}
+
+/// The app behind both proxies: reads the whole request body, then answers 200 with a
+/// short body (h2spec asks for a non-empty 200 on `GET /` and `POST /`).
+///
+/// It must read first. Cases such as 8.1.2.6 send HEADERS (`content-length: 1`), then a
+/// 4-byte DATA frame, and expect the proxy to reset the stream (PROTOCOL_ERROR) when the
+/// DATA arrives. An app that answers without reading lets the proxy stream a complete
+/// response before the DATA frame reaches it — through the mTLS relay, a loaded CI
+/// machine can hold the DATA back for longer than the app's round trip — and the proxy
+/// then rightly ends the stream with RST_STREAM(NO_ERROR) (RFC 9113 §8.1), which h2spec
+/// reads as a failure of the proxy. With this app the response cannot exist before the
+/// body is complete, so every run tests what the case is about: the malformed body.
+async fn read_first_app() -> SocketAddr {
+    async fn answer(
+        req: hyper::Request<Incoming>,
+    ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+        let read = req.into_body().collect().await.map(|b| b.to_bytes().len());
+        Ok(hyper::Response::new(Full::new(Bytes::from(format!(
+            "read {read:?}\n"
+        )))))
+    }
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(answer))
+                    .await;
+            });
+        }
+    });
+    addr
 }
 
 /// Accepts plaintext and relays each connection over mesh mTLS (as `web`) to `inbound`.
@@ -171,7 +211,7 @@ fn check(target: &str, cases: usize, failed: &BTreeSet<String>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2spec_strict_outbound_and_inbound() {
     let mesh = Mesh::new();
-    let app = http_app().await;
+    let app = read_first_app().await;
     let ((web, _), (orders, _)) = pair_with_logs(&mesh, app, ALLOW_WEB, &[]).await;
     let relay = mtls_relay(&mesh, orders.inbound).await;
     let dir = tempfile::tempdir().unwrap();
