@@ -24,7 +24,7 @@ use crate::{
     inbound,
     inbound::AppClient,
     metrics::Metrics,
-    outbound::{self, MeshClient, MeshConnector, discovery::Discovery},
+    outbound::{self, MeshConnector, MeshPool, discovery::Discovery},
     policy_store::{self, PolicyStore},
     ratelimit::RateLimiter,
     shared::Shared,
@@ -272,7 +272,7 @@ impl Proxy {
             cfg.pool_idle_timeout,
             cfg.pool_max_idle,
         ));
-        let mesh = Arc::new(MeshClient::new(
+        let mesh = Arc::new(MeshPool::new(
             connector,
             cfg.pool_idle_timeout,
             cfg.pool_max_idle,

@@ -39,6 +39,7 @@ pub mod request_log;
 mod serve;
 pub mod shared;
 pub mod strict_h1;
+mod sweeper;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tls_errors;

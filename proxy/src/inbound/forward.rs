@@ -15,10 +15,7 @@
 use std::{
     net::SocketAddr,
     pin::Pin,
-    sync::{
-        Arc, Mutex, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, atomic::AtomicBool},
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -88,27 +85,20 @@ impl AppClient {
 
     /// Starts the task that closes idle connections, once.
     fn sweep(self: &Arc<Self>) {
-        if self.sweeping.swap(true, Ordering::Relaxed) {
-            return;
+        crate::sweeper::start(self, &self.sweeping, self.idle_timeout, Self::close_idle);
+    }
+
+    /// Forgets closed connections and those idle for the idle timeout.
+    fn close_idle(&self, now: Instant) {
+        let fresh = |since: Instant| now - since < self.idle_timeout;
+        let mut h1 = self.http1.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, idle) in h1.iter_mut() {
+            idle.retain(|i| !i.sender.is_closed() && fresh(i.since));
         }
-        let me: Weak<Self> = Arc::downgrade(self);
-        let every = (self.idle_timeout / 2).max(Duration::from_secs(1));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(me) = me.upgrade() else { return };
-                let now = Instant::now();
-                let fresh = |since: Instant| now - since < me.idle_timeout;
-                let mut h1 = me.http1.lock().unwrap_or_else(|p| p.into_inner());
-                for (_, idle) in h1.iter_mut() {
-                    idle.retain(|i| !i.sender.is_closed() && fresh(i.since));
-                }
-                h1.retain(|(_, idle)| !idle.is_empty());
-                drop(h1);
-                let mut h2 = me.http2.lock().unwrap_or_else(|p| p.into_inner());
-                h2.retain(|(_, s, used)| !s.is_closed() && fresh(*used));
-            }
-        });
+        h1.retain(|(_, idle)| !idle.is_empty());
+        drop(h1);
+        let mut h2 = self.http2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.retain(|(_, s, used)| !s.is_closed() && fresh(*used));
     }
 
     /// Sends `req` (its URI in origin form for HTTP/1.1, absolute for HTTP/2) to the app

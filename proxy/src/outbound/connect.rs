@@ -1,9 +1,10 @@
 //! Originating mesh mTLS: resolving a destination, connecting, verifying the server's
-//! SPIFFE ID, and the pooled HTTP/2 client built on that.
+//! SPIFFE ID. HTTP pools these connections in [`super::pool`]; opaque TCP and upgrades
+//! take one each.
 //!
 //! A destination is either a static route (`--outbound-route`) or an entry of the policy's
-//! `outbound.destinations`. The pooled client keys connections by URI authority: the
-//! original destination address, or `r<N>.route.vigil` for static route N.
+//! `outbound.destinations`, named by an authority: the original destination address, or
+//! `r<N>.route.vigil` for static route N.
 
 use std::{
     future::Future,
@@ -14,15 +15,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::Uri;
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{
-        Client,
-        connect::{Connected, Connection},
-    },
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::{ServerName, UnixTime};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_rustls::{TlsConnector, client::TlsStream};
@@ -247,31 +240,6 @@ impl MeshConnector {
     }
 }
 
-impl tower::Service<Uri> for MeshConnector {
-    type Response = MeshConn;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<MeshConn, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let authority = uri
-                .authority()
-                .map(|a| a.as_str().to_owned())
-                .unwrap_or_default();
-            let target = this
-                .resolve(&authority)
-                .ok_or(ConnectError::UnknownDestination(authority))?;
-            let (conn, _) = this.connect(&target, crate::detect::ALPN_H2).await?;
-            Ok(conn)
-        })
-    }
-}
-
 /// A mesh mTLS connection that fails all I/O once policy closes it (its server is
 /// revoked, or this workload quarantined: see [`crate::connections`]).
 pub struct MeshConn {
@@ -342,42 +310,5 @@ impl hyper::rt::Write for MeshConn {
     }
 }
 
-impl Connection for MeshConn {
-    fn connected(&self) -> Connected {
-        Connected::new().negotiated_h2()
-    }
-}
-
-/// The pooled HTTP/2 client for mesh destinations, plus its connector.
-#[derive(Clone, Debug)]
-pub struct MeshClient {
-    /// Resolves and connects.
-    pub connector: MeshConnector,
-    /// Pooled HTTP/2 over mesh mTLS.
-    pub client: Client<MeshConnector, Incoming>,
-}
-
-impl MeshClient {
-    /// A client whose pool keeps at most `max_idle` idle connections per destination.
-    pub fn new(
-        connector: MeshConnector,
-        idle: std::time::Duration,
-        max_idle: usize,
-        max_streams: u32,
-    ) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .pool_idle_timeout(idle)
-            .pool_max_idle_per_host(max_idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_initial_max_send_streams(max_streams as usize)
-            .http2_initial_stream_window_size(crate::http_util::STREAM_WINDOW)
-            .http2_initial_connection_window_size(crate::http_util::connection_window(max_streams))
-            .build(connector.clone());
-        Self { connector, client }
-    }
-}
-
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -141,9 +141,17 @@ async fn send(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // A Service's virtual address: this request goes to one of its ready backends (the
     // pool keeps a connection per backend), chosen from the policy in force now.
-    let authority = match ctx.mesh.connector.backend_for(&ctx.authority) {
-        Some(backend) => Authority::try_from(backend.to_string()).ok(),
-        None => ctx.uri_authority.clone(),
+    let backend = ctx.mesh.connector.backend_for(&ctx.authority);
+    let (key, authority) = match backend {
+        Some(b) => {
+            let key = b.to_string();
+            let authority = Authority::try_from(key.as_str()).ok();
+            (std::borrow::Cow::Owned(key), authority)
+        }
+        None => (
+            std::borrow::Cow::Borrowed(ctx.authority.as_str()),
+            ctx.uri_authority.clone(),
+        ),
     };
     let Some(Ok(uri)) = authority.map(|a| http_uri(a, path_and_query)) else {
         return error_response(StatusCode::BAD_REQUEST, request_id);
@@ -161,8 +169,11 @@ async fn send(
     parts.version = Version::HTTP_2;
     match ctx
         .mesh
-        .client
-        .request(Request::from_parts(parts, body))
+        .send(
+            &key,
+            &ctx.target.identities,
+            Request::from_parts(parts, body),
+        )
         .await
     {
         Ok(resp) => {
@@ -174,15 +185,12 @@ async fn send(
             Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
         }
         Err(e) => {
-            let source = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_default();
-            tracing::info!(dst = %ctx.dst, error = %e, %source, "mesh request failed");
+            tracing::info!(dst = %ctx.dst, error = %e, "mesh request failed");
             ctx.shared
                 .metrics
                 .reject(DIRECTION, Rejected::UpstreamUnavailable);
             entry.decision = Decision::Deny;
-            entry.reason.what = What::UpstreamFailed(format!("{e}: {source}"));
+            entry.reason.what = What::UpstreamFailed(e.to_string());
             error_response(StatusCode::BAD_GATEWAY, request_id)
         }
     }

@@ -28,11 +28,13 @@ use crate::{
 mod connect;
 pub mod discovery;
 mod http;
+mod pool;
 mod target;
 mod tcp;
 mod upgrade;
 
-pub use connect::{ConnectError, MeshClient, MeshConn, MeshConnector};
+pub use connect::{ConnectError, MeshConn, MeshConnector};
+pub use pool::{MeshError, MeshPool};
 pub use target::Target;
 
 const DIRECTION: Direction = Direction::Outbound;
@@ -42,7 +44,7 @@ const DIRECTION: Direction = Direction::Outbound;
 pub(crate) struct OutCtx {
     pub(crate) shared: Arc<Shared>,
     /// Resolves, connects and pools mesh connections.
-    pub(crate) mesh: Arc<MeshClient>,
+    pub(crate) mesh: Arc<MeshPool>,
     /// The pool authority for HTTP (`ip:port` or a route authority).
     pub(crate) authority: String,
     /// `authority` parsed for request URIs, once per connection (`None`: not a valid one,
@@ -57,7 +59,7 @@ pub(crate) struct OutCtx {
 }
 
 /// Accepts on the transparent outbound listener (original destination from iptables).
-pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>, mesh: Arc<MeshClient>) {
+pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>, mesh: Arc<MeshPool>) {
     serve(listener, shared, mesh, None).await;
 }
 
@@ -65,7 +67,7 @@ pub async fn serve_transparent(listener: TcpListener, shared: Arc<Shared>, mesh:
 pub async fn serve_route(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mesh: Arc<MeshClient>,
+    mesh: Arc<MeshPool>,
     index: usize,
 ) {
     serve(listener, shared, mesh, Some(index)).await;
@@ -74,7 +76,7 @@ pub async fn serve_route(
 async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    mesh: Arc<MeshClient>,
+    mesh: Arc<MeshPool>,
     route: Option<usize>,
 ) {
     crate::serve::accept_loop(
@@ -90,7 +92,7 @@ async fn handle(
     mut stream: TcpStream,
     src: SocketAddr,
     shared: Arc<Shared>,
-    mesh: Arc<MeshClient>,
+    mesh: Arc<MeshPool>,
     route: Option<usize>,
     mut guard: crate::serve::ConnGuard,
 ) {

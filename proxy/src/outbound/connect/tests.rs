@@ -8,7 +8,7 @@ use vigil_policy::{Policy, ProxyPolicy};
 use super::*;
 use std::collections::BTreeSet;
 
-fn connector(policy: &str) -> MeshConnector {
+pub(crate) fn connector(policy: &str) -> MeshConnector {
     let model: ProxyPolicy = serde_saphyr::from_str(policy).unwrap();
     let (_, tls) = watch::channel(None);
     let (tx, policy) = watch::channel(Arc::new(Policy::compile(model).unwrap()));

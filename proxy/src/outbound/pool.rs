@@ -1,0 +1,255 @@
+//! The outbound's mesh connections for HTTP: one shared HTTP/2 connection (mTLS to the
+//! destination's proxy) per destination authority, made on first use and reused by the
+//! requests to that authority while it is open, its server is one the destination
+//! expects, and it was used within `--pool-idle-timeout`.
+//!
+//! - Concurrent first requests to an authority share one handshake: a per-authority
+//!   lock is held while connecting, and whoever waited on it takes the new connection.
+//! - A request goes over a pooled connection only if that connection's server (its
+//!   verified SPIFFE ID) is among the identities the request's destination expects: a
+//!   policy that changes who may serve an address applies to the next request, not only
+//!   once the old connection happens to close. (Revocation and quarantine close pooled
+//!   connections by themselves, see [`crate::connections`].)
+//! - A request the connection refused before any of it was sent (it closed meanwhile) is
+//!   retried once on a new connection.
+//! - `--pool-max-idle 0` keeps no connection between requests.
+//! - A sweeper task, started by the first request and ending with the pool, forgets
+//!   connections unused for `--pool-idle-timeout`; streams still open on one finish, then
+//!   hyper closes it.
+//!
+//! hyper-util's pooled client, used before, hashed a scheme + authority key with SipHash
+//! several times and wrapped every request in pool bookkeeping (about 5.8 k instructions
+//! per request); here a request costs one short lock, an FxHash of the authority and a
+//! sender clone.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, Mutex, PoisonError, atomic::AtomicBool},
+    time::{Duration, Instant},
+};
+
+use http::{Request, Response};
+use hyper::{body::Incoming, client::conn::http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustc_hash::FxBuildHasher;
+use vigil_cert_authority::SpiffeId;
+
+use super::connect::{ConnectError, MeshConnector};
+
+/// Why a request could not be sent to the destination's proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum MeshError {
+    /// No verified mTLS connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The HTTP/2 exchange with the destination's proxy failed.
+    #[error("HTTP/2 to the mesh destination {authority} failed: {}", with_causes(.source))]
+    Http {
+        /// The destination's pool authority.
+        authority: String,
+        /// hyper's error.
+        source: hyper::Error,
+    },
+}
+
+/// hyper's error and what caused it (its `Display` names only the kind).
+fn with_causes(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// The mesh connections of the outbound's HTTP traffic, by destination authority.
+#[derive(Debug)]
+pub struct MeshPool {
+    /// Resolves destinations and makes verified connections.
+    pub connector: MeshConnector,
+    idle_timeout: Duration,
+    /// False with `--pool-max-idle 0`: nothing is kept between requests.
+    keep: bool,
+    max_streams: u32,
+    dests: Mutex<HashMap<Box<str>, Dest, FxBuildHasher>>,
+    sweeping: AtomicBool,
+}
+
+/// One destination authority's connection, and the turn to make one.
+#[derive(Debug, Default)]
+struct Dest {
+    conn: Option<Conn>,
+    connecting: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug)]
+struct Conn {
+    sender: http2::SendRequest<Incoming>,
+    /// The SPIFFE ID the server proved at the handshake.
+    server: SpiffeId,
+    used: Instant,
+}
+
+impl MeshPool {
+    /// A pool keeping a destination's connection for `idle` after its last request (none
+    /// when `max_idle` is 0), with `max_streams` concurrent streams per connection until
+    /// the server says otherwise.
+    pub fn new(
+        connector: MeshConnector,
+        idle: Duration,
+        max_idle: usize,
+        max_streams: u32,
+    ) -> Self {
+        Self {
+            connector,
+            idle_timeout: idle,
+            keep: max_idle > 0,
+            max_streams,
+            dests: Mutex::default(),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `req` (absolute URI, HTTP/2) to the destination `authority`, whose server
+    /// must be one of `expected`.
+    pub async fn send(
+        self: &Arc<Self>,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, MeshError> {
+        self.sweep();
+        let mut sender = match self.shared(authority, expected) {
+            Some(s) => s,
+            None => self.connect(authority, expected).await?,
+        };
+        let mut retried = false;
+        loop {
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    // Never sent (the connection closed first): once more on a new one.
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        req = unsent;
+                        sender = self.connect(authority, expected).await?;
+                    }
+                    _ => {
+                        return Err(MeshError::Http {
+                            authority: authority.to_owned(),
+                            source: e.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// The pooled connection to `authority`, if it is open, fresh and its server
+    /// expected; one that is not is forgotten.
+    fn shared(
+        &self,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+    ) -> Option<http2::SendRequest<Incoming>> {
+        let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+        let dest = dests.get_mut(authority)?;
+        let conn = dest.conn.as_mut()?;
+        let now = Instant::now();
+        if conn.sender.is_closed()
+            || now.duration_since(conn.used) >= self.idle_timeout
+            || !expected.contains(&conn.server)
+        {
+            dest.conn = None;
+            return None;
+        }
+        conn.used = now;
+        Some(conn.sender.clone())
+    }
+
+    /// A new connection to `authority` (or the one a concurrent request just made).
+    async fn connect(
+        &self,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+    ) -> Result<http2::SendRequest<Incoming>, MeshError> {
+        let turn = {
+            let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+            match dests.get(authority) {
+                Some(d) => d.connecting.clone(),
+                None => {
+                    let d = Dest::default();
+                    let turn = d.connecting.clone();
+                    dests.insert(authority.into(), d);
+                    turn
+                }
+            }
+        };
+        let _turn = turn.lock().await;
+        if let Some(s) = self.shared(authority, expected) {
+            return Ok(s);
+        }
+        let http = |source| MeshError::Http {
+            authority: authority.to_owned(),
+            source,
+        };
+        // Resolved now, from the policy in force (the request's own view may be older).
+        let target = self
+            .connector
+            .resolve(authority)
+            .ok_or_else(|| ConnectError::UnknownDestination(authority.to_owned()))?;
+        let (io, server) = self
+            .connector
+            .connect(&target, crate::detect::ALPN_H2)
+            .await?;
+        let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_max_send_streams(self.max_streams as usize)
+            .initial_stream_window_size(crate::http_util::STREAM_WINDOW)
+            .initial_connection_window_size(crate::http_util::connection_window(self.max_streams))
+            .handshake(io)
+            .await
+            .map_err(http)?;
+        let dst = authority.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%dst, error = %e, "mesh HTTP/2 connection ended");
+            }
+        });
+        sender.ready().await.map_err(http)?;
+        if self.keep {
+            let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+            // The sweeper may have removed the entry while this connected.
+            dests.entry(authority.into()).or_default().conn = Some(Conn {
+                sender: sender.clone(),
+                server: server.id,
+                used: Instant::now(),
+            });
+        }
+        Ok(sender)
+    }
+
+    /// Starts the task that forgets idle and closed connections, once.
+    fn sweep(self: &Arc<Self>) {
+        crate::sweeper::start(self, &self.sweeping, self.idle_timeout, Self::forget_idle);
+    }
+
+    /// Forgets closed connections and those unused for the idle timeout.
+    fn forget_idle(&self, now: Instant) {
+        let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+        dests.retain(|_, d| {
+            if d.conn.as_ref().is_some_and(|c| {
+                c.sender.is_closed() || now.duration_since(c.used) >= self.idle_timeout
+            }) {
+                d.conn = None;
+            }
+            // An entry someone is connecting through stays (its lock is shared).
+            d.conn.is_some() || Arc::strong_count(&d.connecting) > 1
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
