@@ -89,10 +89,13 @@ fn raise_fd_limit() {
 
 fn main() {
     raise_fd_limit();
-    let n: usize = if std::env::var_os("VIGIL_BENCH_FULL").is_some() {
-        10_000
-    } else {
-        2_000
+    let n: usize = match std::env::var("VIGIL_B8_N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        Some(n) => n,
+        None if std::env::var_os("VIGIL_BENCH_FULL").is_some() => 10_000,
+        None => 2_000,
     };
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::init(
@@ -130,10 +133,25 @@ fn main() {
         });
         // Two proxies: plaintext connections go to one, mTLS to the other, so freed memory
         // the allocator keeps from one phase cannot hide the cost of the next.
+        // VIGIL_B8_HEAPTRACK=<file prefix>: run both proxies under heaptrack to see where
+        // a connection's memory goes (`heaptrack_print --print-peaks <file>`); the PSS
+        // figures of such a run are heaptrack's, not the proxy's, and the proxies outlive
+        // it (heaptrack's script is what gets killed): `pkill -TERM vigil-proxy` ends them
+        // and lets heaptrack write its file. VIGIL_B8_N sets N.
+        let heaptrack = std::env::var_os("VIGIL_B8_HEAPTRACK");
         let start = |inbound: u16, admin: u16| {
+            let mut cmd = match &heaptrack {
+                Some(prefix) => {
+                    let mut c = Command::new("heaptrack");
+                    let mut out = prefix.clone();
+                    out.push(format!("-{inbound}"));
+                    c.arg("-o").arg(out).arg(proxy_bin());
+                    c
+                }
+                None => Command::new(proxy_bin()),
+            };
             Kill(
-                Command::new(proxy_bin())
-                    .args(["run", "--access-log", "off", "--detect-timeout", "100ms"])
+                cmd.args(["run", "--access-log", "off", "--detect-timeout", "100ms"])
                     .arg("--inbound").arg(format!("127.0.0.1:{inbound}"))
                     .arg("--outbound").arg("127.0.0.1:0")
                     .arg("--admin").arg(format!("127.0.0.1:{admin}"))

@@ -99,8 +99,17 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
     } else {
         match upgrade_requested(&req, &ctx) {
             Ok(None) => send(req, &ctx, request_id, &mut record.entry).await,
+            // Boxed: it holds a connect (TLS handshake) of its own, and this future is
+            // moved with every request.
             Ok(Some(protocols)) => {
-                super::upgrade::send(req, protocols, &ctx, request_id, &mut record.entry).await
+                Box::pin(super::upgrade::send(
+                    req,
+                    protocols,
+                    &ctx,
+                    request_id,
+                    &mut record.entry,
+                ))
+                .await
             }
             Err(e) => {
                 tracing::debug!(error = %e, "refusing upgrade request");

@@ -123,7 +123,9 @@ impl MeshPool {
         self.sweep();
         let mut sender = match self.shared(authority, expected) {
             Some(s) => s,
-            None => self.connect(authority, expected).await?,
+            // Boxed: the connect path's state (a TLS and an HTTP/2 handshake) is large, and
+            // this future is moved with every request (hyper boxes the service's future).
+            None => Box::pin(self.connect(authority, expected)).await?,
         };
         let mut retried = false;
         loop {
@@ -134,7 +136,7 @@ impl MeshPool {
                     Some(unsent) if !retried => {
                         retried = true;
                         req = unsent;
-                        sender = self.connect(authority, expected).await?;
+                        sender = Box::pin(self.connect(authority, expected)).await?;
                     }
                     _ => {
                         return Err(MeshError::Http {
