@@ -18,6 +18,7 @@ mod ca;
 mod check;
 mod cluster;
 mod completions;
+mod controller_admin;
 mod demo;
 mod explain;
 mod local_policy;
@@ -104,7 +105,7 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => (ca::run(cmd).map(|()| 0), 1),
         Command::Explain(a) => (explain::run(a, cluster), 2),
         Command::Policy(PolicyCommand::Test(a)) => (policy_test::run(a, cluster), 2),
-        Command::Status(a) => (status::run(a), 1),
+        Command::Status(a) => (status::run(a, cluster), 1),
         Command::Quarantine(a) => (quarantine::quarantine(a, cluster), 1),
         Command::Unquarantine(a) => (quarantine::unquarantine(a, cluster), 1),
         Command::Check(a) => (check::run(a, cluster), 2),
