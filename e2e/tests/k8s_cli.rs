@@ -9,7 +9,11 @@
 //! - the failures say what to check: an unknown context, an unreachable API server, a
 //!   workload that is not there, a malformed overlay (exit 2), a name that is not
 //!   quarantined, RBAC refusing a list or a write, and the CRDs not installed (on a
-//!   second, bare server).
+//!   second, bare server);
+//! - `verify` and `status` where no pod runs: what needs no kubelet (a pod that does not
+//!   exist, a callee outside the mesh, a proxy that cannot be read, the policy decision
+//!   still explained, no controller installed); their live paths are in the real-node
+//!   suite (tests/cluster/cli.rs).
 //!
 //! Pods never run (no kubelet): a pod is a workload once it is enrolled and carries the
 //! `vigil-proxy` container, which is what the controller checks on the stored spec too.
@@ -541,7 +545,184 @@ async fn without_the_crds_every_command_says_to_install_them() {
         PORT,
     ];
     missing(&vigil(&kc, &e), 2, "segments");
+    // `verify` finds the pods, then needs the policies.
+    let web: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]},
+    }))
+    .unwrap();
+    // No controller-manager: the namespace's default ServiceAccount is made here.
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
+    Api::<ServiceAccount>::namespaced(bare.admin(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .unwrap();
+    Api::<Pod>::namespaced(bare.admin(), "default")
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    missing(
+        &vigil(
+            &kc,
+            &["-n", "default", "verify", "web", "web", "--port", PORT],
+        ),
+        2,
+        "segments",
+    );
     bare.stop();
+}
+
+#[tokio::test]
+async fn verify_says_what_is_wrong_with_an_edge() {
+    let Some(cluster) = k8s::cluster() else {
+        return;
+    };
+    let ns = shop(cluster, "cli-verify").await;
+    let kc = cluster.kubeconfig();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "outsider", "labels": {"app": "outsider"}},
+        "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1",
+                                 "ports": [{"containerPort": 8080}]}]},
+    }))
+    .unwrap();
+    Api::<Pod>::namespaced(cluster.admin(), &ns)
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let verify = |from: &str, to: &str, extra: &[&str]| {
+        let mut args = vec!["-n", ns.as_str(), "verify", from, to];
+        args.extend_from_slice(extra);
+        vigil(&kc, &args)
+    };
+    let get = ["--method", "GET", "--path", "/orders/1"];
+
+    // FROM names a pod (or a Deployment) that does not exist: exit 2, and where it looked.
+    let err = exits(&verify("ghost", "pod/orders", &get), 2);
+    assert!(
+        err.starts_with(&format!(
+            "error: no pod {ns}/ghost (kubectl -n {ns} get pods)"
+        )),
+        "{err}"
+    );
+    let err = exits(&verify("deploy/ghost", "orders", &get), 2);
+    assert!(err.contains(&format!("no deployment {ns}/ghost")), "{err}");
+    let err = exits(&verify("a/b/c/d", "orders", &get), 2);
+    assert!(err.contains("expected NAME (a pod), TYPE/NAME"), "{err}");
+
+    // TO outside the mesh: not enrolled, the fix says how; no proxy enforces a policy.
+    let o = verify("frontend", "outsider", &get);
+    exits(&o, 1);
+    let t = stdout(&o);
+    for needle in [
+        &format!("✘ TO {ns}/outsider is in the mesh: no vigil-proxy sidecar") as &str,
+        &format!("fix: enroll it: kubectl annotate namespace {ns} vigil.dev/inject=enabled"),
+        &format!("kubectl -n {ns} get pod outsider -o yaml | kubectl replace --force -f -"),
+        "TO's policy for GET /orders/1 on port 8080",
+        "TO is outside the mesh: no proxy enforces any policy for it",
+    ] {
+        assert!(
+            t.contains(needle),
+            "{needle:?} in:
+{t}"
+        );
+    }
+
+    // Both enrolled, no kubelet: the proxies cannot be read (and say why), the decision is
+    // still made for FROM's service account by the one evaluator, with the rule.
+    let o = verify("pod/frontend", &format!("{ns}/orders"), &get);
+    exits(&o, 1);
+    let t = stdout(&o);
+    for needle in [
+        &format!(
+            "✘ FROM {ns}/frontend is in the mesh: its vigil-proxy could not be read: the pod is not running"
+        ) as &str,
+        "✘ FROM → TO is mTLS (the proxies' own record): cannot tell",
+        &format!(
+            "✔ TO's policy for GET /orders/1 on port 8080 from {}: allow: allowed by policy {ns}/frontend-reads-orders rule 0",
+            id(&ns, "frontend")
+        ),
+    ] {
+        assert!(
+            t.contains(needle),
+            "{needle:?} in:
+{t}"
+        );
+    }
+    let json = verify("frontend", "orders", &["--port", PORT, "-o", "json"]);
+    exits(&json, 1);
+    let doc: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(doc["caller"], id(&ns, "frontend"), "{doc}");
+    assert_eq!(
+        doc["decision"]["decision"], "deny",
+        "opaque TCP is not GET /orders: {doc}"
+    );
+    assert!(doc["failed"].as_u64().unwrap() >= 3, "{doc}");
+    assert!(
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "mtls" && c["outcome"] == "fail"),
+        "{doc}"
+    );
+}
+
+#[tokio::test]
+async fn status_through_the_api_server_says_where_it_looked() {
+    let Some(cluster) = k8s::cluster() else {
+        return;
+    };
+    let ns = cluster.namespace("cli-status").await;
+    let kc = cluster.kubeconfig();
+    // No controller installed in the namespace.
+    let err = exits(&vigil(&kc, &["-n", &ns, "status"]), 1);
+    assert!(
+        err.contains(&format!(
+            "no Deployment {ns}/vigil-controller in the cluster at {}",
+            cluster.url
+        )) && err.contains("--controller ADDR"),
+        "{err}"
+    );
+    // The Deployment, but no pod runs (no kubelet here).
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "vigil-controller"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "vigil"}},
+            "template": {
+                "metadata": {"labels": {"app": "vigil"}},
+                "spec": {"containers": [{"name": "controller", "image": "example.invalid/c:1"}]},
+            },
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(cluster.admin(), &ns)
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    let err = exits(&vigil(&kc, &["-n", &ns, "status"]), 1);
+    assert!(
+        err.contains(&format!(
+            "no running pod of Deployment {ns}/vigil-controller"
+        )),
+        "{err}"
+    );
+    // An address given is asked directly, as before.
+    let err = exits(
+        &vigil(
+            &kc,
+            &[
+                "status",
+                "--controller",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        ),
+        1,
+    );
+    assert!(
+        err.starts_with("error: querying the controller at 127.0.0.1:"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

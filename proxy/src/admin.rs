@@ -1,8 +1,10 @@
-//! The admin server: `/live`, `/ready`, `/metrics`, `/config`.
+//! The admin server: `/live`, `/ready`, `/metrics`, `/config`, `/peers`.
 //!
 //! `/ready` answers 200 only once credentials and a valid policy are loaded (and 503
 //! while draining). `/config` shows the effective configuration, the identity, the
-//! certificate expiry and the policy in force — never key material.
+//! certificate expiry and the policy in force — never key material. `/peers` lists the
+//! SPIFFE IDs this proxy had verified mTLS connections with, per direction, with first
+//! and last handshake and a count ([`crate::peers`]): identities and counters only.
 
 use std::{convert::Infallible, sync::Arc, time::SystemTime};
 
@@ -76,13 +78,9 @@ async fn handle(req: Request<Incoming>, admin: Arc<Admin>) -> Result<Response<Bo
             );
             r
         }
-        "/config" => {
-            let mut r = Response::new(full(config_json(&admin)));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("application/json"),
-            );
-            r
+        "/config" => json(config_json(&admin)),
+        "/peers" => {
+            json(serde_json::to_string_pretty(&admin.shared.peers.report()).unwrap_or_default())
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
@@ -118,6 +116,15 @@ fn config_json(admin: &Admin) -> String {
         "access_log_dropped": shared.log.dropped(),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+fn json(body: String) -> Response<Body> {
+    let mut r = Response::new(full(body));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -25,6 +25,7 @@ use crate::{
     inbound::AppClient,
     metrics::Metrics,
     outbound::{self, MeshConnector, MeshPool, discovery::Discovery},
+    peers::Peers,
     policy_store::{self, PolicyStore},
     ratelimit::RateLimiter,
     shared::Shared,
@@ -223,6 +224,7 @@ impl Proxy {
                 _ = watcher => {}
             }
         });
+        let peers = Peers::new(cfg.peer_record_max);
         let connector = MeshConnector::new(
             cfg.outbound_routes.clone(),
             tls_rx.clone(),
@@ -231,7 +233,8 @@ impl Proxy {
             cfg.connect_timeout,
             cfg.handshake_timeout,
             Arc::new(discovery),
-        );
+        )
+        .recording(peers.clone());
         let shared = Arc::new(Shared {
             tls: tls_rx,
             policy: policy_store.subscribe(),
@@ -243,6 +246,7 @@ impl Proxy {
             tracker: TaskTracker::new(),
             cfg: cfg.clone(),
             conns,
+            peers,
         });
 
         let backlog = cfg.listen_backlog;

@@ -193,6 +193,11 @@ pub struct RunArgs {
     /// measure their cost (benchmark B12).
     #[arg(long, env = "VIGIL_PROXY_REQUEST_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
     pub request_metrics: bool,
+    /// Most peers kept in the record of recent mTLS connections (`/peers` on the admin
+    /// port, read by `vigil verify`); beyond it the peer seen least recently is replaced.
+    /// 0 turns the record off.
+    #[arg(long, env = "VIGIL_PROXY_PEER_RECORD_MAX", default_value_t = 256)]
+    pub peer_record_max: usize,
 }
 
 fn parse_id(s: &str) -> Result<SpiffeId, String> {
@@ -269,6 +274,8 @@ pub struct Config {
     pub tls_groups: Vec<String>,
     /// Per-request metrics on.
     pub request_metrics: bool,
+    /// Most peers in `/peers` (0: off).
+    pub peer_record_max: usize,
 }
 
 impl Config {
@@ -449,6 +456,7 @@ impl RunArgs {
             threads: self.threads,
             tls_groups: tls_groups.into_iter().map(String::from).collect(),
             request_metrics: self.request_metrics,
+            peer_record_max: self.peer_record_max,
         })
     }
 }

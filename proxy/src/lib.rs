@@ -6,7 +6,8 @@
 //! `vigil-policy`, which also owns path normalisation), the registry of live connections
 //! that policy changes re-check ([`connections`]), strict HTTP/1 framing ([`strict_h1`]),
 //! forwarding, hot reload of credentials and policy ([`identity`], [`policy_store`],
-//! [`files`]), the [`admin`] server, [`metrics`] and the [`access_log`].
+//! [`files`]), the [`admin`] server, [`metrics`], the [`access_log`] and the record of
+//! recent mTLS [`peers`].
 //!
 //! It does not own identity issuance or policy compilation: credentials and policy arrive
 //! through stores (from files, or streamed by the controller) and are only consumed here.
@@ -32,6 +33,7 @@ mod log_limit;
 mod memory;
 pub mod metrics;
 pub mod outbound;
+pub mod peers;
 mod pending;
 pub mod policy_store;
 pub mod ratelimit;

@@ -17,6 +17,7 @@ use crate::{
         Metrics,
         labels::{Direction, Flow},
     },
+    peers::Peers,
     ratelimit::RateLimiter,
     tls_state::TlsState,
 };
@@ -44,6 +45,8 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Live connections that policy changes re-check.
     pub conns: Connections,
+    /// The peers of recent mTLS connections (`/peers`).
+    pub peers: Peers,
 }
 
 impl Shared {

@@ -198,6 +198,36 @@ impl Cluster {
         }
     }
 
+    /// `GET path` on `port` of pod `ns/pod`, through the API server's pod proxy
+    /// (`/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy/...`): how the CLI reads the
+    /// admin endpoints of proxies and of the controller without a port-forward. The API
+    /// server dials the pod IP, so the port must listen beyond loopback (the sidecar's
+    /// admin port does, for the kubelet's probes); the caller needs `get pods/proxy`.
+    pub(crate) async fn pod_get(
+        &self,
+        ns: &str,
+        pod: &str,
+        port: u16,
+        path: &str,
+    ) -> Result<String, ClusterError> {
+        let uri = format!("/api/v1/namespaces/{ns}/pods/{pod}:{port}/proxy{path}");
+        let req = http::Request::get(&uri)
+            .body(Vec::new())
+            .map_err(|e| ClusterError::Api {
+                verb: "get",
+                what: uri.clone(),
+                message: e.to_string(),
+            })?;
+        self.client.request_text(req).await.map_err(|e| {
+            self.error(
+                e,
+                "get",
+                &format!("pods/proxy {ns}/{pod}:{port}{path}"),
+                None,
+            )
+        })
+    }
+
     /// Whether `policy.vigil.dev/v1alpha1` serves `plural` (to tell "no such object"
     /// from "no such resource" after a 404).
     pub(crate) async fn serves(&self, plural: &str) -> Result<bool, ClusterError> {
@@ -229,6 +259,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The port named `name` of container `c` (what the pod proxy is asked on).
+pub(crate) fn named_port(c: &k8s_openapi::api::core::v1::Container, name: &str) -> Option<u16> {
+    c.ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(name))
+        .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
 /// A one-thread runtime for one command's requests.

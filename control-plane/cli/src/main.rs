@@ -2,7 +2,7 @@
 //!
 //! Every failure prints one line, `error: <what went wrong and what to check>`. Exit
 //! codes: 0 success (or "allow"), 1 failure (or "deny" / a failed policy test / a failed
-//! check), 2 usage errors and, for `explain`, `policy test` and `check`, errors.
+//! check), 2 usage errors and, for `explain`, `policy test`, `check` and `verify`, errors.
 //!
 //! Installed as `kubectl-vigil` on the PATH (a copy or symlink), it is a kubectl plugin:
 //! `kubectl vigil explain ...`; it then names itself `kubectl vigil` in help and usage.
@@ -18,6 +18,7 @@ mod ca;
 mod check;
 mod cluster;
 mod completions;
+mod controller_admin;
 mod demo;
 mod explain;
 mod local_policy;
@@ -26,6 +27,7 @@ mod policy_source;
 mod policy_test;
 mod quarantine;
 mod status;
+mod verify;
 
 /// Vigil: a zero-trust service mesh.
 #[derive(Debug, Parser)]
@@ -64,6 +66,10 @@ enum Command {
     /// Check that the cluster can take Vigil (--pre, before installing) or that every
     /// part of the installed Vigil is healthy; exit 1 if a check failed.
     Check(check::CheckArgs),
+    /// Verify one edge live: FROM and TO in the mesh and in sync, their SVIDs, whether
+    /// FROM → TO is mTLS (the proxies' own record) and what TO's policy decides; exit 1
+    /// if a check failed.
+    Verify(verify::VerifyArgs),
     /// Print a shell completion script, e.g. `source <(vigil completions bash)`.
     Completions(completions::CompletionsArgs),
 }
@@ -104,10 +110,11 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => (ca::run(cmd).map(|()| 0), 1),
         Command::Explain(a) => (explain::run(a, cluster), 2),
         Command::Policy(PolicyCommand::Test(a)) => (policy_test::run(a, cluster), 2),
-        Command::Status(a) => (status::run(a), 1),
+        Command::Status(a) => (status::run(a, cluster), 1),
         Command::Quarantine(a) => (quarantine::quarantine(a, cluster), 1),
         Command::Unquarantine(a) => (quarantine::unquarantine(a, cluster), 1),
         Command::Check(a) => (check::run(a, cluster), 2),
+        Command::Verify(a) => (verify::run(a, cluster), 2),
         Command::Completions(a) => (completions::run(a), 1),
     };
     match result {

@@ -1,4 +1,11 @@
 //! `vigil status`: what the controller says about its proxies and policies.
+//!
+//! Where the controller is: `--controller ADDR` (or `VIGIL_CONTROLLER_ADMIN`) is its admin
+//! address, asked directly (local mode, a port-forward). Without it, the controller is
+//! found through the API server of the chosen cluster (`--kubeconfig`, `--context`; `-n`
+//! is Vigil's namespace, default `vigil-system`) and asked through the pod proxy — every
+//! replica, merged ([`crate::controller_admin`]). With no cluster configuration at all
+//! (no kubeconfig, not in a pod), it is local mode's default, `127.0.0.1:9191`.
 
 use std::net::SocketAddr;
 
@@ -8,17 +15,39 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use vigil_controller::status::StatusReport;
 
-use crate::output::{Format, OutputArgs};
+use crate::{
+    check::chart,
+    cluster::{ClusterArgs, ClusterError, runtime},
+    controller_admin,
+    output::{Format, OutputArgs},
+};
+
+/// Local mode's admin address, used when neither `--controller` nor a cluster is given.
+const LOCAL_ADMIN: &str = "127.0.0.1:9191";
 
 /// Flags of `vigil status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The controller's admin address (its `--admin`).
-    #[arg(long, env = "VIGIL_CONTROLLER_ADMIN", default_value = "127.0.0.1:9191")]
-    pub(crate) controller: SocketAddr,
-    /// `-o table|json|yaml` (json and yaml: the controller's report as it sent it).
+    /// The controller's admin address (its `--admin`, e.g. 127.0.0.1:9191 for local mode
+    /// or a port-forward). Without it, the controller is found through the API server.
+    #[arg(long, env = "VIGIL_CONTROLLER_ADMIN")]
+    pub(crate) controller: Option<SocketAddr>,
+    /// `-o table|json|yaml` (json and yaml: the controller's report as it sent it; merged
+    /// when several replicas answer).
     #[command(flatten)]
     pub(crate) out: OutputArgs,
+}
+
+/// Where the report came from.
+enum Origin {
+    /// An admin address, asked directly.
+    Direct(SocketAddr),
+    /// Controller pods, through the API server.
+    Cluster {
+        url: String,
+        namespace: String,
+        pods: Vec<String>,
+    },
 }
 
 const WORKLOAD_HEADER: [&str; 6] = [
@@ -31,24 +60,82 @@ const WORKLOAD_HEADER: [&str; 6] = [
 ];
 const RESOURCE_HEADER: [&str; 6] = ["KIND", "NAME", "ACCEPTED", "TARGETS", "ENFORCING", "NOTES"];
 
-pub(crate) fn run(a: StatusArgs) -> Result<u8> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let body = rt
-        .block_on(fetch(a.controller))
-        .with_context(|| format!("querying the controller at {}", a.controller))?;
+pub(crate) fn run(a: StatusArgs, cluster: &ClusterArgs) -> Result<u8> {
+    let (raw, origin) = runtime()?.block_on(report(a.controller, cluster))?;
     if a.out.format() != Format::Table {
         // As sent: a newer controller's extra fields survive.
-        let raw: serde_json::Value =
-            serde_json::from_str(&body).context("the controller's /status is not JSON")?;
         a.out.print(&raw, |_| ())?;
         return Ok(0);
     }
     let r: StatusReport =
-        serde_json::from_str(&body).context("the controller's /status is not a status report")?;
+        serde_json::from_value(raw).context("the controller's /status is not a status report")?;
+    match origin {
+        Origin::Direct(addr) => println!("controller {addr}"),
+        Origin::Cluster {
+            url,
+            namespace,
+            pods,
+        } => println!(
+            "controller {namespace}/{} through the API server at {url}",
+            pods.join(", ")
+        ),
+    }
     print_table(&r);
     Ok(0)
+}
+
+/// The report, from the address given, else through the cluster, else from local mode's
+/// default address.
+async fn report(
+    addr: Option<SocketAddr>,
+    args: &ClusterArgs,
+) -> Result<(serde_json::Value, Origin)> {
+    let direct = |addr: SocketAddr| async move {
+        let body = fetch(addr)
+            .await
+            .with_context(|| format!("querying the controller at {addr}"))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(&body).context("the controller's /status is not JSON")?;
+        Ok::<_, anyhow::Error>((raw, Origin::Direct(addr)))
+    };
+    if let Some(addr) = addr {
+        return direct(addr).await;
+    }
+    let cluster = match args.connect().await {
+        Ok(c) => c,
+        // Nothing names a cluster and none is configured: local mode.
+        Err(ClusterError::Config(_)) if args.kubeconfig.is_none() && args.context.is_none() => {
+            return direct(LOCAL_ADMIN.parse()?).await;
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| chart::NAMESPACE.to_string());
+    let replicas = controller_admin::replicas(&cluster, &namespace)
+        .await
+        .context("finding the controller through the API server (or pass --controller ADDR)")?;
+    let pods = replicas.iter().map(|r| r.pod.clone()).collect();
+    let raw = if replicas.len() == 1 {
+        replicas
+            .into_iter()
+            .map(|r| r.raw)
+            .next()
+            .unwrap_or_default()
+    } else {
+        serde_json::to_value(controller_admin::merge(
+            replicas.into_iter().map(|r| r.report).collect(),
+        ))?
+    };
+    Ok((
+        raw,
+        Origin::Cluster {
+            url: cluster.url,
+            namespace,
+            pods,
+        },
+    ))
 }
 
 fn print_table(r: &StatusReport) {
@@ -130,7 +217,7 @@ async fn fetch(addr: SocketAddr) -> Result<String> {
     Ok(String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned())
 }
 
-fn fmt_time(secs: i64) -> String {
+pub(crate) fn fmt_time(secs: i64) -> String {
     let t =
         std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()

@@ -1,11 +1,12 @@
 //! The chart on a real node (`make test-cluster`): a kubelet starts the controller and
 //! the injected pods, kube-proxy routes Services, CoreDNS resolves them, and everything
-//! a user does — install, enroll, write policy, quarantine, lose a pod, lose the
-//! controller, upgrade, uninstall — is driven through the public interfaces only
+//! a user does — install, enroll, write policy, quarantine, verify an edge and read the
+//! status with `vigil`, lose a pod, lose the controller, upgrade, uninstall — is driven through the public interfaces only
 //! (kubectl, helm, the API, HTTP from inside the pods). Needs root; see e2e/README.md.
 
 #![allow(clippy::print_stdout, clippy::print_stderr, clippy::unwrap_used)]
 
+mod cli;
 mod install;
 mod lifecycle;
 mod policy;

@@ -26,6 +26,7 @@ pub(crate) async fn run(node: &Node) {
     let capture = crate::policy::default_deny_then_allow(&ctx).await;
     crate::policy::probes_and_the_unenrolled(&ctx, capture).await;
     crate::policy::quarantine(&ctx).await;
+    crate::cli::verify_and_status(&ctx).await;
     crate::lifecycle::pod_deletion_under_load(&ctx).await;
     crate::lifecycle::controller_loss(&ctx).await;
     crate::install::upgrade_and_uninstall(&ctx).await;

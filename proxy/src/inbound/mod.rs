@@ -150,6 +150,9 @@ async fn handle(
                 }
             };
             shared.metrics.handshake(DIRECTION, None);
+            shared
+                .peers
+                .seen(DIRECTION, &peer.id, crate::shared::unix_now());
             if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                 shared.metrics.resumed(DIRECTION);
             }

@@ -5,10 +5,10 @@
 //! access log today, OTLP or an audit log next) receives the same value, not a string
 //! someone formatted. `as_str` is the exposition form; tests and dashboards match it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Which listener the traffic came through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
     /// Traffic to this workload.

@@ -26,7 +26,8 @@ use super::{discovery::Discovery, target::Target};
 use crate::{
     config::OutboundRoute,
     connections::{Connections, Live, Recheck},
-    metrics::labels::Closed,
+    metrics::labels::{Closed, Direction},
+    peers::Peers,
     tls_state::TlsState,
 };
 
@@ -44,6 +45,8 @@ pub struct MeshConnector {
     /// Where each mesh connection is registered, to be closed when its server is revoked
     /// or this workload quarantined.
     conns: Connections,
+    /// Where each verified server is recorded (`/peers`).
+    peers: Peers,
     connect_timeout: std::time::Duration,
     handshake_timeout: std::time::Duration,
     /// Round-robin position over virtual destinations' endpoints.
@@ -97,10 +100,18 @@ impl MeshConnector {
             tls,
             policy,
             conns,
+            peers: Peers::new(0),
             connect_timeout,
             handshake_timeout,
             next: Arc::default(),
         }
+    }
+
+    /// Records every verified server in `peers` (`/peers`; without it, nothing is
+    /// recorded).
+    pub fn recording(mut self, peers: Peers) -> Self {
+        self.peers = peers;
+        self
     }
 
     /// The authority to use for static route `index`.
@@ -201,6 +212,8 @@ impl MeshConnector {
                 addr,
                 source: io::Error::new(io::ErrorKind::InvalidData, e),
             })?;
+        self.peers
+            .seen(Direction::Outbound, &server.id, crate::shared::unix_now());
         let live = self.conns.track(Recheck::Server(server.clone()), &judged);
         Ok((
             MeshConn {

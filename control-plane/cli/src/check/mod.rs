@@ -23,10 +23,10 @@
 //! latest snapshot is the controller's admin API (`vigil status`), which the API server
 //! does not expose; the policies' `enforcingProxies` status is what is checked here.
 
-mod chart;
-mod installed;
+pub(crate) mod chart;
+pub(crate) mod installed;
 mod pre;
-mod report;
+pub(crate) mod report;
 
 use anyhow::Result;
 use clap::Args;

@@ -1,5 +1,6 @@
 //! What one check found, and the report of a run: one line per check (`✔`, `!` or `✘`),
 //! the fix under each failure or warning, and the exit code (1 if any check failed).
+//! `vigil verify` reports its checks the same way ([`check_lines`], [`exit_code`]).
 
 use serde::Serialize;
 
@@ -116,7 +117,7 @@ impl Report {
 
     /// 0 if no check failed, else 1.
     pub(crate) fn exit_code(&self) -> u8 {
-        u8::from(self.failed > 0)
+        exit_code(&self.checks)
     }
 
     /// The lines for people.
@@ -125,20 +126,7 @@ impl Report {
             "vigil check ({}) on {}, namespace {}",
             self.mode, self.cluster, self.namespace
         )];
-        for c in &self.checks {
-            let mark = match c.outcome {
-                Outcome::Ok => "✔",
-                Outcome::Warn => "!",
-                Outcome::Fail => "✘",
-            };
-            match &c.detail {
-                Some(d) => out.push(format!("{mark} {}: {}", c.title, one_line(d))),
-                None => out.push(format!("{mark} {}", c.title)),
-            }
-            if let Some(fix) = &c.fix {
-                out.push(format!("    fix: {}", one_line(fix)));
-            }
-        }
+        out.extend(check_lines(&self.checks));
         out.push(format!(
             "{} checks: {} failed, {} warnings",
             self.checks.len(),
@@ -147,6 +135,32 @@ impl Report {
         ));
         out
     }
+}
+
+/// One line per check (`✔`, `!`, `✘`, what was found), the fix under each failure or
+/// warning.
+pub(crate) fn check_lines(checks: &[Check]) -> Vec<String> {
+    let mut out = Vec::new();
+    for c in checks {
+        let mark = match c.outcome {
+            Outcome::Ok => "✔",
+            Outcome::Warn => "!",
+            Outcome::Fail => "✘",
+        };
+        match &c.detail {
+            Some(d) => out.push(format!("{mark} {}: {}", c.title, one_line(d))),
+            None => out.push(format!("{mark} {}", c.title)),
+        }
+        if let Some(fix) = &c.fix {
+            out.push(format!("    fix: {}", one_line(fix)));
+        }
+    }
+    out
+}
+
+/// 0 if no check failed, else 1.
+pub(crate) fn exit_code(checks: &[Check]) -> u8 {
+    u8::from(checks.iter().any(|c| c.outcome == Outcome::Fail))
 }
 
 /// A message on one line (a compiler's reason may span several, e.g. a regex error).

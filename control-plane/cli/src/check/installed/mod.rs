@@ -6,7 +6,7 @@ mod ca;
 mod ca_secret;
 mod controller;
 mod crds;
-mod pods;
+pub(crate) mod pods;
 mod policies;
 mod webhook;
 mod webhook_reach;

@@ -156,7 +156,7 @@ async fn injector_config(cluster: &Cluster, ns: &str) -> InjectorConfig {
 }
 
 /// The command that re-creates `pod` through its owner (so the webhook sees it again).
-fn restart(pod: &Pod) -> String {
+pub(crate) fn restart(pod: &Pod) -> String {
     let ns = pod.namespace().unwrap_or_default();
     let owner = pod
         .owner_references()
