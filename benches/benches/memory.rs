@@ -36,7 +36,13 @@ use vigil_cert_authority::{
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        if std::env::var_os("VIGIL_B8_HEAPTRACK").is_some() {
+            // A clean exit, so that heaptrack's library writes everything.
+            let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        } else {
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
@@ -133,23 +139,20 @@ fn main() {
         });
         // Two proxies: plaintext connections go to one, mTLS to the other, so freed memory
         // the allocator keeps from one phase cannot hide the cost of the next.
-        // VIGIL_B8_HEAPTRACK=<file prefix>: run both proxies under heaptrack to see where
-        // a connection's memory goes (`heaptrack_print --print-peaks <file>`); the PSS
-        // figures of such a run are heaptrack's, not the proxy's, and the proxies outlive
-        // it (heaptrack's script is what gets killed): `pkill -TERM vigil-proxy` ends them
-        // and lets heaptrack write its file. VIGIL_B8_N sets N.
+        // VIGIL_B8_HEAPTRACK=<file prefix>: both proxies run with heaptrack's preload
+        // library (Debian's path), writing raw data to <prefix>-<port>.raw; read it with
+        // `/usr/lib/heaptrack/libexec/heaptrack_interpret < F.raw | zstd > F.zst` and
+        // `heaptrack_print --print-peaks F.zst`. The PSS figures of such a run include
+        // heaptrack's own. VIGIL_B8_N sets N.
         let heaptrack = std::env::var_os("VIGIL_B8_HEAPTRACK");
         let start = |inbound: u16, admin: u16| {
-            let mut cmd = match &heaptrack {
-                Some(prefix) => {
-                    let mut c = Command::new("heaptrack");
-                    let mut out = prefix.clone();
-                    out.push(format!("-{inbound}"));
-                    c.arg("-o").arg(out).arg(proxy_bin());
-                    c
-                }
-                None => Command::new(proxy_bin()),
-            };
+            let mut cmd = Command::new(proxy_bin());
+            if let Some(prefix) = &heaptrack {
+                let mut raw = prefix.clone();
+                raw.push(format!("-{inbound}.raw"));
+                cmd.env("LD_PRELOAD", "/usr/lib/heaptrack/libheaptrack_preload.so")
+                    .env("DUMP_HEAPTRACK_OUTPUT", raw);
+            }
             Kill(
                 cmd.args(["run", "--access-log", "off", "--detect-timeout", "100ms"])
                     .arg("--inbound").arg(format!("127.0.0.1:{inbound}"))

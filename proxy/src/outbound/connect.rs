@@ -217,7 +217,8 @@ impl MeshConnector {
         let live = self.conns.track(Recheck::Server(server.clone()), &judged);
         Ok((
             MeshConn {
-                io: TokioIo::new(stream),
+                // Boxed: see `into_parts` — the TLS state (1.1 KB) lives in one place.
+                io: TokioIo::new(Box::new(stream)),
                 killed: Box::pin(live.closed()),
                 live,
             },
@@ -256,7 +257,7 @@ impl MeshConnector {
 /// A mesh mTLS connection that fails all I/O once policy closes it (its server is
 /// revoked, or this workload quarantined: see [`crate::connections`]).
 pub struct MeshConn {
-    io: TokioIo<TlsStream<TcpStream>>,
+    io: TokioIo<Box<TlsStream<TcpStream>>>,
     killed: Pin<Box<dyn Future<Output = Closed> + Send + Sync>>,
     live: Live,
 }
@@ -279,7 +280,9 @@ impl MeshConn {
     }
 
     /// The TLS stream and its registration, for opaque tunnels.
-    pub(crate) fn into_parts(self) -> (TlsStream<TcpStream>, Live) {
+    /// Boxed, so that the futures an opaque tunnel passes it through do not each keep a
+    /// copy's worth of space for it.
+    pub(crate) fn into_parts(self) -> (Box<TlsStream<TcpStream>>, Live) {
         (self.io.into_inner(), self.live)
     }
 }

@@ -37,7 +37,8 @@ where
         reason: What::Forwarded(None).into(),
         ..Entry::default()
     };
-    let (conn, server) = match ctx.mesh.connector.connect(&ctx.target, ALPN_TCP).await {
+    // Boxed: the handshake's state is large and this future lives as long as the tunnel.
+    let (conn, server) = match Box::pin(ctx.mesh.connector.connect(&ctx.target, ALPN_TCP)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(dst = %ctx.dst, error = %e, "mesh tunnel failed");
