@@ -6,7 +6,9 @@
 //! - after `helm install` (real Helm) with a real controller process running as the
 //!   chart's ServiceAccount (CA Secret, Lease, caBundle are its own doing), every check
 //!   passes once the Deployment reports its replica ready (no kubelet: the test sets the
-//!   status the kubelet and the Deployment controller would); then each broken part fails
+//!   status the kubelet and the Deployment controller would), but `proxies-in-sync`
+//!   warns that the controller's /status cannot be read through the API server (no pod
+//!   runs it); then each broken part fails
 //!   with its fix: the Deployment not ready, a pod enrolled but not injected, a rejected
 //!   policy, a stale webhook caBundle (and a controller restart mends it, as the fix says),
 //!   a missing CRD.
@@ -306,10 +308,26 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
     ] {
         has(&out, line, None);
     }
-    assert!(out.ends_with("14 checks: 0 failed, 0 warnings\n"), "{out}");
+    // The controller runs here as a local process, not as the Deployment's pod: its
+    // /status cannot be read through the API server, which is a warning with the way to
+    // ask it by hand, not a failure.
+    has(
+        &out,
+        "! enrolled pods' proxies in sync: cannot read the controller's /status through the API server: no running pod of Deployment vigil-system/vigil-controller",
+        Some("check by hand: vigil status --controller ADDR"),
+    );
+    assert!(out.ends_with("15 checks: 0 failed, 1 warnings\n"), "{out}");
     let (code, json) = outcomes(&kc, &[]);
     assert_eq!(code, 0);
-    assert!(json.iter().all(|(_, o)| o == "ok"), "{json:?}");
+    assert!(
+        json.iter().all(|(id, o)| o
+            == if id == "proxies-in-sync" {
+                "warn"
+            } else {
+                "ok"
+            }),
+        "{json:?}"
+    );
 
     // A pod created before its namespace was enrolled: enrolled, not injected. It belongs
     // to a Deployment (through its ReplicaSet), so the fix restarts the Deployment.
@@ -354,7 +372,7 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
         )),
     );
     assert!(!out.contains("web-after"), "{out}");
-    assert!(out.ends_with("1 failed, 0 warnings\n"), "{out}");
+    assert!(out.ends_with("1 failed, 1 warnings\n"), "{out}");
     pods.delete("web-5d4f8-abcde", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
@@ -492,7 +510,7 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
         "✘ CRD quarantines.policy.vigil.dev Established: not installed",
         Some("kubectl apply -f charts/vigil/crds/"),
     );
-    assert!(out.ends_with("1 failed, 0 warnings\n"), "{out}");
+    assert!(out.ends_with("1 failed, 1 warnings\n"), "{out}");
     k8s::install_crds(&admin).await;
     drop(ctl);
 }

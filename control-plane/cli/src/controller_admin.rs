@@ -101,6 +101,31 @@ fn admin_port(pod: &Pod) -> u16 {
         .unwrap_or(DEFAULT_ADMIN_PORT)
 }
 
+/// Whether a workload's proxy enforces the controller's current snapshot for it — the
+/// one definition `vigil status`, `vigil verify` and `vigil check` use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ProxySync {
+    /// No policy stream from its proxy to the controller (replica) that describes it.
+    NotConnected,
+    /// It applied the controller's current generation for it.
+    InSync,
+    /// It applied another (older) generation, or none: behind, or the current one was
+    /// invalid for it (the controller records only valid applies; the proxy's log says).
+    Behind,
+}
+
+/// `w` (from the controller's `/status`) as its proxy applied `applied`: the controller's
+/// own record (`w.applied`, the proxy's acks) or what the proxy says (its `/config`).
+pub(crate) fn sync(w: &WorkloadReport, applied: Option<u64>) -> ProxySync {
+    if w.connected == 0 {
+        ProxySync::NotConnected
+    } else if applied == Some(w.generation) {
+        ProxySync::InSync
+    } else {
+        ProxySync::Behind
+    }
+}
+
 /// One report from every replica's: a workload as the replica its proxy is connected to
 /// sees it (connections and enforcing proxies add up), the newest generation.
 pub(crate) fn merge(mut reports: Vec<StatusReport>) -> StatusReport {

@@ -18,7 +18,7 @@ use vigil_controller::status::StatusReport;
 use crate::{
     check::chart,
     cluster::{ClusterArgs, ClusterError, runtime},
-    controller_admin,
+    controller_admin::{self, ProxySync},
     output::{Format, OutputArgs},
 };
 
@@ -157,10 +157,10 @@ fn print_table(r: &StatusReport) {
         WORKLOAD_HEADER[5]
     );
     for w in &r.workloads {
-        let proxy = match (w.connected, w.up_to_date) {
-            (0, _) => "offline",
-            (_, true) => "in sync",
-            (_, false) => "behind",
+        let proxy = match controller_admin::sync(w, w.applied) {
+            ProxySync::NotConnected => "offline",
+            ProxySync::InSync => "in sync",
+            ProxySync::Behind => "behind",
         };
         println!(
             "{:<28} {:<48} {:>6} {:>8} {:<10} {}",

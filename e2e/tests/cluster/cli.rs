@@ -1,7 +1,8 @@
 //! Step 5b (after the policy steps): the `vigil` CLI on the live mesh, as a Kubernetes user runs it (the built
 //! binary, a kubeconfig for the node's API server, nothing port-forwarded): `vigil verify`
-//! on an allowed mTLS edge, a denied one and one from a pod outside the mesh, and `vigil
-//! status` finding the controller through the API server.
+//! on an allowed mTLS edge, a denied one and one from a pod outside the mesh, `vigil
+//! status` finding the controller through the API server, and `vigil check` saying every
+//! enrolled pod's proxy is in sync (its `proxies-in-sync` line, with the count).
 
 use std::{
     path::Path,
@@ -185,6 +186,30 @@ pub(crate) async fn verify_and_status(ctx: &Ctx<'_>) {
         1,
         &["no Deployment outside/vigil-controller", "vigil check"],
     );
+    // `vigil check`: every enrolled pod's proxy in sync, from the controller's /status
+    // read through the API server; the count is the injected pods that run.
+    let proxies = injected_running(ctx).await;
+    assert!(proxies >= 2, "frontend and orders at least: {proxies}");
+    let t = Instant::now();
+    let check = vigil(&kc, &["check"]);
+    let check_took = t.elapsed();
+    let check_text = expect(
+        &check,
+        0,
+        &[&format!(
+            "✔ enrolled pods' proxies in sync: {proxies} proxy(ies) at the controller's current generation\n"
+        )],
+    );
+    println!("{check_text}");
+    assert!(!check_text.contains('✘'), "{check_text}");
+    println!(
+        "5b. vigil check: {proxies} proxies in sync, {} checks in {:.0} ms",
+        check_text
+            .lines()
+            .filter(|l| l.starts_with(['✔', '!', '✘']))
+            .count(),
+        check_took.as_secs_f64() * 1e3
+    );
     println!(
         "5b. vigil verify deploy/frontend deploy/orders: {} checks passed in {:.0} ms (mTLS from both proxies' records, both SVIDs, allow by shop/frontend-reads-orders rule 0); POST: deny explained (exit 1); from outside the mesh: not enrolled, plaintext, unauthenticated (exit 1); vigil status through the API server in {:.0} ms ({} lines)",
         doc_checks(&ok),
@@ -192,6 +217,31 @@ pub(crate) async fn verify_and_status(ctx: &Ctx<'_>) {
         status_took.as_secs_f64() * 1e3,
         status_text.lines().count()
     );
+}
+
+/// How many pods carry the injected proxy and run (what `proxies-in-sync` counts).
+async fn injected_running(ctx: &Ctx<'_>) -> usize {
+    let pods = kube::Api::<k8s_openapi::api::core::v1::Pod>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    pods.items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.phase.as_deref() == Some("Running"))
+        })
+        .filter(|p| {
+            p.spec.as_ref().is_some_and(|s| {
+                s.containers
+                    .iter()
+                    .chain(s.init_containers.iter().flatten())
+                    .any(|c| c.name == "vigil-proxy")
+            })
+        })
+        .count()
 }
 
 /// How many ✔ lines a run printed.

@@ -5,7 +5,12 @@ use vigil_controller::status::{StatusReport, WorkloadReport};
 use vigil_proxy::metrics::labels::Direction;
 
 use super::view::ProxyView;
-use crate::{check::report::Check, local_policy::Verdict, status::fmt_time};
+use crate::{
+    check::report::Check,
+    controller_admin::{ProxySync, sync},
+    local_policy::Verdict,
+    status::fmt_time,
+};
 
 /// FROM or TO, and what was found of it.
 #[derive(Debug)]
@@ -234,31 +239,33 @@ pub(crate) fn in_sync(side: &Side, controller: &Result<StatusReport, String>) ->
             ),
             "vigil check (is the pod enrolled, with a service account that exists?)",
         ),
-        Some(w) if w.connected == 0 => Check::fail(
-            id,
-            title,
-            format!(
-                "the controller has no policy stream from this proxy (it applied generation {generation}; the controller's current is {})",
-                w.generation
+        Some(w) => match sync(w, Some(generation)) {
+            ProxySync::NotConnected => Check::fail(
+                id,
+                title,
+                format!(
+                    "the controller has no policy stream from this proxy (it applied generation {generation}; the controller's current is {})",
+                    w.generation
+                ),
+                format!("see {} for why it cannot reach the controller", side.logs()),
             ),
-            format!("see {} for why it cannot reach the controller", side.logs()),
-        ),
-        Some(w) if w.generation == generation => Check::ok(id, title).with_detail(format!(
-            "generation {generation}, the controller's current for {}",
-            side.pod
-        )),
-        Some(w) => Check::fail(
-            id,
-            title,
-            format!(
-                "the proxy applied generation {generation}, the controller's current for {} is {}",
-                side.pod, w.generation
+            ProxySync::InSync => Check::ok(id, title).with_detail(format!(
+                "generation {generation}, the controller's current for {}",
+                side.pod
+            )),
+            ProxySync::Behind => Check::fail(
+                id,
+                title,
+                format!(
+                    "the proxy applied generation {generation}, the controller's current for {} is {}",
+                    side.pod, w.generation
+                ),
+                format!(
+                    "a change applies within a second: run vigil verify again; if it stays behind, see {}",
+                    side.logs()
+                ),
             ),
-            format!(
-                "a change applies within a second: run vigil verify again; if it stays behind, see {}",
-                side.logs()
-            ),
-        ),
+        },
     })
 }
 

@@ -8,6 +8,7 @@ mod controller;
 mod crds;
 pub(crate) mod pods;
 mod policies;
+mod proxies;
 mod webhook;
 mod webhook_reach;
 
@@ -41,11 +42,10 @@ pub(super) async fn run(cluster: &Cluster, namespace: &str) -> Result<Vec<Check>
         webhook::TITLE,
         webhook::check(cluster, namespace, roots.as_deref()).await,
     )?);
-    checks.extend(could_not(
-        pods::ID,
-        pods::TITLE,
-        pods::check(cluster, namespace).await,
-    )?);
+    let pods = pods::check(cluster, namespace).await;
+    let running = pods.as_ref().ok().map(|(_, running)| running.clone());
+    checks.extend(could_not(pods::ID, pods::TITLE, pods.map(|(c, _)| c))?);
+    checks.extend(proxies::check(cluster, namespace, running.as_deref()).await);
     checks.extend(could_not(
         policies::ID,
         policies::TITLE,

@@ -25,8 +25,12 @@ pub(super) const ID: &str = "pods-injected";
 pub(super) const TITLE: &str = "enrolled pods injected";
 
 /// One failure per workload (Deployment, StatefulSet, DaemonSet or bare pod) with pods
-/// not injected, else one ok line.
-pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, ClusterError> {
+/// not injected, else one ok line; and the injected pods that run (`namespace/name`),
+/// whose proxies `proxies-in-sync` checks.
+pub(super) async fn check(
+    cluster: &Cluster,
+    ns: &str,
+) -> Result<(Vec<Check>, Vec<String>), ClusterError> {
     let namespaces = Api::<Namespace>::all(cluster.client.clone())
         .list(&ListParams::default())
         .await
@@ -48,6 +52,7 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
     let config = injector_config(cluster, ns).await;
     let hook = webhook(cluster).await;
     let (mut injected, mut missing) = (0, BTreeMap::<String, BTreeSet<String>>::new());
+    let mut running = Vec::new();
     for pod in &pods.items {
         let pod_ns = pod.namespace().unwrap_or_default();
         if enroll::protected_namespace(&config, &pod_ns).is_some()
@@ -72,16 +77,21 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
                     .or_default()
                     .insert(format!("{pod_ns}/{}", pod.name_any()));
             }
-            Some(enroll::SkipReason::AlreadyInjected) => injected += 1,
+            Some(enroll::SkipReason::AlreadyInjected) => {
+                injected += 1;
+                if pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") {
+                    running.push(format!("{pod_ns}/{}", pod.name_any()));
+                }
+            }
             Some(_) => {}
         }
     }
     if missing.is_empty() {
-        return Ok(vec![Check::ok(ID, TITLE).with_detail(format!(
-            "{injected} enrolled pod(s), all with vigil-proxy"
-        ))]);
+        let ok = Check::ok(ID, TITLE)
+            .with_detail(format!("{injected} enrolled pod(s), all with vigil-proxy"));
+        return Ok((vec![ok], running));
     }
-    Ok(missing
+    let failed = missing
         .into_iter()
         .map(|(fix, pods)| {
             let pods: Vec<String> = pods.into_iter().collect();
@@ -95,7 +105,8 @@ pub(super) async fn check(cluster: &Cluster, ns: &str) -> Result<Vec<Check>, Clu
                 fix,
             )
         })
-        .collect())
+        .collect();
+    Ok((failed, running))
 }
 
 /// The injector's webhook, if it can be read (its selectors say which pods the API

@@ -4,7 +4,7 @@
 //!
 //! `enforcingProxies` counts the proxies connected to the leader that acknowledged the
 //! policy, so with several replicas fewer than `targetWorkloads` is a warning, not a
-//! failure; per-proxy sync is `vigil status` (the controller's admin API).
+//! failure; per-proxy sync is `proxies-in-sync` (the controller's `/status`).
 
 use kube::{Api, ResourceExt, api::ListParams};
 use serde::de::DeserializeOwned;
@@ -96,7 +96,7 @@ pub(super) async fn check(cluster: &Cluster, served: &[&str]) -> Result<Vec<Chec
             SYNC_ID,
             SYNC_TITLE,
             detail.join("; "),
-            "wait a few seconds and check again; if it stays, check the controller leads (controller-leader) and `vigil status` for proxies that are offline or behind",
+            "wait a few seconds and check again; if it stays, check the controller leads (controller-leader) and proxies-in-sync (or `vigil status`) for proxies that are offline or behind",
         )
     });
     Ok(checks)
