@@ -43,6 +43,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Replayed: free the detection buffer (an advanced `Bytes` keeps all of
+                // it, for as long as the connection lives).
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -191,5 +196,30 @@ mod tests {
         io.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "hello world");
         assert_eq!(counts.read(), 11);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_prefix_frees_the_detection_buffer() {
+        let mut detected = bytes::BytesMut::with_capacity(2048);
+        detected.extend_from_slice(b"hello");
+        let prefix = detected.freeze();
+        // A second handle on the same buffer: unique again once the stream let go of it.
+        let watch = prefix.clone();
+        let (_a, b) = tokio::io::duplex(64);
+        let mut io = PrefixedIo::new(prefix, b);
+        let mut part = [0u8; 3];
+        io.read_exact(&mut part).await.unwrap();
+        assert_eq!(&part, b"hel");
+        assert!(
+            !watch.is_unique(),
+            "half replayed: the buffer is still needed"
+        );
+        let mut rest = [0u8; 2];
+        io.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"lo");
+        assert!(
+            watch.is_unique(),
+            "replayed: the stream still holds the buffer"
+        );
     }
 }
