@@ -215,14 +215,12 @@ async fn settle() {
 
 /// The ratios BENCHMARKS.md's targets imply for the counts: instructions per request
 /// against nginx (B2, B4's CPU), per new connection against Envoy (B6), with and without
-/// per-request metrics (B12).
+/// per-request metrics (B12), and B13 itself: instructions and allocations per request
+/// per path (h1, h2, new mTLS connection) against nginx and HAProxy.
 pub fn ratios(counts: &[Counted]) -> Vec<crate::Ratio> {
-    let get = |path: &str, w: Workload| {
-        counts
-            .iter()
-            .find(|c| c.path == path && c.workload == w)
-            .map_or(f64::NAN, |c| c.instructions)
-    };
+    let find = |path: &str, w: Workload| counts.iter().find(|c| c.path == path && c.workload == w);
+    let get = |path: &str, w: Workload| find(path, w).map_or(f64::NAN, |c| c.instructions);
+    let allocs = |path: &str, w: Workload| find(path, w).map_or(f64::NAN, |c| c.allocations);
     let ratio = |id: &str, name: &str, a: f64, b: f64, target: f64| {
         let r = a / b;
         crate::Ratio {
@@ -237,7 +235,7 @@ pub fn ratios(counts: &[Counted]) -> Vec<crate::Ratio> {
         }
     };
     let h1 = |path| (path, Workload::H1);
-    [
+    let mut out = [
         (
             "B2",
             "h1 instructions per request vigil/nginx",
@@ -276,7 +274,30 @@ pub fn ratios(counts: &[Counted]) -> Vec<crate::Ratio> {
     ]
     .into_iter()
     .map(|(id, name, (a, wa), (b, wb), target)| ratio(id, name, get(a, wa), get(b, wb), target))
-    .collect()
+    .collect::<Vec<_>>();
+    for (w, tag) in [
+        (Workload::H1, "h1"),
+        (Workload::H2, "h2"),
+        (Workload::Conn, "new mTLS connection"),
+    ] {
+        for base in ["nginx", "haproxy"] {
+            out.push(ratio(
+                "B13",
+                &format!("{tag} instructions vigil/{base}"),
+                get("vigil", w),
+                get(base, w),
+                1.0,
+            ));
+            out.push(ratio(
+                "B13",
+                &format!("{tag} allocations vigil/{base}"),
+                allocs("vigil", w),
+                allocs(base, w),
+                1.0,
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -306,8 +327,11 @@ mod tests {
             counted("envoy", Workload::Resume, 1000.0),
             counted("nginx", Workload::H1, 400.0),
             counted("nginx", Workload::H2, 100.0),
+            counted("haproxy", Workload::H1, 100.0),
         ];
-        let got: Vec<(String, f64, bool)> = ratios(&counts)
+        let all = ratios(&counts);
+        let (b13, rest): (Vec<_>, Vec<_>) = all.iter().partition(|r| r.id == "B13");
+        let got: Vec<(String, f64, bool)> = rest
             .iter()
             .map(|r| (r.id.clone(), r.ratio, r.pass()))
             .collect();
@@ -321,6 +345,25 @@ mod tests {
                 ("B12".to_string(), 2.0, false),
             ]
         );
+        // B13: each path against nginx and HAProxy, instructions and allocations
+        // (`counted` makes allocations a thousandth of the instructions).
+        let b13: Vec<(&str, f64, bool)> = b13
+            .iter()
+            .filter(|r| !r.ratio.is_nan())
+            .map(|r| (r.name.as_str(), (r.ratio * 1e6).round() / 1e6, r.pass()))
+            .collect();
+        assert_eq!(
+            b13,
+            [
+                ("h1 instructions vigil/nginx", 0.5, true),
+                ("h1 allocations vigil/nginx", 0.5, true),
+                ("h1 instructions vigil/haproxy", 2.0, false),
+                ("h1 allocations vigil/haproxy", 2.0, false),
+                ("h2 instructions vigil/nginx", 3.0, false),
+                ("h2 allocations vigil/nginx", 3.0, false),
+            ]
+        );
+        assert_eq!(all.iter().filter(|r| r.id == "B13").count(), 12);
         // A missing count is NaN, which passes nothing.
         let r = ratios(&counts[..1]);
         assert!(r.iter().all(|r| r.ratio.is_nan() && !r.pass()), "{r:?}");

@@ -340,7 +340,7 @@ pub fn ratios(r: &Results) -> Vec<Ratio> {
             |_, _, s| valid(s, |s| s.cpu_per_op_us),
             |r, i| r.bare_handshake_us.get(i).copied(),
         ),
-        1.5,
+        1.2,
         Goal::AtMost,
     ));
     out.push(ratio(
