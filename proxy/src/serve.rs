@@ -42,6 +42,10 @@ impl ConnGuard {
     }
 }
 
+/// A connection's handler, ready to serve it: boxed, so the connection's task holds a
+/// pointer to it and nothing of the setup that chose it.
+pub(crate) type Handler = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Accept errors are logged at most once a second (with the count left out).
 static ACCEPT_ERRORS: LogLimit = LogLimit::new(Duration::from_secs(1));
 /// After an accept error, wait this long before the next accept, doubling to

@@ -14,7 +14,7 @@
 //! Connections from a peer that becomes revoked, or all connections when this workload
 //! is quarantined, are closed.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use rustls_pki_types::UnixTime;
 use tokio::net::{TcpListener, TcpStream};
@@ -25,7 +25,7 @@ use crate::{
     detect::{self, Outer, Proto},
     io::PrefixedIo,
     metrics::labels::{Direction, Rejected},
-    serve::ConnGuard,
+    serve::{ConnGuard, Handler},
     shared::{Shared, Source, original_dst},
 };
 
@@ -73,10 +73,6 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, app_client: Arc<A
     )
     .await;
 }
-
-/// A connection's handler, ready to serve it: boxed, so the connection's task holds a
-/// pointer to it and nothing of the setup that chose it.
-type Handler = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A connection's task. Setup (outer detection, the mTLS handshake, inner detection) runs
 /// in a box that is freed before the connection is served: an idle connection then holds

@@ -22,6 +22,7 @@ use crate::{
     detect::{self, Proto},
     io::PrefixedIo,
     metrics::labels::{Direction, Rejected},
+    serve::Handler,
     shared::{Shared, original_dst},
 };
 
@@ -88,8 +89,10 @@ async fn serve(
     .await;
 }
 
+/// A connection's task: setup (destination, discovery, detection) in a box freed before
+/// the connection is served, then its handler (see the inbound's `handle`).
 async fn handle(
-    mut stream: TcpStream,
+    stream: TcpStream,
     src: SocketAddr,
     shared: Arc<Shared>,
     mesh: Arc<MeshPool>,
@@ -99,10 +102,24 @@ async fn handle(
     // Only the pod's own applications reach the outbound, and detection is bounded by
     // its timeout: its connections do not count as pending handshakes.
     guard.established();
+    let handler = Box::pin(setup(stream, src, shared, mesh, route)).await;
+    if let Some(handler) = handler {
+        handler.await;
+    }
+}
+
+/// Where a connection goes and what it is: returns its handler.
+async fn setup(
+    mut stream: TcpStream,
+    src: SocketAddr,
+    shared: Arc<Shared>,
+    mesh: Arc<MeshPool>,
+    route: Option<usize>,
+) -> Option<Handler> {
     let policy = shared.policy();
     if policy.is_quarantined() {
         shared.metrics.reject(DIRECTION, Rejected::Quarantine);
-        return;
+        return None;
     }
     let (authority, dst) = match route {
         Some(i) => (
@@ -114,7 +131,7 @@ async fn handle(
             None => {
                 // Connected to the outbound port directly, not redirected: nowhere to go.
                 shared.metrics.reject(DIRECTION, Rejected::NoDestination);
-                return;
+                return None;
             }
         },
     };
@@ -123,18 +140,20 @@ async fn handle(
         None => match mesh.connector.discovery.lookup(dst).await {
             discovery::Found::Mesh(t) => t,
             discovery::Found::NotMesh => {
-                return Box::pin(tcp::passthrough(stream, src, dst, shared)).await;
+                return Some(Box::pin(tcp::passthrough(stream, src, dst, shared)));
             }
-            discovery::Found::Unknown(why) => return tcp::refuse_unknown(src, dst, &shared, why),
+            discovery::Found::Unknown(why) => {
+                tcp::refuse_unknown(src, dst, &shared, why);
+                return None;
+            }
         },
     };
     let (proto, prefix) = if shared.cfg.opaque_ports.contains(&dst.port()) {
         (Proto::Opaque, bytes::Bytes::new())
     } else {
-        match detect::inner(&mut stream, shared.cfg.detect_timeout).await {
-            Ok(d) => d,
-            Err(_) => return,
-        }
+        detect::inner(&mut stream, shared.cfg.detect_timeout)
+            .await
+            .ok()?
     };
     shared.metrics.connection(DIRECTION, proto);
     let ctx = Arc::new(OutCtx {
@@ -150,9 +169,9 @@ async fn handle(
         proto,
     });
     let io = PrefixedIo::new(prefix, stream);
-    match proto {
+    Some(match proto {
         // Boxed: a connection's task holds only the state of the path it took.
-        Proto::Opaque => Box::pin(tcp::tunnel(io, ctx)).await,
-        Proto::Http1 | Proto::Http2 => Box::pin(http::serve(io, ctx)).await,
-    }
+        Proto::Opaque => Box::pin(tcp::tunnel(io, ctx)),
+        Proto::Http1 | Proto::Http2 => Box::pin(http::serve(io, ctx)),
+    })
 }
