@@ -9,6 +9,7 @@
 //!
 //! No I/O and no Kubernetes client here: everything is testable synchronously.
 
+mod change;
 pub mod compile;
 pub mod index;
 pub mod resources;
