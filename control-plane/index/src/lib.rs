@@ -1,7 +1,7 @@
 //! The policy index: from resources to one compiled policy per workload.
 //!
 //! - [`resources`]: what sources feed in (CRDs, workloads, namespace metadata);
-//! - [`compile`]: resources -> a [`vigil_policy::ProxyPolicy`] per workload, plus a
+//! - [`mod@compile`]: resources -> a [`vigil_policy::ProxyPolicy`] per workload, plus a
 //!   verdict (accepted / rejected with reason / targets) per resource;
 //! - [`index`]: the live index: generations, a `watch` channel per workload, acks and
 //!   status. Sources call [`Index::apply`] / [`Index::delete`] / [`Index::replace`]; the
