@@ -6,7 +6,9 @@
 //! receives, like a real one. Each round applies (or removes) a deny policy that changes
 //! every workload's snapshot, and measures, per proxy, the time from the change to the
 //! snapshot's arrival. Reports p99 over all rounds. Targets: p99 <= 100 ms at N = 1,000,
-//! <= 1 s at 10,000 (the 10,000 run is the full tier: VIGIL_BENCH_FULL=1).
+//! <= 250 ms at 10,000 (issue 15; the 10,000 run is the full tier: VIGIL_BENCH_FULL=1).
+//! Also prints how long the index took to apply each change (inside the latency: the
+//! clock starts before the change is applied).
 
 #![allow(
     missing_docs,
@@ -57,7 +59,7 @@ fn main() {
         .unwrap();
     for n in sizes {
         let (p50, p99, max) = rt.block_on(run(n));
-        let target = if n <= 1_000 { 100.0 } else { 1_000.0 };
+        let target = if n <= 1_000 { 100.0 } else { 250.0 };
         let r = Ratio {
             id: "B10".into(),
             name: format!("propagation-p99-{n}-proxies"),
@@ -197,6 +199,7 @@ async fn run(n: usize) -> (f64, f64, f64) {
     eprintln!("B10: {n} proxies on {groups} connections connected");
 
     let mut latencies = Vec::with_capacity(n * ROUNDS);
+    let mut recompiles = Vec::with_capacity(ROUNDS);
     let key = ObjectKey::new("bench", "no-admin");
     for round in 0..ROUNDS {
         let t0 = Instant::now();
@@ -208,6 +211,7 @@ async fn run(n: usize) -> (f64, f64, f64) {
                 ix.delete(Kind::AccessPolicy, &key, unix_now());
             }
         }
+        recompiles.push(t0.elapsed().as_secs_f64() * 1e3);
         let want = ctl.state.index().generation();
         let mut arrived = 0;
         while arrived < n {
@@ -229,8 +233,15 @@ async fn run(n: usize) -> (f64, f64, f64) {
     };
     let out = (pct(0.5), pct(0.99), *latencies.last().unwrap());
     eprintln!(
-        "B10: N={n}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {ROUNDS} changes",
-        out.0, out.1, out.2
+        "B10: N={n}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {ROUNDS} changes; the index took {} ms per change",
+        out.0,
+        out.1,
+        out.2,
+        recompiles
+            .iter()
+            .map(|ms| format!("{ms:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     ctl.stop().await;
     out

@@ -1,8 +1,11 @@
 //! The index: compiled policy per workload, published on `watch` channels.
 //!
-//! Every change recompiles everything (simple and deterministic; fine up to thousands of
-//! workloads — incremental compilation is future work) and bumps the generation; only
-//! workloads whose policy actually changed receive a new snapshot, stamped with the new
+//! A change that touches only AccessPolicies recompiles those policies and the workloads
+//! they affect (`compile/incremental.rs`) and compares only those workloads' policies with
+//! what they have; any other change recompiles everything ([`compile`], the reference —
+//! the tests check both give the same snapshots and generations over random sequences of
+//! changes). A change that alters someone's policy bumps the generation; only workloads
+//! whose policy actually changed receive a new snapshot, stamped with the new
 //! generation. A `watch` channel holds only the latest value, so bursts of changes
 //! coalesce to the latest snapshot for a slow consumer. Proxies acknowledge what they
 //! applied; [`Index::status`] says who enforces what.
@@ -14,7 +17,8 @@ use vigil_cert_authority::SpiffeId;
 use vigil_policy::model::{Destination, ProxyPolicy};
 
 use crate::{
-    compile::{Compiled, Settings, Verdict, compile},
+    change::Change,
+    compile::{Compiled, CompiledWorkload, Settings, Verdict, compile, policies_changed},
     resources::{Kind, ObjectKey, Resource, Resources},
 };
 
@@ -59,6 +63,11 @@ pub struct Index {
     generation: u64,
     entries: BTreeMap<ObjectKey, Entry>,
     compiled: Compiled,
+    /// Whether AccessPolicy changes take the incremental path (off: every change
+    /// recompiles everything, the reference the tests compare with).
+    incremental: bool,
+    /// How many recompiles were full, and how many incremental.
+    recompiles: (u64, u64),
 }
 
 impl std::fmt::Debug for Index {
@@ -79,7 +88,20 @@ impl Index {
             generation: 0,
             entries: BTreeMap::new(),
             compiled: Compiled::default(),
+            incremental: true,
+            recompiles: (0, 0),
         }
+    }
+
+    /// Turns the incremental path on (the default) or off (every change recompiles
+    /// everything: slower, same result — what the equivalence tests compare with).
+    pub fn set_incremental(&mut self, on: bool) {
+        self.incremental = on;
+    }
+
+    /// How many recompiles were full, and how many took the incremental path.
+    pub fn recompiles(&self) -> (u64, u64) {
+        self.recompiles
     }
 
     /// The settings.
@@ -99,28 +121,35 @@ impl Index {
 
     /// Adds or replaces a resource and recompiles.
     pub fn apply(&mut self, r: Resource, now: u64) {
+        let change = Change::of(&r);
         self.resources.apply(r);
-        self.recompute(now);
+        self.recompute(now, change);
     }
 
     /// Removes a resource and recompiles.
     pub fn delete(&mut self, kind: Kind, key: &ObjectKey, now: u64) {
         if self.resources.delete(kind, key) {
-            self.recompute(now);
+            self.recompute(now, Change::deleting(kind, key));
         }
     }
 
-    /// Replaces every resource at once (a full reload of a source) and recompiles.
+    /// Replaces every resource at once (a full reload of a source) and recompiles what
+    /// the difference touches.
     pub fn replace(&mut self, resources: Resources, now: u64) {
+        let change = if self.incremental {
+            Change::between(&self.resources, &resources)
+        } else {
+            Change::Everything
+        };
         self.resources = resources;
-        self.recompute(now);
+        self.recompute(now, change);
     }
 
     /// Recompiles if a validity window opened or closed since the last compile. Returns
     /// true if it recompiled.
     pub fn tick(&mut self, now: u64) -> bool {
         if self.compiled.next_change.is_some_and(|t| now >= t) {
-            self.recompute(now);
+            self.recompute(now, Change::Everything);
             return true;
         }
         false
@@ -205,54 +234,116 @@ impl Index {
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
-    fn recompute(&mut self, now: u64) {
-        let compiled = compile(&self.resources, &self.settings, now);
+    fn recompute(&mut self, now: u64, change: Change) {
         let next = self.generation + 1;
+        let affected = match change {
+            Change::Policies(keys) if self.incremental => policies_changed(
+                &mut self.compiled,
+                &self.resources,
+                &self.settings,
+                &keys,
+                now,
+            ),
+            _ => None,
+        };
         let mut changed = false;
-        // Known workloads get their policy; entries for workloads that vanished get deny-all.
-        let keys: Vec<ObjectKey> = compiled
-            .workloads
-            .keys()
-            .chain(self.entries.keys())
-            .cloned()
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for key in keys {
-            let (identity, policy) = match compiled.workloads.get(&key) {
-                Some(w) => (Some(w.identity.clone()), w.policy.clone()),
-                None => (None, ProxyPolicy::default()),
-            };
-            let entry = self.entries.entry(key).or_insert_with(|| Entry {
-                tx: watch::Sender::new(Arc::new(unknown(0))),
-                published: Instant::now(),
-                acked: None,
-            });
-            let current = entry.tx.borrow().clone();
-            let same = current.identity == identity
-                && ProxyPolicy {
-                    generation: 0,
-                    ..current.policy.clone()
-                } == policy;
-            if !same {
-                changed = true;
-                let snapshot = Snapshot {
-                    generation: next,
-                    identity,
-                    policy: ProxyPolicy {
-                        generation: next,
-                        ..policy
-                    },
-                };
-                entry.published = Instant::now();
-                entry.tx.send_replace(Arc::new(snapshot));
+        match affected {
+            // Only these workloads' policies may have changed; every other one is as
+            // published (and every known workload has an entry since the last full compile).
+            Some(keys) => {
+                self.recompiles.1 += 1;
+                for key in &keys {
+                    let cw = self.compiled.workloads.get(key);
+                    changed |= publish(&mut self.entries, key, cw, next);
+                }
+            }
+            None => {
+                self.recompiles.0 += 1;
+                self.compiled = compile(&self.resources, &self.settings, now);
+                for (key, cw) in &self.compiled.workloads {
+                    changed |= publish(&mut self.entries, key, Some(cw), next);
+                }
+                // Entries for workloads that vanished (or never were) get deny-all.
+                let gone: Vec<ObjectKey> = self
+                    .entries
+                    .keys()
+                    .filter(|k| !self.compiled.workloads.contains_key(*k))
+                    .cloned()
+                    .collect();
+                for key in &gone {
+                    changed |= publish(&mut self.entries, key, None, next);
+                }
             }
         }
         if changed {
             self.generation = next;
         }
-        self.compiled = compiled;
     }
+}
+
+/// Publishes `compiled` (deny-all if `None`) to `key`'s watchers at generation `next`, if
+/// it differs from what they have. Returns whether it did.
+fn publish(
+    entries: &mut BTreeMap<ObjectKey, Entry>,
+    key: &ObjectKey,
+    compiled: Option<&CompiledWorkload>,
+    next: u64,
+) -> bool {
+    let default = ProxyPolicy::default();
+    let (identity, policy) = match compiled {
+        Some(w) => (Some(&w.identity), &w.policy),
+        None => (None, &default),
+    };
+    if !entries.contains_key(key) {
+        entries.insert(
+            key.clone(),
+            Entry {
+                tx: watch::Sender::new(Arc::new(unknown(0))),
+                published: Instant::now(),
+                acked: None,
+            },
+        );
+    }
+    let Some(entry) = entries.get_mut(key) else {
+        return false;
+    };
+    let same = {
+        let current = entry.tx.borrow();
+        current.identity.as_ref() == identity && same_policy(&current.policy, policy)
+    };
+    if same {
+        return false;
+    }
+    let snapshot = Snapshot {
+        generation: next,
+        identity: identity.cloned(),
+        policy: ProxyPolicy {
+            generation: next,
+            ..policy.clone()
+        },
+    };
+    entry.published = Instant::now();
+    entry.tx.send_replace(Arc::new(snapshot));
+    true
+}
+
+/// Equal apart from the generation.
+fn same_policy(a: &ProxyPolicy, b: &ProxyPolicy) -> bool {
+    let ProxyPolicy {
+        generation: _,
+        workload,
+        default_policy,
+        quarantined,
+        inbound,
+        revoked,
+        outbound,
+    } = a;
+    *workload == b.workload
+        && *default_policy == b.default_policy
+        && *quarantined == b.quarantined
+        && *inbound == b.inbound
+        && *revoked == b.revoked
+        && *outbound == b.outbound
 }
 
 fn unknown(generation: u64) -> Snapshot {

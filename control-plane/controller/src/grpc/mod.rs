@@ -16,6 +16,7 @@ use vigil_cert_authority::{SpiffeId, svid};
 use crate::{k8s::token_review::TokenReviewer, state::State};
 
 mod identity;
+mod peer;
 mod policy;
 
 /// Most concurrent TLS handshakes in flight.

@@ -7,17 +7,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vigil_api::pb;
 
-use super::{peer_identity, workload_key};
+use super::{peer::PeerIds, workload_key};
 use crate::state::State;
 
 /// The Policy service.
 pub(super) struct PolicyService {
     state: Arc<State>,
+    /// Callers' identities by certificate (every ack is authorized).
+    peers: PeerIds,
 }
 
 impl PolicyService {
     pub(super) fn new(state: Arc<State>) -> Self {
-        Self { state }
+        Self {
+            state,
+            peers: PeerIds::default(),
+        }
     }
 
     /// The caller must present an SVID naming the workload's identity.
@@ -35,7 +40,7 @@ impl PolicyService {
                 .inc();
             Err(s)
         };
-        let Some(caller) = peer_identity(req) else {
+        let Some(caller) = self.peers.identity(req) else {
             return refuse(
                 "no_svid",
                 Status::unauthenticated("present your SVID (mTLS) to read policy"),
@@ -76,14 +81,18 @@ impl pb::policy_server::Policy for PolicyService {
         tracing::info!(workload = %key, "policy stream opened");
         tokio::spawn(async move {
             let _guard = guard;
+            // The bundle is converted when it changes, not with every policy change.
+            let mut bundle = pb::TrustBundle::from(&*bundle_rx.borrow_and_update());
             loop {
+                if bundle_rx.has_changed().unwrap_or(false) {
+                    bundle = pb::TrustBundle::from(&*bundle_rx.borrow_and_update());
+                }
                 let snapshot = {
                     let s = policy_rx.borrow_and_update().clone();
-                    let b = bundle_rx.borrow_and_update().clone();
                     pb::Snapshot {
                         generation: s.generation,
                         policy: Some(pb::WorkloadPolicy::from(&s.policy)),
-                        bundle: Some(pb::TrustBundle::from(&b)),
+                        bundle: Some(bundle.clone()),
                     }
                 };
                 if tx.send(Ok(snapshot)).await.is_err() {

@@ -7,15 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, btree_map::Entry};
 use vigil_policy::model::Destination;
 
 use super::{
-    Compiled,
-    reachability::reachability,
+    Compiled, CompiledWorkload,
+    reachability::{Reachability, reachability},
     services,
     workloads::{WorkloadInfo, proxy_of},
 };
 use crate::resources::{Kind, ObjectKey, Resources};
 
 /// Fills in every non-quarantined workload's destinations. Computed by inverting the
-/// allow rules (who may reach X), not by testing every pair.
+/// allow rules (who may reach X), not by testing every pair. Who may reach whom and the
+/// services' destinations are kept in `out.cache` for the incremental path.
 pub(super) fn destinations(
     res: &Resources,
     infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
@@ -28,41 +29,7 @@ pub(super) fn destinations(
         .iter()
         .filter(|(_, cw)| !cw.policy.quarantined)
         .map(|(key, _)| {
-            let mut seen = BTreeSet::new();
-            let mut dests = Vec::new();
-            for other_key in reachable
-                .open
-                .iter()
-                .chain(reachable.by_caller.get(key).into_iter().flatten())
-            {
-                if other_key == key {
-                    continue;
-                }
-                let (Some(info), Some(other)) =
-                    (infos.get(other_key), out.workloads.get(other_key))
-                else {
-                    continue;
-                };
-                let proxy = proxy_of(info);
-                for addr in &info.workload.spec.addresses {
-                    if let Ok(address) = addr.parse()
-                        && seen.insert(address)
-                    {
-                        dests.push(Destination {
-                            address,
-                            proxy,
-                            identities: vec![other.identity.to_string()],
-                            endpoints: Vec::new(),
-                        });
-                    }
-                }
-                // Services it backs: a caller that may reach a backend may call the service.
-                for d in service_dests.get(other_key).into_iter().flatten() {
-                    if seen.insert(d.address) {
-                        dests.push(d.clone());
-                    }
-                }
-            }
+            let dests = table(key, &reachable, infos, &out.workloads, &service_dests);
             (key.clone(), dests)
         })
         .collect();
@@ -71,6 +38,53 @@ pub(super) fn destinations(
             cw.policy.outbound.destinations = dests;
         }
     }
+    out.cache.reachability = reachable;
+    out.cache.service_dests = service_dests;
+}
+
+/// One caller's destination table: the addresses of every workload it may reach, and the
+/// services they back.
+pub(super) fn table(
+    key: &ObjectKey,
+    reachable: &Reachability,
+    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    workloads: &BTreeMap<ObjectKey, CompiledWorkload>,
+    service_dests: &BTreeMap<ObjectKey, Vec<Destination>>,
+) -> Vec<Destination> {
+    let mut seen = BTreeSet::new();
+    let mut dests = Vec::new();
+    for other_key in reachable
+        .open
+        .iter()
+        .chain(reachable.by_caller.get(key).into_iter().flatten())
+    {
+        if other_key == key {
+            continue;
+        }
+        let (Some(info), Some(other)) = (infos.get(other_key), workloads.get(other_key)) else {
+            continue;
+        };
+        let proxy = proxy_of(info);
+        for addr in &info.workload.spec.addresses {
+            if let Ok(address) = addr.parse()
+                && seen.insert(address)
+            {
+                dests.push(Destination {
+                    address,
+                    proxy,
+                    identities: vec![other.identity.to_string()],
+                    endpoints: Vec::new(),
+                });
+            }
+        }
+        // Services it backs: a caller that may reach a backend may call the service.
+        for d in service_dests.get(other_key).into_iter().flatten() {
+            if seen.insert(d.address) {
+                dests.push(d.clone());
+            }
+        }
+    }
+    dests
 }
 
 /// Every workload address, to the workload serving it; an address claimed twice, or not

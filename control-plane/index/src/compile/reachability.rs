@@ -14,7 +14,8 @@ use crate::resources::ObjectKey;
 
 /// Who may reach whom: workloads open to every mesh identity, and per caller the
 /// workloads whose allow rules name it.
-pub(super) struct Reachability {
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reachability {
     /// Workloads any mesh identity may reach.
     pub(super) open: BTreeSet<ObjectKey>,
     /// Per caller, the workloads whose allow rules name it.
@@ -78,4 +79,27 @@ pub(super) fn reachability(workloads: &BTreeMap<ObjectKey, CompiledWorkload>) ->
         }
     }
     r
+}
+
+/// The callers whose outbound table may differ between `old` and `new`: every workload
+/// if the open set changed, else those whose reachable set changed.
+pub(super) fn changed_callers(
+    old: &Reachability,
+    new: &Reachability,
+    workloads: &BTreeMap<ObjectKey, CompiledWorkload>,
+) -> BTreeSet<ObjectKey> {
+    if old.open != new.open {
+        return workloads.keys().cloned().collect();
+    }
+    let differs = |a: &BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
+                   b: &BTreeMap<ObjectKey, BTreeSet<ObjectKey>>| {
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    differs(&old.by_caller, &new.by_caller)
+        .into_iter()
+        .chain(differs(&new.by_caller, &old.by_caller))
+        .collect()
 }

@@ -19,16 +19,12 @@ pub(super) fn members(
         .segments
         .iter()
         .map(|(seg_key, seg)| {
-            let ns_labels = |ns: &str| {
-                res.namespaces
-                    .get(ns)
-                    .map(|n| n.labels.clone())
-                    .unwrap_or_default()
-            };
+            let none = BTreeMap::new();
+            let ns_labels = |ns: &str| res.namespaces.get(ns).map_or(&none, |n| &n.labels);
             let set = pods.select(&seg.spec.pod_selector, |k| {
                 match &seg.spec.namespace_selector {
                     None => k.namespace == seg_key.namespace,
-                    Some(sel) => selector::matches(sel, &ns_labels(&k.namespace)),
+                    Some(sel) => selector::matches(sel, ns_labels(&k.namespace)),
                 }
             });
             (seg_key.clone(), set)

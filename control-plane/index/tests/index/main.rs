@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod incremental;
 mod outbound;
 mod overlay;
 mod policies;
