@@ -6,7 +6,7 @@
 use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use hyper::{body::Incoming, service::HttpService};
+use hyper::{body::Incoming, service::Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
@@ -131,7 +131,7 @@ pub(crate) async fn http<I, S>(
 ) -> Option<Closed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -160,7 +160,7 @@ where
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(Some(32))
             .max_local_error_reset_streams(Some(256))
-            .serve_connection(TokioIo::new(io), service);
+            .serve_connection(TokioIo::new(io), Boxed(service));
         drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     }
 }
@@ -175,9 +175,9 @@ struct UpgradeAware<S> {
     switch: UpgradeSwitch,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for UpgradeAware<S>
+impl<S> Service<Request<Incoming>> for UpgradeAware<S>
 where
-    S: HttpService<Incoming, ResBody = Body> + Clone + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -186,7 +186,7 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let upgrade = req.headers().contains_key(header::UPGRADE);
-        let fut = self.inner.clone().call(req);
+        let fut = self.inner.call(req);
         let switch = self.switch.clone();
         Box::pin(async move {
             let mut resp = fut.await?;
@@ -200,6 +200,28 @@ where
             }
             Ok(resp)
         })
+    }
+}
+
+/// HTTP/2 service wrapper boxing each request's future. hyper spawns a task per HTTP/2
+/// stream and the stream's future is moved whole several times on the way (into the
+/// spawn, into tokio's task cell, and tokio writes the task's stage as a value of the
+/// future's size when it completes): a pointer moves cheaply where the service's future,
+/// hundreds of bytes, does not. (HTTP/1 needs no wrapper: [`UpgradeAware`] boxes.)
+#[derive(Clone, Debug)]
+struct Boxed<S>(S);
+
+impl<S> Service<Request<Incoming>> for Boxed<S>
+where
+    S: Service<Request<Incoming>, Response = Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        Box::pin(self.0.call(req))
     }
 }
 
