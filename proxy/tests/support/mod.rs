@@ -575,7 +575,9 @@ inbound:
 
 /// The real `vigil-proxy` binary for workload `name` in front of `app`, on free loopback
 /// ports. Returns the process (killed on drop), its inbound and admin addresses; it is
-/// ready when this returns.
+/// ready when this returns. A free port found here can be taken by a parallel test
+/// before the proxy binds it: a proxy that exits before it is ready is started again on
+/// other ports (three tries); one that fails otherwise fails the test with its stderr.
 pub async fn spawn_proxy_binary(
     mesh: &Mesh,
     name: &str,
@@ -590,38 +592,63 @@ pub async fn spawn_proxy_binary(
             .local_addr()
             .unwrap()
     };
-    let (inbound, admin) = (free(), free());
     let path = |f: &str| creds.join(f).display().to_string();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
-        .args([
-            "run",
-            "--inbound",
-            &inbound.to_string(),
-            "--outbound",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--admin",
-            &admin.to_string(),
-            "--app",
-            &app.to_string(),
-            "--access-log",
-            "off",
-        ])
-        .args([
-            "--svid",
-            &path("svid.pem"),
-            "--key",
-            &path("key.pem"),
-            "--bundle",
-            &path("bundle.pem"),
-        ])
-        .args(["--policy", &policy.display().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = ChildGuard(Some(child));
-    wait_ready(admin).await;
-    (guard, inbound, admin)
+    let mut stderr_of_last = String::new();
+    for attempt in 0..3 {
+        let (inbound, admin) = (free(), free());
+        let log = creds.join(format!("proxy-stderr-{attempt}.log"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vigil-proxy"))
+            .args([
+                "run",
+                "--inbound",
+                &inbound.to_string(),
+                "--outbound",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--admin",
+                &admin.to_string(),
+                "--app",
+                &app.to_string(),
+                "--access-log",
+                "off",
+            ])
+            .args([
+                "--svid",
+                &path("svid.pem"),
+                "--key",
+                &path("key.pem"),
+                "--bundle",
+                &path("bundle.pem"),
+            ])
+            .args(["--policy", &policy.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut guard = ChildGuard(Some(child));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if vigil_proxy::testing::ready(admin, Duration::from_millis(200))
+                .await
+                .is_ok()
+            {
+                return (guard, inbound, admin);
+            }
+            let exited = guard.0.as_mut().and_then(|c| c.try_wait().unwrap());
+            if exited.is_some() {
+                stderr_of_last = std::fs::read_to_string(&log).unwrap_or_default();
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "vigil-proxy not ready on {admin} after 30 s; its stderr:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if !stderr_of_last.contains("in use") {
+            break;
+        }
+    }
+    panic!("vigil-proxy exited before it was ready; its stderr:\n{stderr_of_last}");
 }
