@@ -100,7 +100,12 @@ async fn setup(
     guard: &mut ConnGuard,
 ) -> Option<Handler> {
     let cfg = &shared.cfg;
-    let orig = original_dst(&stream);
+    // Asked of the socket (two syscalls per connection) only when no app is configured.
+    let orig = if cfg.app.is_none() {
+        original_dst(&stream)
+    } else {
+        None
+    };
     let (port, app) = match (cfg.app, orig) {
         (Some(app), _) => (app.port(), app),
         // The app on the loopback of the family the client used: IPv6 clients reach
