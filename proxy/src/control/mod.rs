@@ -7,8 +7,9 @@
 //!   (capped, jittered) while the current certificate stays in use.
 //! - policy ([`policy`]): one stream per connection; every snapshot is applied (an invalid
 //!   one becomes deny-all) and acknowledged on the same stream (`Policy.Watch` and a
-//!   unary `Policy.Ack` with a controller that predates `Policy.Sync`); when the controller is unreachable the last
-//!   policy stays in force (fail static) and the stream is re-opened with backoff.
+//!   unary `Policy.Ack` with a controller that predates `Policy.Sync`); when the
+//!   controller is unreachable the last policy stays in force (fail static) and the
+//!   stream is re-opened with backoff.
 //!
 //! Every connection to the controller verifies its SPIFFE ID against the trust bundle.
 
