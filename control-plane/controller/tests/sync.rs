@@ -281,6 +281,13 @@ async fn sync_refuses_what_breaks_the_protocol_and_records_nothing() {
     let err = as_web.sync(ReceiverStream::new(rx)).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
 
+    // A stream that never says what it watches is not kept open.
+    let (_silent, r) = open(&mut as_web, None).await;
+    let Err(err) = r else {
+        panic!("a silent stream is refused")
+    };
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
+
     // After the watch: an ack for another workload ends the stream; nothing is recorded.
     let (acks, stream) = open(&mut as_web, Some(watch("shop/web"))).await;
     let mut stream = stream.unwrap();
