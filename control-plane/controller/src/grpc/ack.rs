@@ -4,9 +4,10 @@
 //! the proxy's certificate expiry (for status), and a loud log line for a snapshot the
 //! proxy could not apply.
 //!
-//! A Sync stream keeps one [`Acks`] for its life, so an ack costs one index lock and no
-//! allocation: the gauge's label is resolved at its first ack, and the expiry map is
-//! written only when the reported expiry changes (after a renewal).
+//! A Sync stream keeps one [`Acks`] for its life, so an ack there costs one index lock
+//! and no allocation beyond decoding it: the gauge's label is resolved at its first ack,
+//! and the expiry map is written only when the reported expiry changes (after a
+//! renewal). A unary Ack builds its `Acks` per call (label, map write, as before).
 
 use prometheus::IntGauge;
 use vigil_api::pb;
