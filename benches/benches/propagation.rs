@@ -26,7 +26,8 @@ use std::{
 
 use clap::Parser;
 use tokio::sync::mpsc;
-use vigil_api::pb::{self, policy_client::PolicyClient};
+use tokio_stream::wrappers::ReceiverStream;
+use vigil_api::pb::{self, policy_client::PolicyClient, sync_request::Kind as Request};
 use vigil_benches::{Goal, Ratio};
 use vigil_cert_authority::{SpiffeId, TrustDomain, creds::Credentials, pemfile, tls};
 use vigil_controller::{Controller, ControllerArgs};
@@ -164,21 +165,31 @@ async fn run(n: usize) -> (f64, f64, f64) {
         tokio::spawn(async move {
             let workload = format!("bench/w{i}");
             let mut client = PolicyClient::new(channel);
-            let mut stream = client
-                .watch(pb::WatchRequest {
+            // One Policy.Sync stream: the watch, then an ack per snapshot, as a proxy does.
+            let (acks, requests) = mpsc::channel(4);
+            let watch = pb::SyncRequest {
+                kind: Some(Request::Watch(pb::WatchRequest {
                     workload: workload.clone(),
-                })
+                })),
+            };
+            let mut stream = client
+                .sync(tokio_stream::StreamExt::chain(
+                    tokio_stream::once(watch),
+                    ReceiverStream::new(requests),
+                ))
                 .await
                 .unwrap()
                 .into_inner();
             while let Ok(Some(snap)) = stream.message().await {
                 let _ = tx.send((snap.generation, Instant::now()));
-                let _ = client
-                    .ack(pb::AckRequest {
-                        workload: workload.clone(),
-                        generation: snap.generation,
-                        valid: true,
-                        ..Default::default()
+                let _ = acks
+                    .send(pb::SyncRequest {
+                        kind: Some(Request::Ack(pb::AckRequest {
+                            workload: workload.clone(),
+                            generation: snap.generation,
+                            valid: true,
+                            ..Default::default()
+                        })),
                     })
                     .await;
             }

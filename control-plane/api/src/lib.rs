@@ -1,7 +1,8 @@
 //! The controller <-> proxy wire contract.
 //!
 //! - [`pb`]: the generated protobuf types and tonic clients/servers for
-//!   `proto/vigil/api/v1/*.proto` (`Identity.Certify`, `Policy.Watch`, `Policy.Ack`);
+//!   `proto/vigil/api/v1/*.proto` (`Identity.Certify`, `Policy.Sync`, and
+//!   `Policy.Watch` + `Policy.Ack` for older proxies, `Policy.Resolve`);
 //! - [`convert`]: conversions between the wire types and Vigil's domain types. Domain ->
 //!   wire is total; wire -> domain fails on anything unspecified or malformed, and the
 //!   proxy turns such a failure into a deny-all policy (fail closed), never a permissive one.

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!   local dir (YAML) ── PolicyDir ─────┐
-//!   Kubernetes API ──── reflectors ────┴─ Source ──► Index (vigil-index) ─watch─► Policy.Watch ─► proxies
-//!                                                                             Policy.Ack   ◄─
+//!   Kubernetes API ──── reflectors ────┴─ Source ──► Index (vigil-index) ─watch─► Policy.Sync ─► proxies
+//!                                                                             (acks)      ◄─
 //!   CA state dir ──► CertificateAuthority ──────────────────────────────────► Identity.Certify
 //!                                                                      admin: /metrics /status
 //! ```

@@ -282,23 +282,7 @@ async fn proxies_survive_a_controller_outage_and_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_callers_get_nothing() {
     let plane = Plane::start().await;
-    plane.write(
-        "workloads.yaml",
-        &format!(
-            "{}---\n{}",
-            workload("orders", "127.0.0.1:1".parse().unwrap()),
-            workload("web", "127.0.0.1:2".parse().unwrap())
-        ),
-    );
-    eventually(10, "workloads loaded", async || {
-        plane
-            .ctl()
-            .state
-            .index()
-            .identity(&vigil_index::ObjectKey::new("shop", "web"))
-            .is_some()
-    })
-    .await;
+    plane.load_workloads().await;
     let csr = || {
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         rcgen::CertificateParams::default()

@@ -1,4 +1,4 @@
-//! Controller mode: certificates from `Identity.Certify`, policy from `Policy.Watch`,
+//! Controller mode: certificates from `Identity.Certify`, policy from `Policy.Sync`,
 //! published into the same stores file mode uses.
 //!
 //! - identity ([`identity`]): a fresh P-256 key and CSR per certificate, kept in memory
@@ -6,8 +6,10 @@
 //!   current SVID over mTLS; renewal at 50 % ± 10 % of the lifetime; failures back off
 //!   (capped, jittered) while the current certificate stays in use.
 //! - policy ([`policy`]): one stream per connection; every snapshot is applied (an invalid
-//!   one becomes deny-all) and acknowledged; when the controller is unreachable the last
-//!   policy stays in force (fail static) and the stream is re-opened with backoff.
+//!   one becomes deny-all) and acknowledged on the same stream (`Policy.Watch` and a
+//!   unary `Policy.Ack` with a controller that predates `Policy.Sync`); when the
+//!   controller is unreachable the last policy stays in force (fail static) and the
+//!   stream is re-opened with backoff.
 //!
 //! Every connection to the controller verifies its SPIFFE ID against the trust bundle.
 

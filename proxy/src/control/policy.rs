@@ -1,11 +1,19 @@
 //! The policy loop: watch, apply (fail closed on invalid), acknowledge, reconnect.
+//!
+//! One `Policy.Sync` stream carries the snapshots and their acks; a controller that
+//! predates Sync (it answers UNIMPLEMENTED, as during a rolling upgrade) gets
+//! `Policy.Watch` and a unary `Policy.Ack` per snapshot instead. Sync is tried again at
+//! every reconnection, so an upgraded controller is used as soon as it answers.
 
 use std::{sync::Arc, time::SystemTime};
 
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status, Streaming, transport::Channel};
 use vigil_api::{
     convert::bundle_from_wire,
-    pb::{self, policy_client::PolicyClient},
+    pb::{self, policy_client::PolicyClient, sync_request::Kind},
 };
 use vigil_cert_authority::{rotation::Backoff, tls};
 use vigil_policy::ProxyPolicy;
@@ -56,44 +64,96 @@ pub async fn run_policy(ctl: Arc<Control>, stop: CancellationToken) {
     }
 }
 
+/// Acks not yet taken by the HTTP/2 stream (one per snapshot; the controller reads them
+/// as they come, so this never fills in practice).
+const PENDING_ACKS: usize = 4;
+
 /// One stream; returns how many snapshots it applied.
 async fn watch_once(ctl: &Control) -> anyhow::Result<u64> {
     let channel = ctl.channel(true).await?;
     let mut client = PolicyClient::new(channel);
+    let (requests, rx) = mpsc::channel(PENDING_ACKS);
+    let watch = pb::SyncRequest {
+        kind: Some(Kind::Watch(pb::WatchRequest {
+            workload: ctl.workload.clone(),
+        })),
+    };
+    let outbound =
+        tokio_stream::StreamExt::chain(tokio_stream::once(watch), ReceiverStream::new(rx));
+    match client.sync(outbound).await {
+        Ok(stream) => sync(ctl, stream.into_inner(), requests).await,
+        Err(s) if s.code() == Code::Unimplemented => {
+            tracing::info!(
+                "the controller predates Policy.Sync; using Policy.Watch and Policy.Ack"
+            );
+            watch_and_ack(ctl, client).await
+        }
+        Err(s) => Err(refused(&s)),
+    }
+}
+
+/// Applies each snapshot of a Sync stream and acknowledges it on the same stream.
+async fn sync(
+    ctl: &Control,
+    mut stream: Streaming<pb::Snapshot>,
+    requests: mpsc::Sender<pb::SyncRequest>,
+) -> anyhow::Result<u64> {
+    let mut applied = 0;
+    while let Some(snapshot) = stream.message().await? {
+        let ack = apply_and_ack(ctl, snapshot);
+        applied += 1;
+        requests
+            .send(pb::SyncRequest {
+                kind: Some(Kind::Ack(ack)),
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the policy stream stopped taking acks"))?;
+    }
+    Ok(applied)
+}
+
+/// The same over `Policy.Watch`, each snapshot acknowledged by a unary `Policy.Ack`.
+async fn watch_and_ack(ctl: &Control, mut client: PolicyClient<Channel>) -> anyhow::Result<u64> {
     let mut stream = client
         .watch(pb::WatchRequest {
             workload: ctl.workload.clone(),
         })
         .await
-        .map_err(|s| {
-            anyhow::anyhow!(
-                "controller refused the policy stream: {} ({:?})",
-                s.message(),
-                s.code()
-            )
-        })?
+        .map_err(|s| refused(&s))?
         .into_inner();
     let mut applied = 0;
     while let Some(snapshot) = stream.message().await? {
-        let generation = snapshot.generation;
-        let (valid, error) = apply(ctl, snapshot);
+        let ack = apply_and_ack(ctl, snapshot);
         applied += 1;
-        let cert_not_after = ctl
-            .creds
-            .current()
-            .and_then(|c| c.info.not_after.duration_since(SystemTime::UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        client
-            .ack(pb::AckRequest {
-                workload: ctl.workload.clone(),
-                generation,
-                valid,
-                error,
-                cert_not_after_unix: cert_not_after,
-            })
-            .await?;
+        client.ack(ack).await?;
     }
     Ok(applied)
+}
+
+fn refused(s: &Status) -> anyhow::Error {
+    anyhow::anyhow!(
+        "controller refused the policy stream: {} ({:?})",
+        s.message(),
+        s.code()
+    )
+}
+
+/// Applies a snapshot; returns its ack.
+fn apply_and_ack(ctl: &Control, snapshot: pb::Snapshot) -> pb::AckRequest {
+    let generation = snapshot.generation;
+    let (valid, error) = apply(ctl, snapshot);
+    let cert_not_after = ctl
+        .creds
+        .current()
+        .and_then(|c| c.info.not_after.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    pb::AckRequest {
+        workload: ctl.workload.clone(),
+        generation,
+        valid,
+        error,
+        cert_not_after_unix: cert_not_after,
+    }
 }
 
 /// Applies a snapshot; returns (valid, error) for the ack.

@@ -15,6 +15,7 @@ use vigil_cert_authority::{SpiffeId, svid};
 
 use crate::{k8s::token_review::TokenReviewer, state::State};
 
+mod ack;
 mod identity;
 mod peer;
 mod policy;

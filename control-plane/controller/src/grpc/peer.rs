@@ -1,10 +1,11 @@
 //! The caller's SPIFFE ID, remembered per certificate.
 //!
-//! Every `Policy.Ack` and `Policy.Resolve` authorizes its caller by the SVID of its
-//! connection; parsing that X.509 leaf was 40 % of an ack's handler (B10 profile,
-//! `benches/RESULTS.md` change 11). The ID depends only on the certificate's bytes —
-//! which rustls verified when the connection was made; this cache verifies nothing — so
-//! it is remembered by those exact bytes. Bounded: it forgets everything when full.
+//! Every `Policy.Ack` and `Policy.Resolve` (and each Watch or Sync stream, once)
+//! authorizes its caller by the SVID of its connection; parsing that X.509 leaf was 40 %
+//! of an ack's handler (B10 profile, `benches/RESULTS.md` change 11). The ID depends
+//! only on the certificate's bytes — which rustls verified when the connection was made;
+//! this cache verifies nothing — so it is remembered by those exact bytes. Bounded: it
+//! forgets everything when full.
 
 use std::{collections::HashMap, sync::Mutex};
 

@@ -1,14 +1,27 @@
-//! `Policy.Watch` and `Policy.Ack`: snapshots to the workload's own proxy, acks back;
-//! `Policy.Resolve`: which mesh workload serves an address.
+//! `Policy.Sync` (and the older `Policy.Watch` + `Policy.Ack`): snapshots to the
+//! workload's own proxy, acks back; `Policy.Resolve`: which mesh workload serves an
+//! address.
+//!
+//! A Sync stream is authorized once, by its first request (a watch); its acks are then
+//! checked only to name the same workload. Watch and Ack stay for proxies older than Sync
+//! (a rolling upgrade); both paths record acks through [`Acks`].
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
-use vigil_api::pb;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use vigil_api::pb::{self, sync_request::Kind};
+use vigil_index::ObjectKey;
 
-use super::{peer::PeerIds, workload_key};
+use super::{ack::Acks, peer::PeerIds, workload_key};
 use crate::state::State;
+
+/// How long a Sync stream may take to send its watch request.
+const FIRST_REQUEST: Duration = Duration::from_secs(10);
+
+type Snapshots = mpsc::Sender<Result<pb::Snapshot, Status>>;
 
 /// The Policy service.
 pub(super) struct PolicyService {
@@ -60,24 +73,17 @@ impl PolicyService {
             ),
         }
     }
-}
 
-#[tonic::async_trait]
-impl pb::policy_server::Policy for PolicyService {
-    type WatchStream = ReceiverStream<Result<pb::Snapshot, Status>>;
-
-    async fn watch(
-        &self,
-        req: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        let key = self.authorize(&req, &req.get_ref().workload)?;
+    /// Sends `key`'s snapshot now and after every change of its policy or of the trust
+    /// bundle, until the proxy goes away or `stop` is cancelled; cancels `stop` when it
+    /// ends (a Sync stream's acks end with it; `stop` is a child of the controller's
+    /// shutdown token, never that token). Capacity 1 on `tx`: a slow proxy holds back the
+    /// forwarder, and the watch channels keep only the latest value, so it receives the
+    /// newest snapshot, never a backlog.
+    fn forward(&self, key: ObjectKey, tx: Snapshots, stop: CancellationToken) {
         let mut policy_rx = self.state.index().watch(&key);
         let mut bundle_rx = self.state.bundle.subscribe();
-        // Capacity 1: a slow proxy holds back the forwarder, and the watch channels keep
-        // only the latest value, so it receives the newest snapshot, never a backlog.
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
         let guard = self.state.connect(key.clone());
-        let shutdown = self.state.shutdown.clone();
         tracing::info!(workload = %key, "policy stream opened");
         tokio::spawn(async move {
             let _guard = guard;
@@ -102,11 +108,61 @@ impl pb::policy_server::Policy for PolicyService {
                     r = policy_rx.changed() => if r.is_err() { break },
                     r = bundle_rx.changed() => if r.is_err() { break },
                     _ = tx.closed() => break,
-                    _ = shutdown.cancelled() => break,
+                    _ = stop.cancelled() => break,
                 }
             }
+            stop.cancel();
             tracing::info!(workload = %key, "policy stream closed");
         });
+    }
+}
+
+#[tonic::async_trait]
+impl pb::policy_server::Policy for PolicyService {
+    type WatchStream = ReceiverStream<Result<pb::Snapshot, Status>>;
+    type SyncStream = ReceiverStream<Result<pb::Snapshot, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let key = self.authorize(&req, &req.get_ref().workload)?;
+        let (tx, rx) = mpsc::channel(1);
+        self.forward(key, tx, self.state.shutdown.child_token());
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn sync(
+        &self,
+        mut req: Request<Streaming<pb::SyncRequest>>,
+    ) -> Result<Response<Self::SyncStream>, Status> {
+        let first = tokio::time::timeout(FIRST_REQUEST, req.get_mut().message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("a Sync stream must begin with its watch request")
+            })??;
+        let Some(pb::SyncRequest {
+            kind: Some(Kind::Watch(watch)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first request of a Sync stream must be a watch",
+            ));
+        };
+        let key = self.authorize(&req, &watch.workload)?;
+        let acks = Acks::new(key.clone());
+        let (tx, rx) = mpsc::channel(1);
+        // Cancelled when either half ends: the acks stop with the snapshots and vice versa.
+        let stop = self.state.shutdown.child_token();
+        self.forward(key, tx.clone(), stop.clone());
+        tokio::spawn(receive_acks(
+            self.state.clone(),
+            watch.workload,
+            acks,
+            req.into_inner(),
+            tx,
+            stop,
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -139,29 +195,51 @@ impl pb::policy_server::Policy for PolicyService {
 
     async fn ack(&self, req: Request<pb::AckRequest>) -> Result<Response<pb::AckResponse>, Status> {
         let key = self.authorize(&req, &req.get_ref().workload)?;
-        let ack = req.into_inner();
-        if !ack.valid {
-            tracing::error!(workload = %key, generation = ack.generation, error = %ack.error, "proxy could not apply its policy (it denies all affected traffic)");
-        }
-        // A snapshot the proxy could not apply is not "enforced".
-        let latency = if ack.valid {
-            self.state.index().ack(&key, ack.generation)
-        } else {
-            None
-        };
-        if let Some(d) = latency {
-            self.state.metrics.propagation.observe(d.as_secs_f64());
-        }
-        self.state
-            .metrics
-            .applied
-            .with_label_values(&[&key.to_string()])
-            .set(i64::try_from(ack.generation).unwrap_or(i64::MAX));
-        self.state
-            .cert_expiry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, ack.cert_not_after_unix);
+        Acks::new(key).record(&self.state, req.get_ref());
         Ok(Response::new(pb::AckResponse {}))
+    }
+}
+
+/// The acks of one Sync stream for `workload` (as its watch spelled it), until the proxy
+/// ends its requests or goes away, the snapshots stop, or a request breaks the protocol —
+/// which ends the stream with INVALID_ARGUMENT and records nothing.
+async fn receive_acks(
+    state: Arc<State>,
+    workload: String,
+    mut acks: Acks,
+    mut requests: Streaming<pb::SyncRequest>,
+    tx: Snapshots,
+    stop: CancellationToken,
+) {
+    let refusal = loop {
+        let request = tokio::select! {
+            r = requests.message() => r,
+            _ = stop.cancelled() => break None,
+        };
+        match request {
+            Ok(Some(pb::SyncRequest {
+                kind: Some(Kind::Ack(ack)),
+            })) => {
+                if ack.workload != workload {
+                    break Some(Status::invalid_argument(format!(
+                        "this Sync stream is for {workload}; it cannot acknowledge {:?}",
+                        ack.workload
+                    )));
+                }
+                acks.record(&state, &ack);
+            }
+            Ok(Some(_)) => {
+                break Some(Status::invalid_argument(
+                    "after its watch, a Sync stream carries only acks",
+                ));
+            }
+            // The proxy ended its requests, or went away.
+            Ok(None) | Err(_) => break None,
+        }
+    };
+    stop.cancel();
+    if let Some(status) = refusal {
+        tracing::warn!(%workload, error = %status.message(), "policy stream refused");
+        let _ = tx.send(Err(status)).await;
     }
 }

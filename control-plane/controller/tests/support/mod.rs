@@ -142,6 +142,27 @@ impl Plane {
         let _ = std::fs::remove_file(self.policy_dir().join(name));
     }
 
+    /// Workloads shop/orders (at 127.0.0.1:1) and shop/web (127.0.0.1:2), once the
+    /// controller knows both.
+    pub async fn load_workloads(&self) {
+        self.write(
+            "workloads.yaml",
+            &format!(
+                "{}---\n{}",
+                workload("orders", "127.0.0.1:1".parse().unwrap()),
+                workload("web", "127.0.0.1:2".parse().unwrap())
+            ),
+        );
+        eventually(10, "workloads loaded", async || {
+            let ix = self.ctl().state.index();
+            ["web", "orders"].iter().all(|w| {
+                ix.identity(&vigil_index::ObjectKey::new("shop", *w))
+                    .is_some()
+            })
+        })
+        .await;
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         let (_, body) = http_get(self.admin, "/status").await.unwrap();
         serde_json::from_str(&body).unwrap()
@@ -248,18 +269,23 @@ pub async fn channel(plane: &Plane, creds: Option<&Credentials>) -> Channel {
 
 /// Credentials for `sa` issued directly by the plane's CA (a would-be impostor's).
 pub fn creds_for(plane: &Plane, sa: &str) -> Credentials {
+    creds_for_id(plane, &id(sa))
+}
+
+/// Credentials for any SPIFFE ID issued directly by the plane's CA.
+pub fn creds_for_id(plane: &Plane, id: &SpiffeId) -> Credentials {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = rcgen::CertificateParams::default()
         .serialize_request(&key)
         .unwrap();
     let ca = plane.ctl().state.ca();
-    let svid = ca.issue(csr.der(), &id(sa), None).unwrap();
+    let svid = ca.issue(csr.der(), id, None).unwrap();
     let key = vigil_cert_authority::pemfile::decode_private_key(&key.serialize_pem()).unwrap();
     Credentials::new(
         svid.cert_chain(),
         key,
         ca.bundle(),
-        &id(sa),
+        id,
         &tls::provider(),
         SystemTime::now(),
     )
