@@ -158,6 +158,31 @@ async fn sync_streams_snapshots_and_records_acks_like_watch_and_ack() {
         !next.policy.as_ref().unwrap().inbound.is_empty(),
         "the allow is in web's inbound policy"
     );
+    assert!(
+        next.bundle.is_none(),
+        "unchanged roots are not sent again on the stream"
+    );
+    // New roots (here: the same roots at a new sequence) reach the stream at once.
+    let rotated = {
+        let b = plane.ctl().state.bundle.borrow().clone();
+        vigil_cert_authority::TrustBundle::new(
+            b.trust_domain().clone(),
+            b.roots().to_vec(),
+            b.sequence() + 1,
+        )
+        .unwrap()
+    };
+    plane.ctl().state.bundle.send_replace(rotated.clone());
+    let with_roots = tokio::time::timeout(std::time::Duration::from_secs(10), stream.message())
+        .await
+        .expect("the new roots arrive")
+        .unwrap()
+        .unwrap();
+    assert_eq!(with_roots.generation, next.generation);
+    assert_eq!(
+        with_roots.bundle.as_ref().map(|b| b.sequence),
+        Some(rotated.sequence())
+    );
     eventually(10, "web behind until it acks", async || {
         status_of(&plane, "web").await["up_to_date"] == false
     })

@@ -87,18 +87,17 @@ impl PolicyService {
         tracing::info!(workload = %key, "policy stream opened");
         tokio::spawn(async move {
             let _guard = guard;
-            // The bundle is converted when it changes, not with every policy change.
-            let mut bundle = pb::TrustBundle::from(&*bundle_rx.borrow_and_update());
+            // The bundle goes with the stream's first snapshot and then only when it
+            // changes (absent: unchanged); converted only then, too. Most changes are
+            // policy changes, and the roots were half of each snapshot's bytes (B10).
+            let mut bundle = Some(pb::TrustBundle::from(&*bundle_rx.borrow_and_update()));
             loop {
-                if bundle_rx.has_changed().unwrap_or(false) {
-                    bundle = pb::TrustBundle::from(&*bundle_rx.borrow_and_update());
-                }
                 let snapshot = {
                     let s = policy_rx.borrow_and_update().clone();
                     pb::Snapshot {
                         generation: s.generation,
                         policy: Some(pb::WorkloadPolicy::from(&s.policy)),
-                        bundle: Some(bundle.clone()),
+                        bundle: bundle.take(),
                     }
                 };
                 if tx.send(Ok(snapshot)).await.is_err() {
@@ -106,7 +105,11 @@ impl PolicyService {
                 }
                 tokio::select! {
                     r = policy_rx.changed() => if r.is_err() { break },
-                    r = bundle_rx.changed() => if r.is_err() { break },
+                    // (`changed` marks the new roots seen: take them here.)
+                    r = bundle_rx.changed() => {
+                        if r.is_err() { break }
+                        bundle = Some(pb::TrustBundle::from(&*bundle_rx.borrow_and_update()));
+                    }
                     _ = tx.closed() => break,
                     _ = stop.cancelled() => break,
                 }
