@@ -243,6 +243,8 @@ async fn receive_acks(
     stop.cancel();
     if let Some(status) = refusal {
         tracing::warn!(%workload, error = %status.message(), "policy stream refused");
-        let _ = tx.send(Err(status)).await;
+        // Bounded: a proxy that stopped reading (a snapshot fills the channel) must not
+        // hold this task forever; the stream ends when `tx` drops either way.
+        let _ = tokio::time::timeout(FIRST_REQUEST, tx.send(Err(status))).await;
     }
 }

@@ -295,3 +295,21 @@ pub fn creds_for_id(plane: &Plane, id: &SpiffeId) -> Credentials {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A controller knowing shop/web and shop/orders.
+pub async fn plane() -> Plane {
+    let plane = Plane::start().await;
+    plane.load_workloads().await;
+    plane
+}
+
+/// The status report's entry for shop/<name>.
+pub async fn status_of(plane: &Plane, name: &str) -> serde_json::Value {
+    plane.status().await["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["workload"] == format!("shop/{name}"))
+        .cloned()
+        .unwrap_or_else(|| panic!("shop/{name} in status"))
+}
