@@ -8,15 +8,17 @@
 //! whose policy actually changed receive a new snapshot, stamped with the new
 //! generation. A `watch` channel holds only the latest value, so bursts of changes
 //! coalesce to the latest snapshot for a slow consumer. Proxies acknowledge what they
-//! applied; [`Index::status`] says who enforces what.
+//! applied (a stream's acks through an [`Acker`], without this index's lock: `acks.rs`);
+//! [`Index::status`] says who enforces what.
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{collections::BTreeMap, sync::Arc};
 
 use tokio::sync::watch;
 use vigil_cert_authority::SpiffeId;
 use vigil_policy::model::{Destination, ProxyPolicy};
 
 use crate::{
+    acks::{AckCell, Acker},
     change::Change,
     compile::{Compiled, CompiledWorkload, Settings, Verdict, compile, policies_changed},
     resources::{Kind, ObjectKey, Resource, Resources},
@@ -35,10 +37,18 @@ pub struct Snapshot {
 
 struct Entry {
     tx: watch::Sender<Arc<Snapshot>>,
-    /// When the current snapshot was published (for propagation latency).
-    published: Instant,
-    /// Last generation this workload's proxy acknowledged, and when.
-    acked: Option<(u64, Instant)>,
+    /// The current snapshot's generation and when it was published; the proxy's last
+    /// acknowledgement (shared with the workload's [`Acker`]s).
+    acks: Arc<AckCell>,
+}
+
+impl Entry {
+    fn new(generation: u64) -> Self {
+        Self {
+            tx: watch::Sender::new(Arc::new(unknown(generation))),
+            acks: AckCell::new(generation),
+        }
+    }
 }
 
 /// Per-workload status for operators.
@@ -163,16 +173,20 @@ impl Index {
     /// A receiver of `workload`'s snapshots. An unknown workload gets a deny-all snapshot
     /// until it appears.
     pub fn watch(&mut self, workload: &ObjectKey) -> watch::Receiver<Arc<Snapshot>> {
+        self.entry(workload).tx.subscribe()
+    }
+
+    /// Records `workload`'s acknowledgements without this index's lock, for a stream that
+    /// watches it (an unknown workload gets an entry, as with [`Index::watch`]).
+    pub fn acker(&mut self, workload: &ObjectKey) -> Acker {
+        Acker(Arc::clone(&self.entry(workload).acks))
+    }
+
+    fn entry(&mut self, workload: &ObjectKey) -> &Entry {
         let generation = self.generation;
         self.entries
             .entry(workload.clone())
-            .or_insert_with(|| Entry {
-                tx: watch::Sender::new(Arc::new(unknown(generation))),
-                published: Instant::now(),
-                acked: None,
-            })
-            .tx
-            .subscribe()
+            .or_insert_with(|| Entry::new(generation))
     }
 
     /// The identity of a known workload.
@@ -187,11 +201,8 @@ impl Index {
 
     /// Records that `workload`'s proxy applied `generation`. Returns how long it took since
     /// that snapshot was published, if it is the current one.
-    pub fn ack(&mut self, workload: &ObjectKey, generation: u64) -> Option<std::time::Duration> {
-        let entry = self.entries.get_mut(workload)?;
-        let now = Instant::now();
-        entry.acked = Some((generation, now));
-        (entry.tx.borrow().generation == generation).then(|| now.duration_since(entry.published))
+    pub fn ack(&self, workload: &ObjectKey, generation: u64) -> Option<std::time::Duration> {
+        self.entries.get(workload)?.acks.ack(generation)
     }
 
     /// Verdict of every resource.
@@ -205,7 +216,7 @@ impl Index {
             .iter()
             .map(|(k, e)| {
                 let snap = e.tx.borrow();
-                let acked = e.acked.map(|a| a.0);
+                let acked = e.acks.state().acked.map(|a| a.0);
                 WorkloadStatus {
                     workload: k.clone(),
                     identity: snap.identity.clone(),
@@ -226,9 +237,10 @@ impl Index {
             .targets
             .iter()
             .filter(|t| {
-                self.entries
-                    .get(*t)
-                    .is_some_and(|e| e.acked.map(|a| a.0) == Some(e.tx.borrow().generation))
+                self.entries.get(*t).is_some_and(|e| {
+                    let s = e.acks.state();
+                    s.acked.is_some_and(|a| a.0 == s.published.0)
+                })
             })
             .count();
         u32::try_from(n).unwrap_or(u32::MAX)
@@ -295,14 +307,7 @@ fn publish(
         None => (None, &default),
     };
     if !entries.contains_key(key) {
-        entries.insert(
-            key.clone(),
-            Entry {
-                tx: watch::Sender::new(Arc::new(unknown(0))),
-                published: Instant::now(),
-                acked: None,
-            },
-        );
+        entries.insert(key.clone(), Entry::new(0));
     }
     let Some(entry) = entries.get_mut(key) else {
         return false;
@@ -322,7 +327,8 @@ fn publish(
             ..policy.clone()
         },
     };
-    entry.published = Instant::now();
+    // Before sending: an ack of `next` must find it published (acks.rs).
+    entry.acks.published(next);
     entry.tx.send_replace(Arc::new(snapshot));
     true
 }

@@ -8,12 +8,12 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use vigil_api::pb::{self, sync_request::Kind};
-use vigil_index::ObjectKey;
+use vigil_index::{ObjectKey, Snapshot};
 
 use super::{ack::Acks, peer::PeerIds, workload_key};
 use crate::state::State;
@@ -80,8 +80,13 @@ impl PolicyService {
     /// shutdown token, never that token). Capacity 1 on `tx`: a slow proxy holds back the
     /// forwarder, and the watch channels keep only the latest value, so it receives the
     /// newest snapshot, never a backlog.
-    fn forward(&self, key: ObjectKey, tx: Snapshots, stop: CancellationToken) {
-        let mut policy_rx = self.state.index().watch(&key);
+    fn forward(
+        &self,
+        key: ObjectKey,
+        mut policy_rx: watch::Receiver<Arc<Snapshot>>,
+        tx: Snapshots,
+        stop: CancellationToken,
+    ) {
         let mut bundle_rx = self.state.bundle.subscribe();
         let guard = self.state.connect(key.clone());
         tracing::info!(workload = %key, "policy stream opened");
@@ -130,8 +135,9 @@ impl pb::policy_server::Policy for PolicyService {
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let key = self.authorize(&req, &req.get_ref().workload)?;
+        let policy_rx = self.state.index().watch(&key);
         let (tx, rx) = mpsc::channel(1);
-        self.forward(key, tx, self.state.shutdown.child_token());
+        self.forward(key, policy_rx, tx, self.state.shutdown.child_token());
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -153,11 +159,15 @@ impl pb::policy_server::Policy for PolicyService {
             ));
         };
         let key = self.authorize(&req, &watch.workload)?;
-        let acks = Acks::new(key.clone());
+        let (policy_rx, acker) = {
+            let mut index = self.state.index();
+            (index.watch(&key), index.acker(&key))
+        };
+        let acks = Acks::on_stream(key.clone(), acker);
         let (tx, rx) = mpsc::channel(1);
         // Cancelled when either half ends: the acks stop with the snapshots and vice versa.
         let stop = self.state.shutdown.child_token();
-        self.forward(key, tx.clone(), stop.clone());
+        self.forward(key, policy_rx, tx.clone(), stop.clone());
         tokio::spawn(receive_acks(
             self.state.clone(),
             watch.workload,

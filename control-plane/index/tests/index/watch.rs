@@ -81,3 +81,67 @@ fn acks_and_status() {
         "an old generation is not the current one"
     );
 }
+
+#[test]
+fn an_acker_records_like_the_index_and_keeps_working_across_changes() {
+    let mut ix = shop();
+    let status = |ix: &Index| {
+        ix.status()
+            .into_iter()
+            .find(|s| s.workload == key("orders"))
+            .unwrap()
+    };
+    let acker = ix.acker(&key("orders"));
+    ix.apply(policy("shop", "web-reads-orders", WEB_READS_ORDERS), NOW);
+    let g = ix.watch(&key("orders")).borrow().generation;
+    assert!(!status(&ix).up_to_date);
+    assert!(
+        acker.ack(g).is_some(),
+        "the current generation has a latency"
+    );
+    assert_eq!(status(&ix).acked, Some(g));
+    assert!(status(&ix).up_to_date);
+    assert_eq!(
+        ix.enforcing(Kind::AccessPolicy, &key("web-reads-orders")),
+        1
+    );
+    // A change the acker's workload is in: stale until acked, through the same acker.
+    ix.apply(policy("shop", "more", WEB_READS_ORDERS), NOW);
+    let g2 = ix.watch(&key("orders")).borrow().generation;
+    assert!(g2 > g);
+    assert!(!status(&ix).up_to_date);
+    assert!(
+        acker.ack(g).is_none(),
+        "an old generation is not the current one"
+    );
+    assert_eq!(
+        status(&ix).acked,
+        Some(g),
+        "but it is what the proxy enforces"
+    );
+    assert_eq!(
+        ix.enforcing(Kind::AccessPolicy, &key("web-reads-orders")),
+        0
+    );
+    assert!(acker.ack(g2).is_some());
+    assert!(status(&ix).up_to_date);
+    // An acker and the index's own ack record into the same place.
+    assert!(ix.ack(&key("orders"), g).is_none());
+    assert!(!status(&ix).up_to_date);
+    // A change that does not concern it leaves its current generation (and latency) be.
+    let db_only = "  target: {podSelector: {matchLabels: {app: db}}}\n  action: Deny\n  from: [{authenticated: true}]\n  rules: [{paths: [{prefix: /admin}]}]\n";
+    ix.apply(policy("shop", "db-only", db_only), NOW);
+    assert!(ix.generation() > g2, "db's policy changed");
+    assert_eq!(ix.watch(&key("orders")).borrow().generation, g2);
+    assert!(acker.ack(g2).is_some());
+    assert!(status(&ix).up_to_date);
+    // An acker for a workload not known yet: an entry, as a watch makes one.
+    let ghost = ix.acker(&key("ghost"));
+    let gg = ix.watch(&key("ghost")).borrow().generation;
+    assert!(ghost.ack(gg).is_some());
+    assert!(
+        ix.status()
+            .iter()
+            .any(|s| s.workload == key("ghost") && s.up_to_date)
+    );
+}
