@@ -81,6 +81,8 @@ pub(crate) struct Cache {
     pub(crate) at: u64,
     /// Each policy's part.
     pub(crate) parts: BTreeMap<ObjectKey, policies::PolicyPart>,
+    /// Each workload's identity (those that have one).
+    pub(crate) identities: BTreeMap<ObjectKey, SpiffeId>,
     /// Each segment's members.
     pub(crate) segments: BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
     /// Who may reach whom.
@@ -122,7 +124,8 @@ impl Default for Verdict {
 /// Compiles every resource at time `now` (unix seconds).
 pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
     let mut out = Compiled::default();
-    let infos = workloads::identities(res, &settings.trust_domain, Some(&mut out.verdicts));
+    let ids = workloads::identities(res, &settings.trust_domain, &mut out.verdicts);
+    let infos = workloads::infos(res, &ids);
     let pods = workloads::PodIndex::new(&infos);
     let segments = segments::members(res, &pods, &mut out.verdicts);
     let quarantined = quarantine::members(res, &infos, &mut out.verdicts);
@@ -137,6 +140,8 @@ pub fn compile(res: &Resources, settings: &Settings, now: u64) -> Compiled {
     out.workloads = workloads::assemble(res, settings, &infos, inbound, &quarantined, &revoked);
     outbound::destinations(res, &infos, &mut out);
     outbound::addresses(&infos, &mut out);
+    drop(infos);
+    out.cache.identities = ids;
     out.cache.segments = segments;
     out.cache.at = now;
     out.cache.ready = true;

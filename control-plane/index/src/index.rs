@@ -18,10 +18,12 @@ use vigil_cert_authority::SpiffeId;
 use vigil_policy::model::{Destination, ProxyPolicy};
 
 use crate::{
-    acks::{AckCell, Acker},
+    acks::Acker,
     change::Change,
-    compile::{Compiled, CompiledWorkload, Settings, Verdict, compile, policies_changed},
+    compile::{Compiled, Settings, Verdict, compile, policies_changed},
+    publish::{Entry, everything, gone, publish},
     resources::{Kind, ObjectKey, Resource, Resources},
+    sorted::join,
 };
 
 /// What a proxy receives.
@@ -33,22 +35,6 @@ pub struct Snapshot {
     pub identity: Option<SpiffeId>,
     /// Its policy (with `generation` set).
     pub policy: ProxyPolicy,
-}
-
-struct Entry {
-    tx: watch::Sender<Arc<Snapshot>>,
-    /// The current snapshot's generation and when it was published; the proxy's last
-    /// acknowledgement (shared with the workload's [`Acker`]s).
-    acks: Arc<AckCell>,
-}
-
-impl Entry {
-    fn new(generation: u64) -> Self {
-        Self {
-            tx: watch::Sender::new(Arc::new(unknown(generation))),
-            acks: AckCell::new(generation),
-        }
-    }
 }
 
 /// Per-workload status for operators.
@@ -258,107 +244,26 @@ impl Index {
             ),
             _ => None,
         };
-        let mut changed = false;
-        match affected {
+        let changed = match affected {
             // Only these workloads' policies may have changed; every other one is as
             // published (and every known workload has an entry since the last full compile).
             Some(keys) => {
                 self.recompiles.1 += 1;
-                for key in &keys {
-                    let cw = self.compiled.workloads.get(key);
-                    changed |= publish(&mut self.entries, key, cw, next);
-                }
+                let items = join(&keys, &self.compiled.workloads);
+                publish(&mut self.entries, &items, next)
             }
             None => {
                 self.recompiles.0 += 1;
                 self.compiled = compile(&self.resources, &self.settings, now);
-                for (key, cw) in &self.compiled.workloads {
-                    changed |= publish(&mut self.entries, key, Some(cw), next);
-                }
-                // Entries for workloads that vanished (or never were) get deny-all.
-                let gone: Vec<ObjectKey> = self
-                    .entries
-                    .keys()
-                    .filter(|k| !self.compiled.workloads.contains_key(*k))
-                    .cloned()
-                    .collect();
-                for key in &gone {
-                    changed |= publish(&mut self.entries, key, None, next);
-                }
+                // Every workload, and deny-all for entries of workloads that vanished (or
+                // never were).
+                let gone = gone(&self.entries, &self.compiled.workloads);
+                let items = everything(&self.compiled.workloads, &gone);
+                publish(&mut self.entries, &items, next)
             }
-        }
+        };
         if changed {
             self.generation = next;
         }
-    }
-}
-
-/// Publishes `compiled` (deny-all if `None`) to `key`'s watchers at generation `next`, if
-/// it differs from what they have. Returns whether it did.
-fn publish(
-    entries: &mut BTreeMap<ObjectKey, Entry>,
-    key: &ObjectKey,
-    compiled: Option<&CompiledWorkload>,
-    next: u64,
-) -> bool {
-    let default = ProxyPolicy::default();
-    let (identity, policy) = match compiled {
-        Some(w) => (Some(&w.identity), &w.policy),
-        None => (None, &default),
-    };
-    if !entries.contains_key(key) {
-        entries.insert(key.clone(), Entry::new(0));
-    }
-    let Some(entry) = entries.get_mut(key) else {
-        return false;
-    };
-    let same = {
-        let current = entry.tx.borrow();
-        current.identity.as_ref() == identity && same_policy(&current.policy, policy)
-    };
-    if same {
-        return false;
-    }
-    let snapshot = Snapshot {
-        generation: next,
-        identity: identity.cloned(),
-        policy: ProxyPolicy {
-            generation: next,
-            ..policy.clone()
-        },
-    };
-    // Before sending: an ack of `next` must find it published (acks.rs).
-    entry.acks.published(next);
-    entry.tx.send_replace(Arc::new(snapshot));
-    true
-}
-
-/// Equal apart from the generation.
-fn same_policy(a: &ProxyPolicy, b: &ProxyPolicy) -> bool {
-    let ProxyPolicy {
-        generation: _,
-        workload,
-        default_policy,
-        quarantined,
-        inbound,
-        revoked,
-        outbound,
-    } = a;
-    *workload == b.workload
-        && *default_policy == b.default_policy
-        && *quarantined == b.quarantined
-        && *inbound == b.inbound
-        && *revoked == b.revoked
-        && *outbound == b.outbound
-}
-
-fn unknown(generation: u64) -> Snapshot {
-    Snapshot {
-        generation,
-        identity: None,
-        policy: ProxyPolicy {
-            generation,
-            ..ProxyPolicy::default()
-        },
     }
 }

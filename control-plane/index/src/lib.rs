@@ -16,8 +16,10 @@ mod acks;
 mod change;
 pub mod compile;
 pub mod index;
+mod publish;
 pub mod resources;
 pub mod selector;
+mod sorted;
 
 pub use acks::Acker;
 pub use compile::{Compiled, Settings, Verdict, compile};

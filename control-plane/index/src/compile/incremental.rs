@@ -18,7 +18,9 @@
 //! ```
 //!
 //! Identities, segments, quarantines, revocations, addresses and services cannot change
-//! with a policy and are kept. Anything else (a workload, segment, quarantine, namespace
+//! with a policy and are kept: the workloads' view the policies compile against is
+//! rebuilt from the kept identities and the resources without allocating per workload,
+//! and the label index only if a changed policy's selector needs it (`workloads.rs`). Anything else (a workload, segment, quarantine, namespace
 //! or service change, a window edge passed, time going backwards) takes the full
 //! [`compile`](super::compile).
 
@@ -29,7 +31,10 @@ use super::{
     reachability::{changed_callers, reachability},
     workloads,
 };
-use crate::resources::{Kind, ObjectKey, Resources};
+use crate::{
+    resources::{Kind, ObjectKey, Resources},
+    sorted,
+};
 
 /// Recompiles `compiled` in place after the AccessPolicies `changed` were added, replaced
 /// or removed in `res` (nothing else changed since `compiled` was made from it). Returns
@@ -48,7 +53,7 @@ pub(crate) fn policies_changed(
     if !cache.ready || now < cache.at || compiled.next_change.is_some_and(|t| now >= t) {
         return None;
     }
-    let infos = workloads::identities(res, &settings.trust_domain, None);
+    let infos = workloads::infos(res, &compiled.cache.identities);
     let pods = workloads::PodIndex::new(&infos);
     let segments = std::mem::take(&mut compiled.cache.segments);
     let inputs = policies::Inputs {
@@ -65,13 +70,15 @@ pub(crate) fn policies_changed(
         if let Some(old) = compiled.cache.parts.remove(key) {
             allows |= old.allows();
         }
-        if let Some(old) = compiled.verdicts.remove(&id) {
-            targets.extend(old.targets);
+        // `append` merges in one pass (a policy can target thousands; one insert each
+        // was a search each).
+        if let Some(mut old) = compiled.verdicts.remove(&id) {
+            targets.append(&mut old.targets);
         }
         if let Some(p) = res.policies.get(key) {
             let (part, verdict) = policies::part(key, p, &inputs, now);
             allows |= part.allows();
-            targets.extend(verdict.targets.iter().cloned());
+            targets.append(&mut verdict.targets.clone());
             compiled.verdicts.insert(id, verdict);
             compiled.cache.parts.insert(key.clone(), part);
         }
@@ -79,11 +86,9 @@ pub(crate) fn policies_changed(
     compiled.next_change = policies::next_change(&compiled.cache.parts);
 
     let by_policy = policies::with_targets(&compiled.cache.parts, &compiled.verdicts);
-    for t in &targets {
-        if let Some(cw) = compiled.workloads.get_mut(t) {
-            cw.policy.inbound = policies::inbound_of(t, &by_policy);
-        }
-    }
+    sorted::for_each_mut(&targets, &mut compiled.workloads, |t, cw| {
+        cw.policy.inbound = policies::inbound_of(t, &by_policy);
+    });
     drop(by_policy);
 
     let mut affected = targets;

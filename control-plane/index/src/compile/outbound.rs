@@ -10,18 +10,14 @@ use super::{
     Compiled, CompiledWorkload,
     reachability::{Reachability, reachability},
     services,
-    workloads::{WorkloadInfo, proxy_of},
+    workloads::{Infos, proxy_of},
 };
 use crate::resources::{Kind, ObjectKey, Resources};
 
 /// Fills in every non-quarantined workload's destinations. Computed by inverting the
 /// allow rules (who may reach X), not by testing every pair. Who may reach whom and the
 /// services' destinations are kept in `out.cache` for the incremental path.
-pub(super) fn destinations(
-    res: &Resources,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
-    out: &mut Compiled,
-) {
+pub(super) fn destinations(res: &Resources, infos: &Infos<'_>, out: &mut Compiled) {
     let reachable = reachability(&out.workloads);
     let service_dests = services::destinations(res, &out.workloads, &mut out.addresses);
     let tables: BTreeMap<ObjectKey, Vec<Destination>> = out
@@ -47,7 +43,7 @@ pub(super) fn destinations(
 pub(super) fn table(
     key: &ObjectKey,
     reachable: &Reachability,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    infos: &Infos<'_>,
     workloads: &BTreeMap<ObjectKey, CompiledWorkload>,
     service_dests: &BTreeMap<ObjectKey, Vec<Destination>>,
 ) -> Vec<Destination> {
@@ -89,7 +85,7 @@ pub(super) fn table(
 
 /// Every workload address, to the workload serving it; an address claimed twice, or not
 /// `host:port`, is a warning on the workload.
-pub(super) fn addresses(infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>, out: &mut Compiled) {
+pub(super) fn addresses(infos: &Infos<'_>, out: &mut Compiled) {
     for (key, info) in infos {
         let proxy = proxy_of(info);
         for addr in &info.workload.spec.addresses {
@@ -112,7 +108,7 @@ pub(super) fn addresses(infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>, out: &mut
                 },
             };
             if let Some(w) = warning
-                && let Some(v) = out.verdicts.get_mut(&(Kind::Workload, key.clone()))
+                && let Some(v) = out.verdicts.get_mut(&(Kind::Workload, (*key).clone()))
             {
                 v.warnings.push(w);
             }

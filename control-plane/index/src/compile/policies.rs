@@ -12,7 +12,7 @@ use vigil_policy::model::{Action, Mode, Rule, Source};
 
 use super::{
     Compiled, Verdict, translate,
-    workloads::{PodIndex, WorkloadInfo},
+    workloads::{Infos, PodIndex},
 };
 use crate::resources::{Kind, ObjectKey, Resources};
 
@@ -20,7 +20,7 @@ use crate::resources::{Kind, ObjectKey, Resources};
 pub(super) struct Inputs<'a, 'r> {
     pub(super) td: &'a TrustDomain,
     pub(super) pods: &'a PodIndex<'a, 'r>,
-    pub(super) infos: &'a BTreeMap<ObjectKey, WorkloadInfo<'r>>,
+    pub(super) infos: &'a Infos<'r>,
     pub(super) segments: &'a BTreeMap<ObjectKey, BTreeSet<ObjectKey>>,
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Verdict, workloads::WorkloadInfo};
+use super::{Verdict, workloads::Infos};
 use crate::{
     resources::{Kind, ObjectKey, Resources},
     selector,
@@ -12,7 +12,7 @@ use crate::{
 /// Every quarantined workload; each quarantine gets a verdict naming its members.
 pub(super) fn members(
     res: &Resources,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    infos: &Infos<'_>,
     verdicts: &mut BTreeMap<(Kind, ObjectKey), Verdict>,
 ) -> BTreeSet<ObjectKey> {
     let mut quarantined: BTreeSet<ObjectKey> = BTreeSet::new();
@@ -32,7 +32,7 @@ pub(super) fn members(
                         _ => false,
                     }
             })
-            .map(|(k, _)| k.clone())
+            .map(|(&k, _)| k.clone())
             .collect();
         quarantined.extend(members.iter().cloned());
         verdicts.insert(
@@ -48,10 +48,7 @@ pub(super) fn members(
 
 /// The identities of the quarantined workloads, sorted and deduplicated: revoked on every
 /// proxy.
-pub(super) fn revoked(
-    quarantined: &BTreeSet<ObjectKey>,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
-) -> Vec<String> {
+pub(super) fn revoked(quarantined: &BTreeSet<ObjectKey>, infos: &Infos<'_>) -> Vec<String> {
     quarantined
         .iter()
         .filter_map(|k| infos.get(k).map(|i| i.identity.to_string()))

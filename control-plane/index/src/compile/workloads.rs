@@ -20,38 +20,31 @@ use crate::{
 /// A workload that has an identity.
 pub(super) struct WorkloadInfo<'a> {
     pub(super) workload: &'a Workload,
-    pub(super) identity: SpiffeId,
+    pub(super) identity: &'a SpiffeId,
     /// `metadata.labels` overlaid with `spec.labels` (borrowed when there are none of the
     /// latter: copying every workload's labels was a tenth of a compile).
     pub(super) labels: Cow<'a, BTreeMap<String, String>>,
 }
 
-/// Every workload with an identity; each gets a verdict when `verdicts` is given (the
-/// incremental path, which keeps the verdicts it has, passes none).
-pub(super) fn identities<'r>(
-    res: &'r Resources,
+/// The workloads that have an identity, by key (borrowed: building this map allocates
+/// nothing per workload but its labels when `spec.labels` overlays them).
+pub(super) type Infos<'a> = BTreeMap<&'a ObjectKey, WorkloadInfo<'a>>;
+
+/// Every workload's identity, for those whose namespace and service account form one; each
+/// workload gets a verdict. A full compile keeps the result for the incremental path
+/// (`Cache::identities`), which cannot change them.
+pub(super) fn identities(
+    res: &Resources,
     td: &TrustDomain,
-    mut verdicts: Option<&mut BTreeMap<(Kind, ObjectKey), Verdict>>,
-) -> BTreeMap<ObjectKey, WorkloadInfo<'r>> {
-    let mut infos = BTreeMap::new();
+    verdicts: &mut BTreeMap<(Kind, ObjectKey), Verdict>,
+) -> BTreeMap<ObjectKey, SpiffeId> {
+    let mut ids = Vec::with_capacity(res.workloads.len());
     for (key, w) in &res.workloads {
         let mut v = Verdict::default();
         match SpiffeId::workload(td, &key.namespace, &w.spec.service_account) {
             Ok(identity) => {
                 v.targets.insert(key.clone());
-                let labels = if w.spec.labels.is_empty() {
-                    Cow::Borrowed(kube::ResourceExt::labels(w))
-                } else {
-                    Cow::Owned(Resources::workload_labels(w))
-                };
-                infos.insert(
-                    key.clone(),
-                    WorkloadInfo {
-                        workload: w,
-                        identity,
-                        labels,
-                    },
-                );
+                ids.push((key.clone(), identity));
             }
             Err(e) => {
                 v.accepted = Err(format!(
@@ -59,11 +52,34 @@ pub(super) fn identities<'r>(
                 ))
             }
         }
-        if let Some(verdicts) = verdicts.as_deref_mut() {
-            verdicts.insert((Kind::Workload, key.clone()), v);
-        }
+        verdicts.insert((Kind::Workload, key.clone()), v);
     }
-    infos
+    // In key order already: collected in bulk, not one search per insert.
+    ids.into_iter().collect()
+}
+
+/// The workloads of `res` that have an identity in `ids` (made from the same workloads).
+pub(super) fn infos<'a>(res: &'a Resources, ids: &'a BTreeMap<ObjectKey, SpiffeId>) -> Infos<'a> {
+    let mut workloads = res.workloads.iter().peekable();
+    ids.iter()
+        .filter_map(|(key, identity)| {
+            while workloads.next_if(|(k, _)| *k < key).is_some() {}
+            let (_, w) = workloads.next_if(|(k, _)| *k == key)?;
+            let labels = if w.spec.labels.is_empty() {
+                Cow::Borrowed(kube::ResourceExt::labels(w))
+            } else {
+                Cow::Owned(Resources::workload_labels(w))
+            };
+            Some((
+                key,
+                WorkloadInfo {
+                    workload: w,
+                    identity,
+                    labels,
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Each workload's policy, without its outbound destinations (the outbound step adds
@@ -71,7 +87,7 @@ pub(super) fn identities<'r>(
 pub(super) fn assemble(
     res: &Resources,
     settings: &Settings,
-    infos: &BTreeMap<ObjectKey, WorkloadInfo<'_>>,
+    infos: &Infos<'_>,
     mut inbound: BTreeMap<ObjectKey, Vec<Rule>>,
     quarantined: &BTreeSet<ObjectKey>,
     revoked: &[String],
@@ -99,7 +115,7 @@ pub(super) fn assemble(
             },
         };
         out.insert(
-            key.clone(),
+            (*key).clone(),
             CompiledWorkload {
                 identity: info.identity.clone(),
                 policy,
@@ -132,24 +148,35 @@ pub(super) fn proxy_of(info: &WorkloadInfo<'_>) -> Option<std::net::SocketAddr> 
         .and_then(|p| p.parse().ok())
 }
 
-/// Workloads by label, for selectors.
+/// Workloads by label, for selectors. The label index is built at the first selector
+/// with `matchLabels`: a recompile whose selectors have none (segments' members are
+/// kept, an empty pod selector takes the namespace) does not pay for it.
 pub(super) struct PodIndex<'i, 'w> {
-    infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>,
-    by_label: BTreeMap<(&'i str, &'i str), BTreeSet<&'i ObjectKey>>,
+    infos: &'i Infos<'w>,
+    by_label: std::cell::OnceCell<BTreeMap<(&'i str, &'i str), BTreeSet<&'i ObjectKey>>>,
 }
 
 impl<'i, 'w> PodIndex<'i, 'w> {
-    pub(super) fn new(infos: &'i BTreeMap<ObjectKey, WorkloadInfo<'w>>) -> Self {
-        let mut by_label: BTreeMap<(&str, &str), BTreeSet<&ObjectKey>> = BTreeMap::new();
-        for (k, info) in infos {
-            for (lk, lv) in info.labels.iter() {
-                by_label
-                    .entry((lk.as_str(), lv.as_str()))
-                    .or_default()
-                    .insert(k);
-            }
+    pub(super) fn new(infos: &'i Infos<'w>) -> Self {
+        Self {
+            infos,
+            by_label: std::cell::OnceCell::new(),
         }
-        Self { infos, by_label }
+    }
+
+    fn by_label(&self) -> &BTreeMap<(&'i str, &'i str), BTreeSet<&'i ObjectKey>> {
+        self.by_label.get_or_init(|| {
+            let mut by_label: BTreeMap<(&str, &str), BTreeSet<&ObjectKey>> = BTreeMap::new();
+            for (&k, info) in self.infos {
+                for (lk, lv) in info.labels.iter() {
+                    by_label
+                        .entry((lk.as_str(), lv.as_str()))
+                        .or_default()
+                        .insert(k);
+                }
+            }
+            by_label
+        })
     }
 
     /// Workloads matching `sel` and `keep`.
@@ -164,7 +191,7 @@ impl<'i, 'w> PodIndex<'i, 'w> {
                 // Intersect the smallest posting lists first.
                 let mut lists: Vec<&BTreeSet<&ObjectKey>> = Vec::new();
                 for (k, v) in labels {
-                    match self.by_label.get(&(k.as_str(), v.as_str())) {
+                    match self.by_label().get(&(k.as_str(), v.as_str())) {
                         Some(l) => lists.push(l),
                         None => return BTreeSet::new(),
                     }
@@ -176,7 +203,7 @@ impl<'i, 'w> PodIndex<'i, 'w> {
                     .filter(|k| lists[1..].iter().all(|l| l.contains(k)))
                     .collect()
             }
-            None => self.infos.keys().collect(),
+            None => self.infos.keys().copied().collect(),
         };
         candidates
             .into_iter()
