@@ -391,12 +391,10 @@ impl Cluster {
             // The cluster's directory is removed when the test ends: keep the
             // evidence in the failure itself.
             let err = self.dir.join("kube-apiserver.err");
-            let text = std::fs::read_to_string(&err).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
             panic!(
-                "kube-apiserver did not become ready in 120 s; last lines of {}:\n{tail}",
-                err.display()
+                "kube-apiserver did not become ready in 120 s; last lines of {}:\n{}",
+                err.display(),
+                crate::node::tail(&err, 40)
             );
         }
     }

@@ -38,15 +38,13 @@ pub(crate) fn gone(
     entries: &BTreeMap<ObjectKey, Entry>,
     workloads: &BTreeMap<ObjectKey, CompiledWorkload>,
 ) -> Vec<ObjectKey> {
-    let mut walk = workloads.keys().peekable();
-    entries
-        .keys()
-        .filter(|k| {
-            while walk.next_if(|w| w < k).is_some() {}
-            walk.next_if(|w| w == k).is_none()
-        })
-        .cloned()
-        .collect()
+    let mut gone = Vec::new();
+    sorted::visit(entries.keys().map(|k| (k, ())), workloads, |k, (), w| {
+        if w.is_none() {
+            gone.push(k.clone());
+        }
+    });
+    gone
 }
 
 /// Every compiled workload, and deny-all for each of `gone`, in key order.
@@ -76,23 +74,14 @@ pub(crate) fn publish(
 ) -> bool {
     let mut changed = false;
     let mut missing = Vec::new();
-    if sorted::search(items.len(), entries.len()) {
-        for &(key, cw) in items {
-            match entries.get_mut(key) {
-                Some(entry) => changed |= publish_one(entry, cw, next),
-                None => missing.push((key, cw)),
-            }
-        }
-    } else {
-        let mut walk = entries.iter_mut().peekable();
-        for &(key, cw) in items {
-            while walk.next_if(|(e, _)| *e < key).is_some() {}
-            match walk.next_if(|(e, _)| *e == key) {
-                Some((_, entry)) => changed |= publish_one(entry, cw, next),
-                None => missing.push((key, cw)),
-            }
-        }
-    }
+    sorted::visit_mut(
+        items.iter().map(|&(key, cw)| (key, cw)),
+        entries,
+        |key, cw, entry| match entry {
+            Some(entry) => changed |= publish_one(entry, cw, next),
+            None => missing.push((key, cw)),
+        },
+    );
     for (key, cw) in missing {
         let entry = entries.entry(key.clone()).or_insert_with(|| Entry::new(0));
         changed |= publish_one(entry, cw, next);

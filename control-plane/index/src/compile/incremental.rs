@@ -20,9 +20,9 @@
 //! Identities, segments, quarantines, revocations, addresses and services cannot change
 //! with a policy and are kept: the workloads' view the policies compile against is
 //! rebuilt from the kept identities and the resources without allocating per workload,
-//! and the label index only if a changed policy's selector needs it (`workloads.rs`). Anything else (a workload, segment, quarantine, namespace
-//! or service change, a window edge passed, time going backwards) takes the full
-//! [`compile`](super::compile).
+//! and the label index only if a changed policy's selector needs it (`workloads.rs`).
+//! Anything else (a workload, segment, quarantine, namespace or service change, a window
+//! edge passed, time going backwards) takes the full [`compile`](super::compile).
 
 use std::collections::BTreeSet;
 
@@ -86,9 +86,15 @@ pub(crate) fn policies_changed(
     compiled.next_change = policies::next_change(&compiled.cache.parts);
 
     let by_policy = policies::with_targets(&compiled.cache.parts, &compiled.verdicts);
-    sorted::for_each_mut(&targets, &mut compiled.workloads, |t, cw| {
-        cw.policy.inbound = policies::inbound_of(t, &by_policy);
-    });
+    sorted::visit_mut(
+        targets.iter().map(|t| (t, ())),
+        &mut compiled.workloads,
+        |t, (), cw| {
+            if let Some(cw) = cw {
+                cw.policy.inbound = policies::inbound_of(t, &by_policy);
+            }
+        },
+    );
     drop(by_policy);
 
     let mut affected = targets;

@@ -14,7 +14,7 @@ use vigil_policy::model::{DefaultPolicy, Outbound, ProxyPolicy, Revocations, Rul
 use super::{CompiledWorkload, Settings, Verdict};
 use crate::{
     resources::{Kind, NamespaceMeta, ObjectKey, Resources},
-    selector,
+    selector, sorted,
 };
 
 /// A workload that has an identity.
@@ -60,26 +60,25 @@ pub(super) fn identities(
 
 /// The workloads of `res` that have an identity in `ids` (made from the same workloads).
 pub(super) fn infos<'a>(res: &'a Resources, ids: &'a BTreeMap<ObjectKey, SpiffeId>) -> Infos<'a> {
-    let mut workloads = res.workloads.iter().peekable();
-    ids.iter()
-        .filter_map(|(key, identity)| {
-            while workloads.next_if(|(k, _)| *k < key).is_some() {}
-            let (_, w) = workloads.next_if(|(k, _)| *k == key)?;
-            let labels = if w.spec.labels.is_empty() {
-                Cow::Borrowed(kube::ResourceExt::labels(w))
-            } else {
-                Cow::Owned(Resources::workload_labels(w))
-            };
-            Some((
-                key,
-                WorkloadInfo {
-                    workload: w,
-                    identity,
-                    labels,
-                },
-            ))
-        })
-        .collect()
+    let mut infos = Vec::with_capacity(ids.len());
+    sorted::visit(ids.iter(), &res.workloads, |key, identity, w| {
+        let Some(w) = w else { return };
+        let labels = if w.spec.labels.is_empty() {
+            Cow::Borrowed(kube::ResourceExt::labels(w))
+        } else {
+            Cow::Owned(Resources::workload_labels(w))
+        };
+        infos.push((
+            key,
+            WorkloadInfo {
+                workload: w,
+                identity,
+                labels,
+            },
+        ));
+    });
+    // In key order: collected in bulk, not one search per insert.
+    infos.into_iter().collect()
 }
 
 /// Each workload's policy, without its outbound destinations (the outbound step adds
