@@ -2,7 +2,8 @@
 //!
 //! - TLS 1.3 only, aws-lc-rs crypto.
 //! - Key exchange prefers the hybrid post-quantum group X25519MLKEM768, then X25519 and
-//!   P-256 for peers without it.
+//!   P-256 for peers without it; the cipher suite AES-256-GCM, then AES-128-GCM and
+//!   ChaCha20-Poly1305. Both lists can be narrowed or reordered ([`params`]).
 //! - Servers require a client SVID ([`SpiffeClientVerifier`]); clients require the server
 //!   to be one of the expected identities ([`SpiffeServerVerifier`]).
 //! - ALPN `vigil/1` marks mesh traffic.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use rustls::{
     ClientConfig, CommonState, ServerConfig,
     client::{Resumption, Tls12Resumption},
-    crypto::{CryptoProvider, SupportedKxGroup, aws_lc_rs},
+    crypto::{CryptoProvider, aws_lc_rs},
 };
 
 use crate::{
@@ -35,54 +36,16 @@ use crate::{
 /// Sessions a mesh client config remembers (tickets, one per server it talked to).
 const CLIENT_SESSIONS: usize = 64;
 
+mod params;
+
+pub use params::{
+    CIPHER_SUITE_NAMES, CIPHER_SUITES, KX_GROUP_NAMES, KX_GROUPS, canonical_names, cipher_suite,
+    cipher_suite_name, kx_group, kx_group_name, name_of_group, name_of_suite, provider,
+    provider_with, provider_with_groups,
+};
+
 /// ALPN protocol ID of Vigil's mesh TLS.
 pub const ALPN_MESH: &[u8] = b"vigil/1";
-
-/// Key-exchange groups, most preferred first.
-pub static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
-    aws_lc_rs::kx_group::X25519MLKEM768,
-    aws_lc_rs::kx_group::X25519,
-    aws_lc_rs::kx_group::SECP256R1,
-];
-
-/// The crypto provider for all mesh TLS: aws-lc-rs, TLS 1.3 suites, [`KX_GROUPS`].
-pub fn provider() -> Arc<CryptoProvider> {
-    provider_with_groups(KX_GROUPS)
-}
-
-/// Names accepted by [`kx_group`], in [`KX_GROUPS`] order.
-pub const KX_GROUP_NAMES: &[&str] = &["x25519mlkem768", "x25519", "p256"];
-
-/// The canonical name (from [`KX_GROUP_NAMES`]) of the group called `name` (case
-/// insensitive; `secp256r1` is accepted for `p256`), if it is one.
-pub fn kx_group_name(name: &str) -> Option<&'static str> {
-    let name = name.trim().to_ascii_lowercase();
-    let name = if name == "secp256r1" { "p256" } else { &name };
-    KX_GROUP_NAMES.iter().copied().find(|n| *n == name)
-}
-
-/// The key-exchange group called `name` (any spelling [`kx_group_name`] accepts).
-pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
-    match kx_group_name(name)? {
-        "x25519mlkem768" => Some(aws_lc_rs::kx_group::X25519MLKEM768),
-        "x25519" => Some(aws_lc_rs::kx_group::X25519),
-        _ => Some(aws_lc_rs::kx_group::SECP256R1),
-    }
-}
-
-/// Like [`provider`] but restricted to the given key-exchange groups (a deployment that
-/// must use FIPS groups only, or a benchmark that pins one).
-pub fn provider_with_groups(groups: &[&'static dyn SupportedKxGroup]) -> Arc<CryptoProvider> {
-    Arc::new(CryptoProvider {
-        cipher_suites: aws_lc_rs::DEFAULT_CIPHER_SUITES
-            .iter()
-            .copied()
-            .filter(|s| s.version() == &rustls::version::TLS13)
-            .collect(),
-        kx_groups: groups.to_vec(),
-        ..aws_lc_rs::default_provider()
-    })
-}
 
 /// A mesh server config and the verifier that checks the peers of its connections.
 #[derive(Debug, Clone)]

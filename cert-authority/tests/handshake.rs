@@ -55,10 +55,103 @@ async fn mutual_tls_carries_both_identities_over_tls13_with_hybrid_pq_kx() {
         .expect("server accepts the client")
         .expect("client identity");
     assert_eq!(client_peer.id.as_str(), WEB);
-    let (server_peer, group, alpn) = out.client.expect("client accepts the server");
+    let Negotiated {
+        server: server_peer,
+        group,
+        suite,
+        alpn,
+    } = out.client.expect("client accepts the server");
     assert_eq!(server_peer.unwrap().id.as_str(), DB);
     assert_eq!(group, "X25519MLKEM768");
+    assert_eq!(suite, "TLS13_AES_256_GCM_SHA384");
     assert_eq!(alpn.as_deref(), Some(tls::ALPN_MESH));
+}
+
+/// A provider with every group and the named suites, in that order.
+fn suites(names: &[&str]) -> Arc<rustls::crypto::CryptoProvider> {
+    let suites: Vec<_> = names
+        .iter()
+        .map(|n| tls::cipher_suite(n).unwrap())
+        .collect();
+    tls::provider_with(tls::KX_GROUPS, &suites)
+}
+
+#[tokio::test]
+async fn the_connecting_side_orders_the_cipher_suites_both_support() {
+    let (_d, ca) = new_ca();
+    let (web, db) = (creds(&ca, WEB), creds(&ca, DB));
+    let server = |names: &[&str]| {
+        tls::server_config(
+            &db,
+            suites(names),
+            Arc::new(NoRevocation),
+            &[tls::ALPN_MESH],
+        )
+        .unwrap()
+    };
+    for (server_suites, client_suites, expected) in [
+        (
+            tls::CIPHER_SUITE_NAMES,
+            &["TLS_AES_128_GCM_SHA256"][..],
+            "TLS13_AES_128_GCM_SHA256",
+        ),
+        (
+            &["TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256"][..],
+            &["TLS_CHACHA20_POLY1305_SHA256", "TLS_AES_256_GCM_SHA384"][..],
+            "TLS13_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            &["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"][..],
+            tls::CIPHER_SUITE_NAMES,
+            "TLS13_AES_256_GCM_SHA384",
+        ),
+    ] {
+        let out = handshake(
+            server(server_suites),
+            client_config_with(&web, &[DB], suites(client_suites)),
+        )
+        .await;
+        let client = out
+            .server
+            .expect("server accepts")
+            .expect("client identity");
+        assert_eq!(client.id.as_str(), WEB);
+        let suite = out.client.expect("client accepts").suite;
+        assert_eq!(
+            suite, expected,
+            "server {server_suites:?}, client {client_suites:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn peers_without_a_shared_cipher_suite_do_not_connect() {
+    let (_d, ca) = new_ca();
+    let server = tls::server_config(
+        &creds(&ca, DB),
+        suites(&["TLS_AES_256_GCM_SHA384"]),
+        Arc::new(NoRevocation),
+        &[tls::ALPN_MESH],
+    )
+    .unwrap();
+    let client = client_config_with(
+        &creds(&ca, WEB),
+        &[DB],
+        suites(&["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]),
+    );
+    let out = handshake(server, client).await;
+    let err = out.server.expect_err("the server finds no common suite");
+    assert!(
+        tls_error(&err).contains("NoCipherSuitesInCommon"),
+        "{}",
+        tls_error(&err)
+    );
+    let err = out.client.expect_err("the client is refused");
+    assert!(
+        tls_error(&err).contains("HandshakeFailure"),
+        "{}",
+        tls_error(&err)
+    );
 }
 
 #[tokio::test]

@@ -155,7 +155,7 @@ async fn root_rotation_overlap_then_retirement() {
     )
     .await;
     assert_eq!(out.server.unwrap().unwrap().id.as_str(), WEB);
-    assert_eq!(out.client.unwrap().0.unwrap().id.as_str(), DB);
+    assert_eq!(out.client.unwrap().server.unwrap().id.as_str(), DB);
     // ...and the other way round.
     let out = handshake(
         server_config(&client, Arc::new(NoRevocation)),

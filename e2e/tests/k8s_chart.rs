@@ -157,6 +157,14 @@ fn the_chart_lints_clean_and_its_schema_refuses_bad_values() {
             "injector.ports.inbound=70000",
             "at '/injector/ports/inbound'",
         ),
+        (
+            "injector.tls.cipherSuites={TLS_RSA_WITH_AES_128_CBC_SHA}",
+            "at '/injector/tls/cipherSuites/0': value must be one of",
+        ),
+        (
+            "injector.tls.groups={x448}",
+            "at '/injector/tls/groups/0': value must be one of",
+        ),
     ] {
         let (ok, out) = cluster.helm(&["lint", &chart, "--set", set]);
         assert!(!ok, "lint accepted {set}:\n{out}");
@@ -418,6 +426,7 @@ fn rendered_manifests_follow_the_controller_contract() {
         }
     );
     assert_eq!(cfg.log_level, "info");
+    assert_eq!(cfg.tls, vigil_injector::ProxyTls::default());
     assert_eq!(cfg.native_sidecar, vigil_injector::NativeSidecar::Auto);
     assert_eq!(cfg.token_audience, "vigil-ca");
     assert_eq!(cfg.token_expiration_seconds, 3600);
@@ -490,6 +499,8 @@ fn rendered_manifests_follow_the_controller_contract() {
             r#"webhook.namespaceSelector={"matchLabels":{"mesh":"on"}}"#,
             "--set-json",
             r#"webhook.objectSelector={"matchExpressions":[{"key":"vigil.dev/skip","operator":"DoesNotExist"}]}"#,
+            "--set-json",
+            r#"injector.tls={"groups":["x25519"],"cipherSuites":["TLS_AES_128_GCM_SHA256","TLS_AES_256_GCM_SHA384"]}"#,
         ],
     );
     let hook = &one(&docs, "MutatingWebhookConfiguration")["webhooks"][0];
@@ -545,6 +556,11 @@ fn rendered_manifests_follow_the_controller_contract() {
     .unwrap();
     assert_eq!(cfg.native_sidecar, vigil_injector::NativeSidecar::Never);
     assert_eq!(cfg.proxy_image, "ghcr.io/vigil-mesh/vigil-proxy:dev");
+    assert_eq!(cfg.tls.groups, ["x25519"]);
+    assert_eq!(
+        cfg.tls.cipher_suites,
+        ["TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384"]
+    );
 
     // HA values: 3 replicas spread over nodes (the anti-affinity selects these very
     // pods), a PodDisruptionBudget that leaves 2 up.

@@ -188,6 +188,16 @@ pub struct RunArgs {
         default_value = "x25519mlkem768,x25519,p256"
     )]
     pub tls_groups: Vec<String>,
+    /// TLS 1.3 cipher suites, most preferred first (IANA names, any case):
+    /// `TLS_AES_256_GCM_SHA384`, `TLS_AES_128_GCM_SHA256`, `TLS_CHACHA20_POLY1305_SHA256`.
+    /// The connecting proxy's order decides; peers must share at least one suite.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_TLS_CIPHER_SUITES",
+        value_delimiter = ',',
+        default_value = "TLS_AES_256_GCM_SHA384,TLS_AES_128_GCM_SHA256,TLS_CHACHA20_POLY1305_SHA256"
+    )]
+    pub tls_cipher_suites: Vec<String>,
     /// Per-request metrics (request counts, latency histograms, authorization decisions).
     /// Connection, TLS and policy metrics are always kept; turning these off exists to
     /// measure their cost (benchmark B12).
@@ -272,6 +282,9 @@ pub struct Config {
     /// TLS key-exchange groups, most preferred first (names from
     /// `vigil_cert_authority::tls::KX_GROUP_NAMES`, lower case).
     pub tls_groups: Vec<String>,
+    /// TLS 1.3 cipher suites, most preferred first (IANA names from
+    /// `vigil_cert_authority::tls::CIPHER_SUITE_NAMES`).
+    pub tls_cipher_suites: Vec<String>,
     /// Per-request metrics on.
     pub request_metrics: bool,
     /// Most peers in `/peers` (0: off).
@@ -279,14 +292,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// The crypto provider for this proxy's mesh TLS: the configured key-exchange groups.
+    /// The crypto provider for this proxy's mesh TLS: the configured key-exchange groups
+    /// and cipher suites.
     pub fn tls_provider(&self) -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+        use vigil_cert_authority::tls;
         let groups: Vec<_> = self
             .tls_groups
             .iter()
-            .filter_map(|g| vigil_cert_authority::tls::kx_group(g))
+            .filter_map(|g| tls::kx_group(g))
             .collect();
-        vigil_cert_authority::tls::provider_with_groups(&groups)
+        let suites: Vec<_> = (self.tls_cipher_suites.iter())
+            .filter_map(|s| tls::cipher_suite(s))
+            .collect();
+        tls::provider_with(&groups, &suites)
     }
 }
 
@@ -399,20 +417,19 @@ impl RunArgs {
                 "--max-pending-handshakes and --max-pending-per-source must be at least 1".into(),
             );
         }
-        let mut tls_groups = Vec::new();
-        for g in &self.tls_groups {
-            match vigil_cert_authority::tls::kx_group_name(g) {
-                Some(name) if !tls_groups.contains(&name) => tls_groups.push(name),
-                Some(_) => {}
-                None => errors.push(format!(
-                    "--tls-groups: unknown key-exchange group {g:?} (known: {})",
-                    vigil_cert_authority::tls::KX_GROUP_NAMES.join(", ")
-                )),
-            }
-        }
-        if tls_groups.is_empty() && errors.is_empty() {
-            errors.push("--tls-groups: at least one key-exchange group is needed".into());
-        }
+        use vigil_cert_authority::tls;
+        let tls_groups = tls_names(
+            ("--tls-groups", "key-exchange group"),
+            &self.tls_groups,
+            (tls::KX_GROUP_NAMES, tls::kx_group_name),
+            &mut errors,
+        );
+        let tls_cipher_suites = tls_names(
+            ("--tls-cipher-suites", "TLS 1.3 cipher suite"),
+            &self.tls_cipher_suites,
+            (tls::CIPHER_SUITE_NAMES, tls::cipher_suite_name),
+            &mut errors,
+        );
         let mut listens = BTreeSet::new();
         for addr in [self.inbound, self.outbound, self.admin]
             .into_iter()
@@ -454,10 +471,38 @@ impl RunArgs {
             max_concurrent_streams: self.max_concurrent_streams,
             access_log: self.access_log,
             threads: self.threads,
-            tls_groups: tls_groups.into_iter().map(String::from).collect(),
+            tls_groups,
+            tls_cipher_suites,
             request_metrics: self.request_metrics,
             peer_record_max: self.peer_record_max,
         })
+    }
+}
+
+/// Gives the canonical spelling of a TLS parameter's name, if it is one.
+type Canonicaliser = fn(&str) -> Option<&'static str>;
+
+/// A `--tls-*` list by canonical names; what is wrong goes to `errors`. `flag` is the
+/// flag and what one of its names is; `known` the names and the canonicaliser.
+fn tls_names(
+    (flag, what): (&str, &str),
+    names: &[String],
+    (known, canonical): (&[&str], Canonicaliser),
+    errors: &mut Vec<String>,
+) -> Vec<String> {
+    match vigil_cert_authority::tls::canonical_names(names.iter().map(String::as_str), canonical) {
+        Ok(list) if list.is_empty() => {
+            errors.push(format!("{flag}: at least one {what} is needed"));
+            Vec::new()
+        }
+        Ok(list) => list.into_iter().map(String::from).collect(),
+        Err(bad) => {
+            errors.push(format!(
+                "{flag}: unknown {what} {bad:?} (known: {})",
+                known.join(", ")
+            ));
+            Vec::new()
+        }
     }
 }
 

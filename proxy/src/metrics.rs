@@ -35,6 +35,11 @@ pub struct Metrics {
     tls_failures: IntCounterVec,
     /// `vigil_proxy_tls_resumed_total{direction}`: successful handshakes that resumed.
     tls_resumed: IntCounterVec,
+    /// `vigil_proxy_tls_negotiated_total{cipher_suite, kx_group}`: successful inbound
+    /// handshakes by what they negotiated (names as `--tls-cipher-suites` and
+    /// `--tls-groups` spell them). Every mesh connection has one inbound end, so the mesh's
+    /// sum counts each connection once.
+    tls_negotiated: IntCounterVec,
     /// `vigil_proxy_connections_total{direction, protocol}`.
     connections: IntCounterVec,
     /// `vigil_proxy_open_connections{direction}`.
@@ -97,6 +102,11 @@ impl Metrics {
             "vigil_proxy_tls_resumed_total",
             "Successful mTLS handshakes that resumed an earlier session (also counted as successes)",
             &["direction"],
+        );
+        let tls_negotiated = counter(
+            "vigil_proxy_tls_negotiated_total",
+            "Successful inbound mTLS handshakes by negotiated cipher suite and key-exchange group",
+            &["cipher_suite", "kx_group"],
         );
         let connections = counter(
             "vigil_proxy_connections_total",
@@ -173,6 +183,7 @@ impl Metrics {
             tls_handshakes,
             tls_failures,
             tls_resumed,
+            tls_negotiated,
             connections,
             open_connections,
             closed_connections: std::sync::Arc::default(),
@@ -298,6 +309,18 @@ impl Metrics {
         self.tls_resumed
             .with_label_values(&[direction.as_str()])
             .inc();
+    }
+
+    /// Counts what a successful inbound handshake negotiated (after [`Self::handshake`]).
+    pub fn negotiated(&self, conn: &rustls::CommonState) {
+        use vigil_cert_authority::tls;
+        let suite = (conn.negotiated_cipher_suite())
+            .and_then(|s| tls::name_of_suite(s.suite()))
+            .unwrap_or("other");
+        let group = (conn.negotiated_key_exchange_group())
+            .and_then(|g| tls::name_of_group(g.name()))
+            .unwrap_or("other");
+        self.tls_negotiated.with_label_values(&[suite, group]).inc();
     }
 
     /// Counts a handshake that could not start (`no_credentials`): a failure reason

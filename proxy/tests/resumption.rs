@@ -6,28 +6,9 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 use support::*;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
-
-/// One opaque tunnel through the caller's route: true if `msg` came back.
-async fn tunnel_echoes(route: SocketAddr, msg: &[u8]) -> bool {
-    let Ok(mut t) = TcpStream::connect(route).await else {
-        return false;
-    };
-    if t.write_all(msg).await.is_err() {
-        return false;
-    }
-    let mut buf = vec![0u8; msg.len()];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), t.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if buf == msg
-    )
-}
 
 async fn metric(admin: SocketAddr, line: &str) -> bool {
     http_get(admin, "/metrics").await.unwrap().1.contains(line)

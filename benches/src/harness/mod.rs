@@ -79,9 +79,13 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     }
     fs::create_dir_all(&opts.out)?;
     let work = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
-    let provider = vigil_cert_authority::tls::provider_with_groups(&[
-        rustls::crypto::aws_lc_rs::kx_group::X25519,
-    ]);
+    // Like for like: every path on X25519 and AES-128-GCM (topology::KX_GROUP,
+    // topology::CIPHER_SUITE), what Envoy's BoringSSL negotiates and cannot be told
+    // otherwise; this client offers nothing else, so no server can pick another.
+    let provider = vigil_cert_authority::tls::provider_with(
+        &[rustls::crypto::aws_lc_rs::kx_group::X25519],
+        &[rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -91,7 +91,8 @@ pub struct Results {
     pub crypto_ceiling: Vec<f64>,
     /// B7's baseline per round, µs of server CPU per handshake.
     pub bare_handshake_us: Vec<f64>,
-    /// Negotiated cipher suite (in-memory baseline; the proxies use the same provider).
+    /// Negotiated cipher suite (in-memory baseline; every path is configured for the same
+    /// one, `topology::CIPHER_SUITE`).
     pub cipher_suite: String,
     /// Negotiated key-exchange group.
     pub kx_group: String,

@@ -31,6 +31,11 @@ use super::{certs::Certs, procs::Proc};
 /// The key-exchange group every path uses.
 pub const KX_GROUP: &str = "X25519";
 
+/// The TLS 1.3 cipher suite every path uses: Envoy's (BoringSSL's TLS 1.3 suites are
+/// fixed, AES-128-GCM first where the CPU has AES instructions), so vigil, nginx and
+/// HAProxy are told to use it too (their defaults put AES-256-GCM first).
+pub const CIPHER_SUITE: &str = "TLS_AES_128_GCM_SHA256";
+
 /// Reference configurations (`@DIR@` is the work directory).
 const CONFIGS: &[(&str, &str)] = &[
     (
@@ -267,6 +272,8 @@ impl Topology {
                 "off",
                 "--tls-groups",
                 "x25519",
+                "--tls-cipher-suites",
+                CIPHER_SUITE,
                 "--outbound",
                 "127.0.0.1:0",
             ]

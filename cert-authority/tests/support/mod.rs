@@ -206,10 +206,18 @@ pub fn server_config(creds: &Credentials, revocation: Arc<dyn Revocation>) -> Se
 }
 
 pub fn client_config(creds: &Credentials, expected: &[&str]) -> ClientConfig {
+    client_config_with(creds, expected, tls::provider())
+}
+
+pub fn client_config_with(
+    creds: &Credentials,
+    expected: &[&str],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> ClientConfig {
     tls::client_config(
         creds,
         expected.iter().map(|s| id(s)),
-        tls::provider(),
+        provider,
         Arc::new(NoRevocation),
         &[tls::ALPN_MESH],
     )
@@ -221,8 +229,21 @@ pub fn client_config(creds: &Credentials, expected: &[&str]) -> ClientConfig {
 pub struct Outcome {
     /// Server: the client's identity, or the error accepting it.
     pub server: io::Result<Option<SvidInfo>>,
-    /// Client: (server identity, negotiated key-exchange group name, ALPN), or the error.
-    pub client: io::Result<(Option<SvidInfo>, String, Option<Vec<u8>>)>,
+    /// Client: what it negotiated, or the error.
+    pub client: io::Result<Negotiated>,
+}
+
+/// What a client's successful handshake negotiated.
+#[derive(Debug)]
+pub struct Negotiated {
+    /// The server's identity.
+    pub server: Option<SvidInfo>,
+    /// Key-exchange group (rustls' name).
+    pub group: String,
+    /// Cipher suite (rustls' name).
+    pub suite: String,
+    /// ALPN protocol.
+    pub alpn: Option<Vec<u8>>,
 }
 
 /// Runs a real TLS handshake over loopback TCP, then one byte of application data from
@@ -252,11 +273,16 @@ pub async fn handshake(server: ServerConfig, client: ClientConfig) -> Outcome {
             .negotiated_key_exchange_group()
             .map(|g| format!("{:?}", g.name()))
             .unwrap_or_default();
-        Ok((
-            tls::peer_identity(conn),
+        let suite = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+        Ok(Negotiated {
+            server: tls::peer_identity(conn),
             group,
-            conn.alpn_protocol().map(<[u8]>::to_vec),
-        ))
+            suite,
+            alpn: conn.alpn_protocol().map(<[u8]>::to_vec),
+        })
     }
     .await;
     let server = server_task.await.unwrap();

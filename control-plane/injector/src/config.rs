@@ -32,6 +32,51 @@ impl Default for ProxyPorts {
     }
 }
 
+/// The mesh TLS parameters of injected proxies: `VIGIL_PROXY_TLS_GROUPS` and
+/// `VIGIL_PROXY_TLS_CIPHER_SUITES`, most preferred first. Empty lists leave the proxy's
+/// defaults. Names are checked when the settings load and stored canonically, so a typo
+/// stops the controller rather than every injected pod.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct ProxyTls {
+    /// Key-exchange groups (`x25519mlkem768`, `x25519`, `p256`).
+    pub groups: Vec<String>,
+    /// TLS 1.3 cipher suites by IANA name (`TLS_AES_256_GCM_SHA384`,
+    /// `TLS_AES_128_GCM_SHA256`, `TLS_CHACHA20_POLY1305_SHA256`).
+    pub cipher_suites: Vec<String>,
+}
+
+impl ProxyTls {
+    /// The lists with canonical names and without duplicates, or what is wrong.
+    fn canonical(&self) -> Result<Self, ConfigError> {
+        use vigil_cert_authority::tls;
+        let each = |names: &[String], what: &str, known: &[&str], canonical| {
+            tls::canonical_names(names.iter().map(String::as_str), canonical)
+                .map(|list| list.into_iter().map(String::from).collect())
+                .map_err(|bad| {
+                    ConfigError::Invalid(format!(
+                        "tls.{what}: unknown name {bad:?} (known: {})",
+                        known.join(", ")
+                    ))
+                })
+        };
+        Ok(Self {
+            groups: each(
+                &self.groups,
+                "groups",
+                tls::KX_GROUP_NAMES,
+                tls::kx_group_name,
+            )?,
+            cipher_suites: each(
+                &self.cipher_suites,
+                "cipherSuites",
+                tls::CIPHER_SUITE_NAMES,
+                tls::cipher_suite_name,
+            )?,
+        })
+    }
+}
+
 /// Whether the proxy is a native sidecar (an init container with `restartPolicy: Always`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -63,6 +108,8 @@ pub struct InjectorConfig {
     pub resources: Option<ResourceRequirements>,
     /// The proxy's log filter (`VIGIL_PROXY_LOG`).
     pub log_level: String,
+    /// The proxy's mesh TLS parameters.
+    pub tls: ProxyTls,
     /// Native sidecar mode.
     pub native_sidecar: NativeSidecar,
     /// Audience of the projected service-account token.
@@ -105,6 +152,7 @@ impl Default for InjectorConfig {
                 ..ResourceRequirements::default()
             }),
             log_level: "info".into(),
+            tls: ProxyTls::default(),
             native_sidecar: NativeSidecar::Auto,
             token_audience: "vigil-ca".into(),
             token_expiration_seconds: 3600,
@@ -142,7 +190,7 @@ pub enum ConfigError {
 /// Parses the settings (YAML or JSON; empty means defaults) and checks they are usable.
 /// JSON is recognised by its leading `{`; everything else is read as YAML.
 pub fn parse_config(text: &str) -> Result<InjectorConfig, ConfigError> {
-    let cfg: InjectorConfig = if text.trim().is_empty() {
+    let mut cfg: InjectorConfig = if text.trim().is_empty() {
         InjectorConfig::default()
     } else if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?
@@ -182,5 +230,6 @@ pub fn parse_config(text: &str) -> Result<InjectorConfig, ConfigError> {
             "tokenExpirationSeconds must be at least 600 (the apiserver's minimum for projected tokens)".into(),
         ));
     }
+    cfg.tls = cfg.tls.canonical()?;
     Ok(cfg)
 }

@@ -53,7 +53,7 @@ pub mod review;
 pub mod sidecar;
 
 pub use annotations::InjectError;
-pub use config::{ConfigError, InjectorConfig, NativeSidecar, ProxyPorts, parse_config};
+pub use config::{ConfigError, InjectorConfig, NativeSidecar, ProxyPorts, ProxyTls, parse_config};
 pub use enroll::SkipReason;
 pub use inject::{Decision, inject};
 pub use review::{ReviewError, review};

@@ -225,6 +225,18 @@ fn proxy_env(config: &InjectorConfig, settings: &PodSettings, routes: &[String])
     if !routes.is_empty() {
         env.push(value_env("VIGIL_PROXY_PROBE_ROUTES", &routes.join(",")));
     }
+    if !config.tls.groups.is_empty() {
+        env.push(value_env(
+            "VIGIL_PROXY_TLS_GROUPS",
+            &config.tls.groups.join(","),
+        ));
+    }
+    if !config.tls.cipher_suites.is_empty() {
+        env.push(value_env(
+            "VIGIL_PROXY_TLS_CIPHER_SUITES",
+            &config.tls.cipher_suites.join(","),
+        ));
+    }
     env
 }
 

@@ -49,6 +49,7 @@ fn empty_file_gives_the_documented_defaults() {
         BTreeMap::from([("memory".into(), q("128Mi"))])
     );
     assert_eq!(d.log_level, "info");
+    assert!(d.tls.groups.is_empty() && d.tls.cipher_suites.is_empty());
     assert_eq!(d.native_sidecar, NativeSidecar::Auto);
     assert_eq!(d.token_audience, "vigil-ca");
     assert_eq!(d.token_expiration_seconds, 3600);
@@ -70,6 +71,7 @@ ports: {inbound: 5143, outbound: 5140, admin: 5191}
 resources:
   requests: {cpu: 5m, memory: 16Mi}
 logLevel: debug,vigil_proxy=trace
+tls: {groups: [X25519, secp256r1, x25519], cipherSuites: [tls13_aes_128_gcm_sha256]}
 nativeSidecar: never
 tokenAudience: vigil-test
 tokenExpirationSeconds: 7200
@@ -90,6 +92,9 @@ skipNamespaces: [kube-system, monitoring]
     assert_eq!(res.requests.unwrap()["memory"], Quantity("16Mi".into()));
     assert_eq!(res.limits, None);
     assert_eq!(c.log_level, "debug,vigil_proxy=trace");
+    // Stored by canonical name, duplicates dropped, order kept.
+    assert_eq!(c.tls.groups, ["x25519", "p256"]);
+    assert_eq!(c.tls.cipher_suites, ["TLS_AES_128_GCM_SHA256"]);
     assert_eq!(c.native_sidecar, NativeSidecar::Never);
     assert_eq!(c.token_audience, "vigil-test");
     assert_eq!(c.token_expiration_seconds, 7200);
@@ -125,6 +130,19 @@ fn unknown_keys_and_unusable_values_are_refused_with_what_to_fix() {
             "Always, IfNotPresent or Never",
         ),
         ("tokenExpirationSeconds: 60\n", "at least 600"),
+        (
+            "tls: {groups: [x448]}\n",
+            "tls.groups: unknown name \"x448\"",
+        ),
+        (
+            "tls: {cipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]}\n",
+            "tls.cipherSuites: unknown name",
+        ),
+        (
+            "tls: {cipherSuites: TLS_AES_128_GCM_SHA256}\n",
+            "cipherSuites",
+        ),
+        ("tls: {ciphers: []}\n", "ciphers"),
         ("controllerAddress: ''\n", "controllerAddress"),
         ("- a list\n", "injector configuration"),
     ] {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use support::*;
-use vigil_injector::{Decision, InjectorConfig, NativeSidecar, inject};
+use vigil_injector::{Decision, InjectorConfig, NativeSidecar, ProxyTls, inject};
 
 // === layout ===
 
@@ -240,6 +240,29 @@ fn controller_identity_is_omitted_when_unknown() {
     };
     let env = env_of(&injected(&cfg, &pod(APP)), "vigil-proxy");
     assert!(!env.contains_key("VIGIL_PROXY_CONTROLLER_IDENTITY"));
+}
+
+#[test]
+fn mesh_tls_settings_reach_the_proxy_only_when_set() {
+    let env = env_of(&injected(&config(true), &pod(APP)), "vigil-proxy");
+    assert!(!env.contains_key("VIGIL_PROXY_TLS_GROUPS"));
+    assert!(!env.contains_key("VIGIL_PROXY_TLS_CIPHER_SUITES"));
+    let cfg = InjectorConfig {
+        tls: ProxyTls {
+            groups: vec!["x25519".into(), "p256".into()],
+            cipher_suites: vec![
+                "TLS_AES_128_GCM_SHA256".into(),
+                "TLS_AES_256_GCM_SHA384".into(),
+            ],
+        },
+        ..config(true)
+    };
+    let env = env_of(&injected(&cfg, &pod(APP)), "vigil-proxy");
+    assert_eq!(env["VIGIL_PROXY_TLS_GROUPS"], "x25519,p256");
+    assert_eq!(
+        env["VIGIL_PROXY_TLS_CIPHER_SUITES"],
+        "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384"
+    );
 }
 
 #[test]

@@ -83,3 +83,62 @@ fn tls_groups_and_request_metrics() {
     let err = args(&["--tls-groups", ""]).validate().unwrap_err();
     assert!(!err.0.is_empty(), "an empty group list is refused");
 }
+
+#[test]
+fn tls_cipher_suites() {
+    let cfg = args(&[]).validate().unwrap();
+    assert_eq!(
+        cfg.tls_cipher_suites,
+        [
+            "TLS_AES_256_GCM_SHA384",
+            "TLS_AES_128_GCM_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256"
+        ]
+    );
+    let suites = |cfg: &crate::config::Config| -> Vec<rustls::CipherSuite> {
+        (cfg.tls_provider().cipher_suites.iter())
+            .map(|s| s.suite())
+            .collect()
+    };
+    assert_eq!(suites(&cfg).len(), 3);
+
+    let cfg = args(&[
+        "--tls-cipher-suites",
+        "tls13_aes_128_gcm_sha256, TLS_CHACHA20_POLY1305_SHA256,TLS_AES_128_GCM_SHA256",
+    ])
+    .validate()
+    .unwrap();
+    assert_eq!(
+        cfg.tls_cipher_suites,
+        ["TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256"]
+    );
+    assert_eq!(
+        suites(&cfg),
+        [
+            rustls::CipherSuite::TLS13_AES_128_GCM_SHA256,
+            rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256
+        ]
+    );
+
+    // TLS 1.2 suites, suites aws-lc-rs lacks, and nonsense are refused by name.
+    for bad in [
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "TLS_AES_128_CCM_SHA256",
+        "aes",
+    ] {
+        let err = args(&["--tls-cipher-suites", bad]).validate().unwrap_err();
+        assert!(
+            err.0
+                .iter()
+                .any(|e| e.contains("unknown TLS 1.3 cipher suite")
+                    && e.contains(bad)
+                    && e.contains("TLS_AES_128_GCM_SHA256")),
+            "{bad}: {err:?}"
+        );
+    }
+    let err = args(&["--tls-cipher-suites", ""]).validate().unwrap_err();
+    assert!(
+        err.0.iter().any(|e| e.starts_with("--tls-cipher-suites:")),
+        "an empty suite list is refused: {err:?}"
+    );
+}

@@ -171,6 +171,7 @@ async fn setup(
                 }
             };
             shared.metrics.handshake(DIRECTION, None);
+            shared.metrics.negotiated(conn);
             shared
                 .peers
                 .seen(DIRECTION, &peer.id, crate::shared::unix_now());

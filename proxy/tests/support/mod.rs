@@ -566,6 +566,22 @@ impl Drop for ChildGuard {
     }
 }
 
+/// One opaque tunnel through the caller's route: true if `msg` came back.
+pub async fn tunnel_echoes(route: SocketAddr, msg: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut t) = tokio::net::TcpStream::connect(route).await else {
+        return false;
+    };
+    if t.write_all(msg).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; msg.len()];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), t.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if buf == msg
+    )
+}
+
 /// A policy admitting `web` (and nothing else) on every port.
 pub const ALLOW_WEB: &str = r#"
 generation: 1
