@@ -39,9 +39,9 @@ const CLIENT_SESSIONS: usize = 64;
 mod params;
 
 pub use params::{
-    CIPHER_SUITE_NAMES, CIPHER_SUITES, KX_GROUP_NAMES, KX_GROUPS, canonical_names, cipher_suite,
-    cipher_suite_name, kx_group, kx_group_name, name_of_group, name_of_suite, provider,
-    provider_with, provider_with_groups,
+    CIPHER_SUITE_NAMES, CIPHER_SUITES, KX_GROUP_NAMES, KX_GROUPS, TlsParam, UnknownTlsName,
+    cipher_suite, cipher_suite_name, kx_group, kx_group_name, name_of_group, name_of_suite,
+    provider, provider_with, provider_with_groups,
 };
 
 /// ALPN protocol ID of Vigil's mesh TLS.

@@ -9,6 +9,7 @@ use serde::Serialize;
 use vigil_cert_authority::SpiffeId;
 
 mod routes;
+mod tls;
 
 pub use routes::{AccessLogTarget, OutboundRoute, ProbeRoute};
 
@@ -291,23 +292,6 @@ pub struct Config {
     pub peer_record_max: usize,
 }
 
-impl Config {
-    /// The crypto provider for this proxy's mesh TLS: the configured key-exchange groups
-    /// and cipher suites.
-    pub fn tls_provider(&self) -> std::sync::Arc<rustls::crypto::CryptoProvider> {
-        use vigil_cert_authority::tls;
-        let groups: Vec<_> = self
-            .tls_groups
-            .iter()
-            .filter_map(|g| tls::kx_group(g))
-            .collect();
-        let suites: Vec<_> = (self.tls_cipher_suites.iter())
-            .filter_map(|s| tls::cipher_suite(s))
-            .collect();
-        tls::provider_with(&groups, &suites)
-    }
-}
-
 /// Controller mode.
 #[derive(Clone, Debug, Serialize)]
 pub struct ControlConfig {
@@ -417,17 +401,17 @@ impl RunArgs {
                 "--max-pending-handshakes and --max-pending-per-source must be at least 1".into(),
             );
         }
-        use vigil_cert_authority::tls;
-        let tls_groups = tls_names(
-            ("--tls-groups", "key-exchange group"),
+        use vigil_cert_authority::tls::TlsParam;
+        let tls_groups = tls::tls_names(
+            "--tls-groups",
+            TlsParam::KxGroup,
             &self.tls_groups,
-            (tls::KX_GROUP_NAMES, tls::kx_group_name),
             &mut errors,
         );
-        let tls_cipher_suites = tls_names(
-            ("--tls-cipher-suites", "TLS 1.3 cipher suite"),
+        let tls_cipher_suites = tls::tls_names(
+            "--tls-cipher-suites",
+            TlsParam::CipherSuite,
             &self.tls_cipher_suites,
-            (tls::CIPHER_SUITE_NAMES, tls::cipher_suite_name),
             &mut errors,
         );
         let mut listens = BTreeSet::new();
@@ -476,33 +460,6 @@ impl RunArgs {
             request_metrics: self.request_metrics,
             peer_record_max: self.peer_record_max,
         })
-    }
-}
-
-/// Gives the canonical spelling of a TLS parameter's name, if it is one.
-type Canonicaliser = fn(&str) -> Option<&'static str>;
-
-/// A `--tls-*` list by canonical names; what is wrong goes to `errors`. `flag` is the
-/// flag and what one of its names is; `known` the names and the canonicaliser.
-fn tls_names(
-    (flag, what): (&str, &str),
-    names: &[String],
-    (known, canonical): (&[&str], Canonicaliser),
-    errors: &mut Vec<String>,
-) -> Vec<String> {
-    match vigil_cert_authority::tls::canonical_names(names.iter().map(String::as_str), canonical) {
-        Ok(list) if list.is_empty() => {
-            errors.push(format!("{flag}: at least one {what} is needed"));
-            Vec::new()
-        }
-        Ok(list) => list.into_iter().map(String::from).collect(),
-        Err(bad) => {
-            errors.push(format!(
-                "{flag}: unknown {what} {bad:?} (known: {})",
-                known.join(", ")
-            ));
-            Vec::new()
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `--tls-cipher-suites` and `--tls-groups` between two real proxies: the connecting
 //! proxy's order decides among what both allow, the accepting proxy counts what was
-//! negotiated, and proxies without a suite in common do not connect and say why.
+//! negotiated, and proxies without a suite or a group in common do not connect and say
+//! why.
 
 #![allow(clippy::unwrap_used)]
 
@@ -65,18 +66,25 @@ async fn the_callers_order_decides_among_what_both_allow() {
 }
 
 #[tokio::test]
-async fn proxies_without_a_common_cipher_suite_do_not_connect() {
-    let (ok, m) = tunnel(
-        &["--tls-cipher-suites", "TLS_AES_128_GCM_SHA256"],
-        &["--tls-cipher-suites", "TLS_AES_256_GCM_SHA384"],
-    )
-    .await;
-    assert!(!ok, "no suite in common: the tunnel must not carry data");
-    assert!(
-        m.contains(
-            "vigil_proxy_tls_handshake_failures_total{direction=\"inbound\",reason=\"incompatible\"} 1"
+async fn proxies_without_a_common_suite_or_group_do_not_connect() {
+    for (caller, callee) in [
+        (
+            ["--tls-cipher-suites", "TLS_AES_128_GCM_SHA256"],
+            ["--tls-cipher-suites", "TLS_AES_256_GCM_SHA384"],
         ),
-        "{m}"
-    );
-    assert!(!m.contains("vigil_proxy_tls_negotiated_total{"), "{m}");
+        (["--tls-groups", "p256"], ["--tls-groups", "x25519mlkem768"]),
+    ] {
+        let (ok, m) = tunnel(&caller, &callee).await;
+        assert!(
+            !ok,
+            "{caller:?} / {callee:?}: nothing in common, the tunnel must not carry data"
+        );
+        assert!(
+            m.contains(
+                "vigil_proxy_tls_handshake_failures_total{direction=\"inbound\",reason=\"incompatible\"} 1"
+            ),
+            "{caller:?} / {callee:?}: {m}"
+        );
+        assert!(!m.contains("vigil_proxy_tls_negotiated_total{"), "{m}");
+    }
 }

@@ -81,21 +81,69 @@ pub fn cipher_suite(name: &str) -> Option<SupportedCipherSuite> {
     Some(CIPHER_SUITES[at])
 }
 
-/// A list of names the way a setting gives them (any spelling `canonical` accepts —
-/// [`kx_group_name`] or [`cipher_suite_name`]) by their canonical names, in order and
-/// without duplicates; the first name `canonical` does not know is the error.
-pub fn canonical_names<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-    canonical: fn(&str) -> Option<&'static str>,
-) -> Result<Vec<&'static str>, &'a str> {
-    let mut out = Vec::new();
-    for name in names {
-        let c = canonical(name).ok_or(name)?;
-        if !out.contains(&c) {
-            out.push(c);
+/// A kind of TLS parameter that settings name: the one place that knows the names of
+/// each kind, how to spell them and what to say about a wrong one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsParam {
+    /// A key-exchange group ([`KX_GROUP_NAMES`]).
+    KxGroup,
+    /// A TLS 1.3 cipher suite ([`CIPHER_SUITE_NAMES`]).
+    CipherSuite,
+}
+
+impl TlsParam {
+    /// What one of these is, for messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            Self::KxGroup => "key-exchange group",
+            Self::CipherSuite => "TLS 1.3 cipher suite",
         }
     }
-    Ok(out)
+
+    /// Every canonical name, most preferred first.
+    pub fn known(self) -> &'static [&'static str] {
+        match self {
+            Self::KxGroup => KX_GROUP_NAMES,
+            Self::CipherSuite => CIPHER_SUITE_NAMES,
+        }
+    }
+
+    /// The canonical name of `name` ([`kx_group_name`], [`cipher_suite_name`]).
+    pub fn canonical(self, name: &str) -> Option<&'static str> {
+        match self {
+            Self::KxGroup => kx_group_name(name),
+            Self::CipherSuite => cipher_suite_name(name),
+        }
+    }
+
+    /// A list the way a setting gives it, by canonical names, in order and without
+    /// duplicates; the first name not known is the error.
+    pub fn canonical_list<'a>(
+        self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<&'static str>, UnknownTlsName> {
+        let mut out = Vec::new();
+        for name in names {
+            let c = self.canonical(name).ok_or_else(|| UnknownTlsName {
+                param: self,
+                name: name.to_owned(),
+            })?;
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A setting named a group or suite that does not exist here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {} {name:?} (known: {})", param.what(), param.known().join(", "))]
+pub struct UnknownTlsName {
+    /// What kind of name it was meant to be.
+    pub param: TlsParam,
+    /// The name as given.
+    pub name: String,
 }
 
 /// The name (from [`CIPHER_SUITE_NAMES`]) of a negotiated suite; no allocation, for
@@ -184,14 +232,19 @@ mod tests {
     #[test]
     fn canonical_lists() {
         assert_eq!(
-            canonical_names(["X25519", "secp256r1", "x25519"], kx_group_name),
+            TlsParam::KxGroup.canonical_list(["X25519", "secp256r1", "x25519"]),
             Ok(vec!["x25519", "p256"])
         );
+        let err = TlsParam::CipherSuite
+            .canonical_list(["tls13_aes_128_gcm_sha256", "x", "y"])
+            .unwrap_err();
+        assert_eq!(err.name, "x");
         assert_eq!(
-            canonical_names(["tls13_aes_128_gcm_sha256", "x", "y"], cipher_suite_name),
-            Err("x")
+            err.to_string(),
+            "unknown TLS 1.3 cipher suite \"x\" (known: TLS_AES_256_GCM_SHA384, \
+             TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256)"
         );
-        assert_eq!(canonical_names([], cipher_suite_name), Ok(vec![]));
+        assert_eq!(TlsParam::CipherSuite.canonical_list([]), Ok(vec![]));
     }
 
     #[test]

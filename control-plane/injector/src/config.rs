@@ -49,30 +49,15 @@ pub struct ProxyTls {
 impl ProxyTls {
     /// The lists with canonical names and without duplicates, or what is wrong.
     fn canonical(&self) -> Result<Self, ConfigError> {
-        use vigil_cert_authority::tls;
-        let each = |names: &[String], what: &str, known: &[&str], canonical| {
-            tls::canonical_names(names.iter().map(String::as_str), canonical)
+        use vigil_cert_authority::tls::TlsParam;
+        let each = |key: &str, param: TlsParam, names: &[String]| {
+            (param.canonical_list(names.iter().map(String::as_str)))
                 .map(|list| list.into_iter().map(String::from).collect())
-                .map_err(|bad| {
-                    ConfigError::Invalid(format!(
-                        "tls.{what}: unknown name {bad:?} (known: {})",
-                        known.join(", ")
-                    ))
-                })
+                .map_err(|e| ConfigError::Invalid(format!("tls.{key}: {e}")))
         };
         Ok(Self {
-            groups: each(
-                &self.groups,
-                "groups",
-                tls::KX_GROUP_NAMES,
-                tls::kx_group_name,
-            )?,
-            cipher_suites: each(
-                &self.cipher_suites,
-                "cipherSuites",
-                tls::CIPHER_SUITE_NAMES,
-                tls::cipher_suite_name,
-            )?,
+            groups: each("groups", TlsParam::KxGroup, &self.groups)?,
+            cipher_suites: each("cipherSuites", TlsParam::CipherSuite, &self.cipher_suites)?,
         })
     }
 }

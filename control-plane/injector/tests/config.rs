@@ -132,11 +132,11 @@ fn unknown_keys_and_unusable_values_are_refused_with_what_to_fix() {
         ("tokenExpirationSeconds: 60\n", "at least 600"),
         (
             "tls: {groups: [x448]}\n",
-            "tls.groups: unknown name \"x448\"",
+            "tls.groups: unknown key-exchange group \"x448\"",
         ),
         (
             "tls: {cipherSuites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]}\n",
-            "tls.cipherSuites: unknown name",
+            "tls.cipherSuites: unknown TLS 1.3 cipher suite \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"",
         ),
         (
             "tls: {cipherSuites: TLS_AES_128_GCM_SHA256}\n",
