@@ -165,6 +165,10 @@ fn the_chart_lints_clean_and_its_schema_refuses_bad_values() {
             "injector.tls.groups={x448}",
             "at '/injector/tls/groups/0': value must be one of",
         ),
+        (
+            "injector.meshHttp1=h2",
+            "at '/injector/meshHttp1': value must be one of",
+        ),
     ] {
         let (ok, out) = cluster.helm(&["lint", &chart, "--set", set]);
         assert!(!ok, "lint accepted {set}:\n{out}");
@@ -427,6 +431,7 @@ fn rendered_manifests_follow_the_controller_contract() {
     );
     assert_eq!(cfg.log_level, "info");
     assert_eq!(cfg.tls, vigil_injector::ProxyTls::default());
+    assert_eq!(cfg.mesh_http1, vigil_injector::config::MeshHttp1::Http1);
     assert_eq!(cfg.native_sidecar, vigil_injector::NativeSidecar::Auto);
     assert_eq!(cfg.token_audience, "vigil-ca");
     assert_eq!(cfg.token_expiration_seconds, 3600);
@@ -494,7 +499,7 @@ fn rendered_manifests_follow_the_controller_contract() {
             "--set",
             "ca.secretName=my-ca,leaderElection.leaseName=my-lease,serviceAccount.name=mesh-ctl",
             "--set",
-            "injector.nativeSidecar=never,injector.proxyImage.tag=dev,trustDomain=example.org",
+            "injector.nativeSidecar=never,injector.proxyImage.tag=dev,trustDomain=example.org,injector.meshHttp1=http2",
             "--set-json",
             r#"webhook.namespaceSelector={"matchLabels":{"mesh":"on"}}"#,
             "--set-json",
@@ -555,6 +560,7 @@ fn rendered_manifests_follow_the_controller_contract() {
     )
     .unwrap();
     assert_eq!(cfg.native_sidecar, vigil_injector::NativeSidecar::Never);
+    assert_eq!(cfg.mesh_http1, vigil_injector::config::MeshHttp1::Http2);
     assert_eq!(cfg.proxy_image, "ghcr.io/vigil-mesh/vigil-proxy:dev");
     assert_eq!(cfg.tls.groups, ["x25519"]);
     assert_eq!(

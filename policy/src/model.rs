@@ -305,7 +305,7 @@ pub struct Destination {
     pub identities: Vec<String>,
     /// For a virtual address (a Kubernetes Service's `ClusterIP:port`): the ready
     /// backends (`podIP:targetPort`). The outbound sends each HTTP request, and each
-    /// opaque connection, to one of them — so a pooled HTTP/2 connection is never pinned
+    /// opaque connection, to one of them — so a pooled mesh connection is never pinned
     /// to one backend, and a backend that is going away (its pod deleted) stops getting
     /// new requests as soon as a snapshot without it arrives, while its in-flight
     /// requests finish. Empty: connect to `proxy` (or `address`).

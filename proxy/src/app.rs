@@ -15,7 +15,7 @@ use vigil_cert_authority::{SpiffeId, TrustBundle, creds::CredentialStore, token:
 use crate::{
     access_log::AccessLog,
     admin::{self, Admin},
-    config::{AccessLogTarget, Config},
+    config::{AccessLogTarget, Config, MeshHttp1},
     connections::Connections,
     control::{self, Control, ProofSource},
     files,
@@ -276,12 +276,19 @@ impl Proxy {
             cfg.pool_idle_timeout,
             cfg.pool_max_idle,
         ));
-        let mesh = Arc::new(MeshPool::new(
+        let mut mesh = MeshPool::new(
             connector,
             cfg.pool_idle_timeout,
             cfg.pool_max_idle,
             cfg.max_concurrent_streams,
-        ));
+        );
+        if cfg.mesh_http1 == MeshHttp1::Http1 {
+            // The destination's proxy closes a keep-alive connection idle for its header
+            // read timeout (the mesh's proxies share one configuration): stop reusing
+            // one well before that.
+            mesh = mesh.http1_hop(cfg.header_read_timeout / 2);
+        }
+        let mesh = Arc::new(mesh);
         for l in inbound_ls {
             tokio::spawn(inbound::serve(l, shared.clone(), app_client.clone()));
         }

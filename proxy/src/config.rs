@@ -173,6 +173,16 @@ pub struct RunArgs {
         default_value_t = 256
     )]
     pub max_concurrent_streams: u32,
+    /// How the app's HTTP/1.1 requests travel to the destination's proxy: `http1`
+    /// (keep-alive HTTP/1.1 mesh connections, pooled per destination) or `http2` (streams
+    /// of one HTTP/2 mesh connection per destination). HTTP/2 and gRPC always go as HTTP/2.
+    #[arg(
+        long,
+        env = "VIGIL_PROXY_MESH_HTTP1",
+        value_enum,
+        default_value = "http1"
+    )]
+    pub mesh_http1: MeshHttp1,
     /// Access log: `stdout` (one JSON line per request/connection) or `off`.
     #[arg(long, env = "VIGIL_PROXY_ACCESS_LOG", default_value = "stdout")]
     pub access_log: AccessLogTarget,
@@ -213,6 +223,18 @@ pub struct RunArgs {
 
 fn parse_id(s: &str) -> Result<SpiffeId, String> {
     SpiffeId::parse(s).map_err(|e| e.to_string())
+}
+
+/// How the app's HTTP/1.1 requests travel between proxies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshHttp1 {
+    /// Keep-alive HTTP/1.1 mesh connections, one request at a time each: each proxy
+    /// reads and writes HTTP/1.1 only, the cheapest per request.
+    Http1,
+    /// Streams of one HTTP/2 mesh connection per destination: fewer connections (and
+    /// handshakes) when many requests to one destination are in flight at once.
+    Http2,
 }
 
 /// The validated configuration (what `/config` shows).
@@ -276,6 +298,8 @@ pub struct Config {
     pub listen_backlog: u32,
     /// HTTP/2 stream limit.
     pub max_concurrent_streams: u32,
+    /// The mesh hop of HTTP/1.1 requests.
+    pub mesh_http1: MeshHttp1,
     /// Access log target.
     pub access_log: AccessLogTarget,
     /// Worker threads.
@@ -453,6 +477,7 @@ impl RunArgs {
             max_header_bytes: self.max_header_bytes,
             listen_backlog: self.listen_backlog,
             max_concurrent_streams: self.max_concurrent_streams,
+            mesh_http1: self.mesh_http1,
             access_log: self.access_log,
             threads: self.threads,
             tls_groups,

@@ -10,7 +10,10 @@
 //!    server-first protocol — is opaque once `timeout` passes; nothing waits longer.
 //!
 //! Mesh clients can skip the second question: the ALPN `vigil/1+tcp` says "opaque",
-//! `vigil/1+h2` says "HTTP/2", plain `vigil/1` says "detect".
+//! `vigil/1+h2` says "HTTP/2", `vigil/1+h1` says "HTTP/1.1", plain `vigil/1` says
+//! "detect". A client that names the protocol offers plain `vigil/1` after it where a
+//! proxy that does not know the hint would still understand the stream (HTTP/1.1 is
+//! detected), so proxies of different versions keep talking during a rolling upgrade.
 
 use std::time::Duration;
 
@@ -22,8 +25,21 @@ use vigil_cert_authority::tls::ALPN_MESH;
 pub const ALPN_TCP: &[u8] = b"vigil/1+tcp";
 /// Mesh TLS carrying HTTP/2.
 pub const ALPN_H2: &[u8] = b"vigil/1+h2";
-/// Every ALPN a mesh server accepts.
-pub const MESH_ALPNS: [&[u8]; 3] = [ALPN_MESH, ALPN_TCP, ALPN_H2];
+/// Mesh TLS carrying HTTP/1.1 (keep-alive, one request at a time).
+pub const ALPN_H1: &[u8] = b"vigil/1+h1";
+/// Every ALPN a mesh server accepts, in its order of preference (the server picks the
+/// first of these the client offers: a hint before plain `vigil/1`).
+pub const MESH_ALPNS: [&[u8]; 4] = [ALPN_H1, ALPN_TCP, ALPN_H2, ALPN_MESH];
+
+/// What a mesh client offers for an opaque stream.
+pub const OFFER_TCP: &[&[u8]] = &[ALPN_TCP];
+/// What a mesh client offers for HTTP/2.
+pub const OFFER_H2: &[&[u8]] = &[ALPN_H2];
+/// What a mesh client offers for HTTP/1.1 (plain `vigil/1`, detected, for older servers).
+pub const OFFER_H1: &[&[u8]] = &[ALPN_H1, ALPN_MESH];
+/// What a mesh client offers when the server must detect the protocol (an upgrade's
+/// HTTP/1.1 request, whose connection then becomes the upgraded protocol's).
+pub const OFFER_DETECT: &[&[u8]] = &[ALPN_MESH];
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Most bytes read while looking for a ClientHello.
@@ -68,6 +84,7 @@ impl Proto {
         match alpn {
             Some(ALPN_TCP) => Some(Self::Opaque),
             Some(ALPN_H2) => Some(Self::Http2),
+            Some(ALPN_H1) => Some(Self::Http1),
             _ => None,
         }
     }

@@ -21,7 +21,7 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-vigil-request-id")
 /// client is removed first, so the app can trust it.
 pub const PEER_ID: HeaderName = HeaderName::from_static("x-vigil-peer-id");
 /// Between proxies: the protocol the request arrived in at the client side (`HTTP/1.1`
-/// when an HTTP/1 request travels over the HTTP/2 mesh connection).
+/// when an HTTP/1 request travels over the HTTP/2 mesh connection, `--mesh-http1 http2`).
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("vigil-orig-proto");
 
 /// A short proxy-generated response with a request ID (never names the policy).

@@ -16,6 +16,7 @@ pub mod access_log;
 pub mod admin;
 pub mod app;
 mod authz;
+mod checkin;
 pub mod config;
 pub mod connections;
 pub mod control;

@@ -22,11 +22,11 @@ use vigil_policy::Policy;
 
 use crate::detect::MESH_ALPNS;
 
-/// Most client configs cached (one per expected-identity set and ALPN).
+/// Most client configs cached (one per expected-identity set and ALPN offer).
 const CLIENT_CACHE_MAX: usize = 1024;
 
-/// Client configs are per (expected identities, ALPN).
-type ClientKey = (BTreeSet<SpiffeId>, &'static [u8]);
+/// Client configs are per (expected identities, ALPNs offered).
+type ClientKey = (BTreeSet<SpiffeId>, &'static [&'static [u8]]);
 
 /// Server and client TLS configurations for the current credentials.
 #[derive(Debug)]
@@ -67,13 +67,13 @@ impl TlsState {
         })
     }
 
-    /// A client config that presents our SVID, offers `alpn`, and accepts only a server
-    /// presenting one of `expected`. The same config (and so its session tickets) for the
-    /// same identities and ALPN, until the credentials change.
+    /// A client config that presents our SVID, offers `alpn` (most preferred first), and
+    /// accepts only a server presenting one of `expected`. The same config (and so its
+    /// session tickets) for the same identities and ALPNs, until the credentials change.
     pub fn client(
         &self,
         expected: &BTreeSet<SpiffeId>,
-        alpn: &'static [u8],
+        alpn: &'static [&'static [u8]],
     ) -> Result<MeshClient, VerifierError> {
         let key = (expected.clone(), alpn);
         let mut cache = self.clients.lock().unwrap_or_else(|p| p.into_inner());
@@ -85,7 +85,7 @@ impl TlsState {
             expected.iter().cloned(),
             self.provider.clone(),
             self.revocation.clone(),
-            &[alpn],
+            alpn,
         )?;
         if cache.len() >= CLIENT_CACHE_MAX {
             cache.clear();

@@ -5,8 +5,8 @@
 //!
 //! The request is authorized like any other (the destination's inbound judges method,
 //! path and headers), so a denied upgrade is a 403 and nothing reaches the app. Between
-//! the proxies an upgrade travels on a connection of its own (mesh mTLS, HTTP/1.1), not
-//! on the pooled HTTP/2 connection: the tunnel lives as long as the WebSocket does, and
+//! the proxies an upgrade travels on a connection of its own (mesh mTLS, HTTP/1.1), never
+//! on a pooled one: the tunnel lives as long as the WebSocket does, and
 //! closing it — quarantine, revocation, a policy that no longer allows it — closes only
 //! it. `h2c` is never tunnelled (the proxies speak HTTP/2 themselves): an `Upgrade: h2c`
 //! request is served as the HTTP/1.1 request it also is.

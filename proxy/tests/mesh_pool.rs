@@ -1,9 +1,15 @@
-//! The outbound's mesh connections for HTTP (`outbound/pool.rs`), seen from the wire: a
-//! relay of this test's own sits between the caller's outbound and the callee's inbound,
-//! counts the mTLS connections the outbound makes and sees closed, and can cut them.
-//! Requests share one connection (concurrent first requests too), a connection the far
-//! side closed is replaced without failing a request, idle connections are closed after
-//! `--pool-idle-timeout`, and `--pool-max-idle 0` keeps none.
+//! The outbound's mesh connections for HTTP (`outbound/pool.rs`, `outbound/pool/h1.rs`),
+//! seen from the wire: a relay of this test's own sits between the caller's outbound and
+//! the callee's inbound, counts the mTLS connections the outbound makes and sees closed,
+//! and can cut them.
+//!
+//! Over HTTP/2 (`--mesh-http1 http2`) requests share one connection (concurrent first
+//! requests too). Over HTTP/1.1 (the default) sequential requests share one keep-alive
+//! connection, concurrent ones take a connection each and the idle ones are reused, up
+//! to `--pool-max-idle` of them, and never past half the `--header-read-timeout` (when
+//! the far side closes them). Both: a connection the far side closed is replaced without
+//! failing a request, idle connections are closed after `--pool-idle-timeout`, and
+//! `--pool-max-idle 0` keeps none.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr)]
 
@@ -97,15 +103,30 @@ async fn through_relay(
     (web, relay, orders)
 }
 
-async fn get_ok(route: SocketAddr, path: &str) {
+async fn get_ok(route: SocketAddr, path: &str) -> String {
     let (status, body) = http_get(route, path).await.unwrap();
     assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    body
 }
+
+/// `n` requests to `path` at once, each on an app connection of its own.
+async fn at_once(route: SocketAddr, path: &'static str, n: usize) {
+    let all: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(async move { get_ok(route, path).await }))
+        .collect();
+    for r in all {
+        r.await.unwrap();
+    }
+}
+
+/// The hop's two settings: every test of both pools runs with each.
+const HOPS: [&str; 2] = ["--mesh-http1=http1", "--mesh-http1=http2"];
+const H2_HOP: &str = "--mesh-http1=http2";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_share_one_mesh_connection_and_concurrent_first_ones_one_handshake() {
     let mesh = Mesh::new();
-    let (web, relay, _orders) = through_relay(&mesh, &[]).await;
+    let (web, relay, _orders) = through_relay(&mesh, &[H2_HOP]).await;
     let route = web.routes[0];
     // 16 app connections at once, each with a first request: one handshake between them.
     let first: Vec<_> = (0..16)
@@ -127,57 +148,267 @@ async fn requests_share_one_mesh_connection_and_concurrent_first_ones_one_handsh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_far_side_closed_is_replaced_without_failing_a_request() {
-    let mesh = Mesh::new();
-    let (web, relay, _orders) = through_relay(&mesh, &[]).await;
-    let route = web.routes[0];
-    get_ok(route, "/one").await;
-    relay.cut.send_modify(|n| *n += 1);
-    relay
-        .closed_reaches(
-            1,
-            "the outbound to close the connection the far side closed",
-        )
-        .await;
-    get_ok(route, "/two").await;
-    assert_eq!(
-        relay.accepted(),
-        2,
-        "a new connection for the request after the close"
-    );
-    get_ok(route, "/three").await;
-    assert_eq!(relay.accepted(), 2, "and it is pooled in turn");
+    for hop in HOPS {
+        let mesh = Mesh::new();
+        let (web, relay, _orders) = through_relay(&mesh, &[hop]).await;
+        let route = web.routes[0];
+        get_ok(route, "/one").await;
+        relay.cut.send_modify(|n| *n += 1);
+        relay
+            .closed_reaches(
+                1,
+                "the outbound to close the connection the far side closed",
+            )
+            .await;
+        get_ok(route, "/two").await;
+        assert_eq!(
+            relay.accepted(),
+            2,
+            "{hop}: a new connection for the request after the close"
+        );
+        get_ok(route, "/three").await;
+        assert_eq!(relay.accepted(), 2, "{hop}: and it is pooled in turn");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_mesh_connections_are_closed_after_the_idle_timeout() {
-    let mesh = Mesh::new();
-    let (web, relay, _orders) = through_relay(&mesh, &["--pool-idle-timeout=1s"]).await;
-    let route = web.routes[0];
-    get_ok(route, "/one").await;
-    get_ok(route, "/two").await;
-    assert_eq!(relay.accepted(), 1);
-    // The sweeper runs every second: closed within about two.
-    relay
-        .closed_reaches(1, "the idle mesh connection to be closed")
-        .await;
-    get_ok(route, "/three").await;
-    assert_eq!(
-        relay.accepted(),
-        2,
-        "a new connection after the idle one closed"
-    );
+    for hop in HOPS {
+        let mesh = Mesh::new();
+        let (web, relay, _orders) = through_relay(&mesh, &[hop, "--pool-idle-timeout=1s"]).await;
+        let route = web.routes[0];
+        get_ok(route, "/one").await;
+        get_ok(route, "/two").await;
+        assert_eq!(relay.accepted(), 1, "{hop}");
+        // The sweeper runs every second: closed within about two.
+        relay
+            .closed_reaches(1, "the idle mesh connection to be closed")
+            .await;
+        get_ok(route, "/three").await;
+        assert_eq!(
+            relay.accepted(),
+            2,
+            "{hop}: a new connection after the idle one closed"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_max_idle_zero_keeps_no_mesh_connection() {
-    let mesh = Mesh::new();
-    let (web, relay, _orders) = through_relay(&mesh, &["--pool-max-idle=0"]).await;
-    let route = web.routes[0];
-    for i in 0..3 {
-        get_ok(route, &format!("/{i}")).await;
+    for hop in HOPS {
+        let mesh = Mesh::new();
+        let (web, relay, _orders) = through_relay(&mesh, &[hop, "--pool-max-idle=0"]).await;
+        let route = web.routes[0];
+        for i in 0..3 {
+            get_ok(route, &format!("/{i}")).await;
+        }
+        assert_eq!(relay.accepted(), 3, "{hop}: one connection per request");
+        relay
+            .closed_reaches(3, "each connection to close after its request")
+            .await;
     }
-    assert_eq!(relay.accepted(), 3, "one connection per request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_requests_share_one_keep_alive_http1_mesh_connection() {
+    let mesh = Mesh::new();
+    let (web, relay, orders) = through_relay(&mesh, &[]).await;
+    let route = web.routes[0];
+    for i in 0..20 {
+        let body = get_ok(route, &format!("/seq/{i}")).await;
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["version"], "HTTP/1.1", "{body}");
+        assert_eq!(
+            seen["peer"],
+            wid("web"),
+            "the app learns the caller's verified identity: {body}"
+        );
+        assert!(seen["orig_proto"].is_null(), "no marker to strip: {body}");
+        assert!(seen["host"].is_string(), "the app's Host arrives: {body}");
+    }
+    assert_eq!(relay.accepted(), 1, "20 requests, one mesh connection");
+    // The far side saw HTTP/1.1 from the start: the ALPN said so, nothing was detected.
+    let m = http_get(orders.admin, "/metrics").await.unwrap().1;
+    assert!(
+        m.contains(r#"vigil_proxy_connections_total{direction="inbound",protocol="http1"} 1"#),
+        "{m}"
+    );
+    assert!(
+        !m.contains(r#"direction="inbound",protocol="http2""#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http2_hop_carries_http1_requests_as_streams() {
+    let mesh = Mesh::new();
+    let (web, relay, orders) = through_relay(&mesh, &[H2_HOP]).await;
+    let body = get_ok(web.routes[0], "/one").await;
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        seen["version"], "HTTP/1.1",
+        "the app still gets HTTP/1.1: {body}"
+    );
+    assert_eq!(relay.accepted(), 1);
+    let m = http_get(orders.admin, "/metrics").await.unwrap().1;
+    assert!(
+        m.contains(r#"vigil_proxy_connections_total{direction="inbound",protocol="http2"} 1"#),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_http1_requests_take_a_connection_each_and_idle_ones_are_reused() {
+    let mesh = Mesh::new();
+    let (web, relay, _orders) = through_relay(&mesh, &[]).await;
+    let route = web.routes[0];
+    // Each `/slow` takes 500 ms at the app: eight in flight at once need eight.
+    at_once(route, "/slow", 8).await;
+    assert_eq!(relay.accepted(), 8, "one connection per request in flight");
+    at_once(route, "/slow", 8).await;
+    at_once(route, "/fast", 3).await;
+    assert_eq!(relay.accepted(), 8, "the idle ones are taken again");
+    assert_eq!(relay.closed.load(Ordering::SeqCst), 0, "none closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_max_idle_caps_the_idle_http1_connections_per_destination() {
+    let mesh = Mesh::new();
+    let (web, relay, _orders) = through_relay(&mesh, &["--pool-max-idle=2"]).await;
+    let route = web.routes[0];
+    at_once(route, "/slow", 6).await;
+    assert_eq!(relay.accepted(), 6);
     relay
-        .closed_reaches(3, "each connection to close after its request")
+        .closed_reaches(4, "the connections beyond the two kept idle to close")
         .await;
+    at_once(route, "/slow", 2).await;
+    assert_eq!(relay.accepted(), 6, "the two kept are taken again");
+    at_once(route, "/slow", 3).await;
+    assert_eq!(relay.accepted(), 7, "and only those two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_connection_is_not_reused_past_half_the_header_read_timeout() {
+    // The far side closes a keep-alive connection idle for its header read timeout (2 s
+    // here); a request written onto one it is closing would fail, so the outbound stops
+    // reusing it after half that — although the pool keeps connections for 90 s.
+    let mesh = Mesh::new();
+    let (web, relay, _orders) = through_relay(&mesh, &["--header-read-timeout=2s"]).await;
+    let route = web.routes[0];
+    get_ok(route, "/one").await;
+    get_ok(route, "/two").await;
+    assert_eq!(relay.accepted(), 1, "reused while fresh");
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    get_ok(route, "/three").await;
+    assert_eq!(relay.accepted(), 2, "not reused after 1.2 s idle");
+}
+
+/// A mesh server of an older version, that knows only the plain `vigil/1` ALPN (it
+/// detects the protocol): HTTP/1.1 over mTLS as `orders`, answering with the ALPN it
+/// negotiated.
+async fn plain_alpn_server(mesh: &Mesh) -> SocketAddr {
+    let creds = mesh.client_creds("orders");
+    let server = vigil_cert_authority::tls::server_config(
+        &creds,
+        vigil_cert_authority::tls::provider(),
+        Arc::new(vigil_cert_authority::verify::NoRevocation),
+        &[b"vigil/1"],
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b""))
+                    .into_owned();
+                let svc = hyper::service::service_fn(move |_req| {
+                    let alpn = alpn.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(hyper::body::Bytes::from(alpn)),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_hop_to_a_proxy_that_knows_only_plain_vigil_1_falls_back_to_it() {
+    // A rolling upgrade: the caller's proxy is new, the callee's older.
+    let mesh = Mesh::new();
+    let old = plain_alpn_server(&mesh).await;
+    let (web, _) = caller(&mesh, "web", old, "orders", &[]).await;
+    let route = web.routes[0];
+    assert_eq!(get_ok(route, "/one").await, "vigil/1");
+    assert_eq!(get_ok(route, "/two").await, "vigil/1");
+}
+
+/// `name`'s HTTP/1.1 client over mTLS to `orders`' inbound, offering what an outbound
+/// offers for HTTP/1.1; and the ALPN the server chose.
+async fn h1_hint_client(
+    mesh: &Mesh,
+    name: &str,
+    inbound: SocketAddr,
+) -> (
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    Vec<u8>,
+) {
+    let cfg = vigil_cert_authority::tls::client_config(
+        &mesh.client_creds(name),
+        [id(&wid("orders"))],
+        vigil_cert_authority::tls::provider(),
+        Arc::new(vigil_cert_authority::verify::NoRevocation),
+        vigil_proxy::detect::OFFER_H1,
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(inbound).await.unwrap();
+    let server_name = rustls_pki_types::ServerName::try_from("mesh.invalid").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(server_name, tcp)
+        .await
+        .unwrap();
+    let alpn = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (sender, alpn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_offering_the_http1_hint_gets_it_and_is_authorized_per_request() {
+    let mesh = Mesh::new();
+    let app = http_app().await;
+    let (orders, _) = callee(&mesh, "orders", ALLOW_WEB, app, &[]).await;
+    let (mut web, alpn) = h1_hint_client(&mesh, "web", orders.inbound).await;
+    assert_eq!(alpn, b"vigil/1+h1", "the hint wins over plain vigil/1");
+    for path in ["/a", "/b"] {
+        web.ready().await.unwrap();
+        let resp = web.send_request(get(path)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+    }
+    // Denied is denied on this hop too.
+    let (mut intruder, _) = h1_hint_client(&mesh, "intruder", orders.inbound).await;
+    let resp = intruder.send_request(get("/a")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let m = http_get(orders.admin, "/metrics").await.unwrap().1;
+    assert!(
+        m.contains(r#"vigil_proxy_connections_total{direction="inbound",protocol="http1"} 2"#),
+        "{m}"
+    );
 }

@@ -19,12 +19,17 @@ pub const SKIP_OUTBOUND_PORTS: &str = "vigil.dev/skip-outbound-ports";
 /// `deny` | `audit` | `allow-authenticated` ([`DefaultPolicy::NAMES`]): validated here,
 /// read by the controller.
 pub const DEFAULT_POLICY: &str = vigil_crds::DEFAULT_POLICY_ANNOTATION;
+/// How the pod's proxy sends its app's HTTP/1.1 requests to other proxies, `http1` or
+/// `http2` (`VIGIL_PROXY_MESH_HTTP1`); overrides the chart's `injector.meshHttp1`.
+pub const MESH_HTTP1: &str = "vigil.dev/mesh-http1";
 /// Set on injected pods (the injector's version); also marks a pod as already injected.
 pub const INJECTED: &str = "vigil.dev/injected";
 /// Which container `kubectl logs/exec` pick by default; set to the first app container.
 pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 const INJECT_VALUES: [&str; 2] = ["enabled", "disabled"];
+/// The values of [`MESH_HTTP1`] (the proxy's `--mesh-http1`).
+pub const MESH_HTTP1_VALUES: [&str; 2] = ["http1", "http2"];
 
 /// A pod the injector must refuse (the webhook answers `allowed: false` with this text).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +71,8 @@ pub struct PodSettings {
     pub skip_inbound: Vec<u16>,
     /// `vigil.dev/skip-outbound-ports`, sorted and deduplicated.
     pub skip_outbound: Vec<u16>,
+    /// `vigil.dev/mesh-http1`, if set (one of [`MESH_HTTP1_VALUES`]).
+    pub mesh_http1: Option<String>,
 }
 
 // === impl PodSettings ===
@@ -75,11 +82,13 @@ impl PodSettings {
     pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Result<Self, InjectError> {
         one_of(annotations, INJECT, &INJECT_VALUES)?;
         one_of(annotations, DEFAULT_POLICY, &DefaultPolicy::NAMES)?;
+        one_of(annotations, MESH_HTTP1, &MESH_HTTP1_VALUES)?;
         let list = |a: &str| annotations.get(a).map_or(Ok(Vec::new()), |v| ports(a, v));
         Ok(Self {
             opaque_ports: list(OPAQUE_PORTS)?,
             skip_inbound: list(SKIP_INBOUND_PORTS)?,
             skip_outbound: list(SKIP_OUTBOUND_PORTS)?,
+            mesh_http1: annotations.get(MESH_HTTP1).cloned(),
         })
     }
 }

@@ -62,6 +62,27 @@ impl ProxyTls {
     }
 }
 
+/// The mesh hop of the app's HTTP/1.1 requests (the proxy's `--mesh-http1`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MeshHttp1 {
+    /// Keep-alive HTTP/1.1 mesh connections (the proxy's default).
+    #[default]
+    Http1,
+    /// Streams of one HTTP/2 mesh connection per destination.
+    Http2,
+}
+
+impl MeshHttp1 {
+    /// The proxy's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+        }
+    }
+}
+
 /// Whether the proxy is a native sidecar (an init container with `restartPolicy: Always`).
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -95,6 +116,9 @@ pub struct InjectorConfig {
     pub log_level: String,
     /// The proxy's mesh TLS parameters.
     pub tls: ProxyTls,
+    /// How proxies send their app's HTTP/1.1 requests to other proxies
+    /// (`VIGIL_PROXY_MESH_HTTP1`); a pod's `vigil.dev/mesh-http1` overrides it.
+    pub mesh_http1: MeshHttp1,
     /// Native sidecar mode.
     pub native_sidecar: NativeSidecar,
     /// Audience of the projected service-account token.
@@ -138,6 +162,7 @@ impl Default for InjectorConfig {
             }),
             log_level: "info".into(),
             tls: ProxyTls::default(),
+            mesh_http1: MeshHttp1::default(),
             native_sidecar: NativeSidecar::Auto,
             token_audience: "vigil-ca".into(),
             token_expiration_seconds: 3600,

@@ -237,6 +237,11 @@ fn proxy_env(config: &InjectorConfig, settings: &PodSettings, routes: &[String])
             &config.tls.cipher_suites.join(","),
         ));
     }
+    // The pod's annotation, else the chart's setting; the proxy's default is left unsaid.
+    let mesh_http1 = (settings.mesh_http1.as_deref()).unwrap_or(config.mesh_http1.as_str());
+    if mesh_http1 != crate::config::MeshHttp1::default().as_str() {
+        env.push(value_env("VIGIL_PROXY_MESH_HTTP1", mesh_http1));
+    }
     env
 }
 

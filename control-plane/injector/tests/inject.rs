@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use support::*;
-use vigil_injector::{Decision, InjectorConfig, NativeSidecar, ProxyTls, inject};
+use vigil_injector::{
+    Decision, InjectorConfig, NativeSidecar, ProxyTls, config::MeshHttp1, inject,
+};
 
 // === layout ===
 
@@ -262,6 +264,40 @@ fn mesh_tls_settings_reach_the_proxy_only_when_set() {
     assert_eq!(
         env["VIGIL_PROXY_TLS_CIPHER_SUITES"],
         "TLS_AES_128_GCM_SHA256,TLS_AES_256_GCM_SHA384"
+    );
+}
+
+#[test]
+fn the_mesh_hop_of_http1_follows_the_chart_and_the_pod_annotation() {
+    let hop = |cfg: &InjectorConfig, annotation: Option<&str>| {
+        let p = match annotation {
+            Some(v) => pod(&APP.replace(
+                "team: shop",
+                &format!("vigil.dev/mesh-http1: {v}\n    team: shop"),
+            )),
+            None => pod(APP),
+        };
+        env_of(&injected(cfg, &p), "vigil-proxy")
+            .get("VIGIL_PROXY_MESH_HTTP1")
+            .cloned()
+    };
+    let default = config(true);
+    assert_eq!(
+        hop(&default, None),
+        None,
+        "the proxy's default is left unsaid"
+    );
+    assert_eq!(hop(&default, Some("http2")).as_deref(), Some("http2"));
+    assert_eq!(hop(&default, Some("http1")), None);
+    let chart_h2 = InjectorConfig {
+        mesh_http1: MeshHttp1::Http2,
+        ..config(true)
+    };
+    assert_eq!(hop(&chart_h2, None).as_deref(), Some("http2"));
+    assert_eq!(
+        hop(&chart_h2, Some("http1")),
+        None,
+        "the pod's annotation overrides the chart"
     );
 }
 

@@ -177,7 +177,7 @@ impl MeshConnector {
     pub async fn connect(
         &self,
         target: &Target,
-        alpn: &'static [u8],
+        alpn: &'static [&'static [u8]],
     ) -> Result<(MeshConn, SvidInfo), ConnectError> {
         let tls = self
             .tls

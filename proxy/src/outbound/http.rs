@@ -1,5 +1,7 @@
-//! Outbound HTTP: serve the app's connection with hyper and send each request over the
-//! pooled HTTP/2 mesh connection to the destination's proxy. An HTTP/1 request is marked
+//! Outbound HTTP: serve the app's connection with hyper and send each request to the
+//! destination's proxy: HTTP/1.1 over a pooled keep-alive HTTP/1.1 mesh connection,
+//! HTTP/2 (and, with `--mesh-http1 http2`, HTTP/1.1 too) as a stream of the pooled HTTP/2
+//! mesh connection. An HTTP/1 request sent over HTTP/2 is marked
 //! `vigil-orig-proto: HTTP/1.1` so the far side hands it to its app as HTTP/1.1.
 //!
 //! An upgrade request (WebSocket …) takes a connection of its own instead, see
@@ -14,7 +16,7 @@
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use http::{
-    HeaderValue, Method, Request, Response, StatusCode, Version,
+    HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery},
 };
 use http_body_util::BodyExt;
@@ -98,7 +100,12 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
         error_response(StatusCode::FORBIDDEN, request_id)
     } else {
         match upgrade_requested(&req, &ctx) {
-            Ok(None) => send(req, &ctx, request_id, &mut record.entry).await,
+            // Made ready without awaiting, so that this future (moved whole per request)
+            // holds only the sending's state.
+            Ok(None) => match prepare(req, &ctx, request_id) {
+                Prepared::Send(out) => send(out, &ctx, &mut record.entry).await,
+                Prepared::Refused(resp) => resp,
+            },
             // Boxed: it holds a connect (TLS handshake) of its own, and this future is
             // moved with every request.
             Ok(Some(protocols)) => {
@@ -135,12 +142,24 @@ fn upgrade_requested(
     }
 }
 
-async fn send(
+/// A request made ready for the mesh hop.
+struct Outgoing<'a> {
     req: Request<Incoming>,
-    ctx: &OutCtx,
+    /// The pool's key: the destination authority, or the chosen backend's.
+    key: std::borrow::Cow<'a, str>,
+    /// Over an HTTP/1.1 mesh connection (else as an HTTP/2 stream).
+    h1: bool,
     request_id: RequestId,
-    entry: &mut Entry,
-) -> Response<Body> {
+}
+
+/// A request made ready, or the answer to one that cannot be sent.
+enum Prepared<'a> {
+    Send(Outgoing<'a>),
+    Refused(Response<Body>),
+}
+
+/// The request as the mesh hop carries it (a `400` if it cannot be).
+fn prepare(req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> Prepared<'_> {
     let (mut parts, body) = req.into_parts();
     let was_h1 = ctx.proto == Proto::Http1;
     let path_and_query = parts
@@ -162,36 +181,61 @@ async fn send(
             ctx.uri_authority.clone(),
         ),
     };
-    let Some(Ok(uri)) = authority.map(|a| http_uri(a, path_and_query)) else {
-        return error_response(StatusCode::BAD_REQUEST, request_id);
+    let Some(authority) = authority else {
+        return Prepared::Refused(error_response(StatusCode::BAD_REQUEST, request_id));
     };
-    // Keep the app's Host for the far side (HTTP/2 has no Host; `:authority` is ours).
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(PEER_ID);
     parts.headers.remove(ORIG_PROTO);
-    if was_h1 {
-        parts
-            .headers
-            .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+    let h1 = was_h1 && ctx.mesh.carries_http1();
+    if h1 {
+        // HTTP/1.1 all the way: origin form, and the app's Host — or, from an HTTP/1.0
+        // app that sent none, the destination's authority (what `:authority` says below).
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(header::HOST, host);
+        }
+        parts.uri = Uri::from(path_and_query);
+        parts.version = Version::HTTP_11;
+    } else {
+        let Ok(uri) = http_uri(authority, path_and_query) else {
+            return Prepared::Refused(error_response(StatusCode::BAD_REQUEST, request_id));
+        };
+        // Keep the app's Host for the far side (HTTP/2 has no Host; `:authority` is ours).
+        if was_h1 {
+            parts
+                .headers
+                .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_2;
     }
-    parts.uri = uri;
-    parts.version = Version::HTTP_2;
-    match ctx
-        .mesh
-        .send(
-            &key,
-            &ctx.target.identities,
-            Request::from_parts(parts, body),
-        )
-        .await
-    {
+    Prepared::Send(Outgoing {
+        req: Request::from_parts(parts, body),
+        key,
+        h1,
+        request_id,
+    })
+}
+
+/// Sends a request to the destination's proxy.
+async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Body> {
+    let ids = &ctx.target.identities;
+    // Fields moved out one by one: no second copy of the request in this future.
+    let sent = if out.h1 {
+        (ctx.mesh.send_h1(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
+    } else {
+        (ctx.mesh.send(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
+    };
+    match sent {
         Ok(resp) => {
             if ctx.shared.log.enabled() {
                 entry.reason.what = answered(&resp);
             }
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+            Response::from_parts(parts, body)
         }
         Err(e) => {
             tracing::info!(dst = %ctx.dst, error = %e, "mesh request failed");
@@ -200,9 +244,17 @@ async fn send(
                 .reject(DIRECTION, Rejected::UpstreamUnavailable);
             entry.decision = Decision::Deny;
             entry.reason.what = What::UpstreamFailed(e.to_string());
-            error_response(StatusCode::BAD_GATEWAY, request_id)
+            error_response(StatusCode::BAD_GATEWAY, out.request_id)
         }
     }
+}
+
+/// A mesh response's body, as the app's connection sends it.
+fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
+{
+    body.map_err(Into::into).boxed_unsync()
 }
 
 /// What the destination answered: its status and, when its proxy (not its app) produced

@@ -1,8 +1,8 @@
 //! The outbound side: traffic *from* this workload.
 //!
 //! ```text
-//! app ─► outbound listener (SO_ORIGINAL_DST) ─┬─ mesh destination ─┬─ HTTP ─► pooled HTTP/2 over mTLS ─► peer proxy
-//!        static route listener ───────────────┘                    └─ opaque ─► mTLS tunnel ─────────► peer proxy
+//! app ─► outbound listener (SO_ORIGINAL_DST) ─┬─ mesh destination ─┬─ HTTP ─► pooled mTLS (HTTP/1.1, HTTP/2) ─► peer proxy
+//!        static route listener ───────────────┘                    └─ opaque ─► mTLS tunnel ──────────────────────► peer proxy
 //!                                              └─ not in the mesh ─► plaintext passthrough, or refused (strict egress)
 //! ```
 //!

@@ -1,7 +1,8 @@
 //! The outbound's mesh connections for HTTP: one shared HTTP/2 connection (mTLS to the
 //! destination's proxy) per destination authority, made on first use and reused by the
 //! requests to that authority while it is open, its server is one the destination
-//! expects, and it was used within `--pool-idle-timeout`.
+//! expects, and it was used within `--pool-idle-timeout`. The app's HTTP/1.1 requests
+//! take keep-alive HTTP/1.1 mesh connections instead, see [`h1`].
 //!
 //! - Concurrent first requests to an authority share one handshake: a per-authority
 //!   lock is held while connecting, and whoever waited on it takes the new connection.
@@ -74,6 +75,13 @@ pub struct MeshPool {
     keep: bool,
     max_streams: u32,
     dests: Mutex<HashMap<Box<str>, Dest, FxBuildHasher>>,
+    /// Whether the app's HTTP/1.1 requests take HTTP/1.1 mesh connections.
+    http1_hop: bool,
+    /// Most idle HTTP/1.1 connections kept per destination.
+    max_idle: usize,
+    /// How long an idle HTTP/1.1 connection may be reused.
+    h1_idle: Duration,
+    h1: Mutex<h1::H1Dests>,
     sweeping: AtomicBool,
 }
 
@@ -108,8 +116,26 @@ impl MeshPool {
             keep: max_idle > 0,
             max_streams,
             dests: Mutex::default(),
+            http1_hop: false,
+            max_idle,
+            h1_idle: idle,
+            h1: Mutex::default(),
             sweeping: AtomicBool::new(false),
         }
+    }
+
+    /// Carries the app's HTTP/1.1 requests over keep-alive HTTP/1.1 mesh connections
+    /// (instead of HTTP/2 streams), reusing a connection idle for less than `keepalive`
+    /// (and than the pool's idle timeout).
+    pub fn http1_hop(mut self, keepalive: Duration) -> Self {
+        self.http1_hop = true;
+        self.h1_idle = self.h1_idle.min(keepalive);
+        self
+    }
+
+    /// Whether the app's HTTP/1.1 requests take HTTP/1.1 mesh connections.
+    pub fn carries_http1(&self) -> bool {
+        self.http1_hop
     }
 
     /// Sends `req` (absolute URI, HTTP/2) to the destination `authority`, whose server
@@ -197,15 +223,7 @@ impl MeshPool {
             authority: authority.to_owned(),
             source,
         };
-        // Resolved now, from the policy in force (the request's own view may be older).
-        let target = self
-            .connector
-            .resolve(authority)
-            .ok_or_else(|| ConnectError::UnknownDestination(authority.to_owned()))?;
-        let (io, server) = self
-            .connector
-            .connect(&target, crate::detect::ALPN_H2)
-            .await?;
+        let (io, server) = self.connect_to(authority, crate::detect::OFFER_H2).await?;
         let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_max_send_streams(self.max_streams as usize)
@@ -233,6 +251,20 @@ impl MeshPool {
         Ok(sender)
     }
 
+    /// A verified mTLS connection to `authority` offering `alpn`, the destination resolved
+    /// now, from the policy in force (a request's own view may be older).
+    async fn connect_to(
+        &self,
+        authority: &str,
+        alpn: &'static [&'static [u8]],
+    ) -> Result<(super::MeshConn, vigil_cert_authority::svid::SvidInfo), ConnectError> {
+        let target = self
+            .connector
+            .resolve(authority)
+            .ok_or_else(|| ConnectError::UnknownDestination(authority.to_owned()))?;
+        self.connector.connect(&target, alpn).await
+    }
+
     /// Starts the task that forgets idle and closed connections, once.
     fn sweep(self: &Arc<Self>) {
         crate::sweeper::start(self, &self.sweeping, self.idle_timeout, Self::forget_idle);
@@ -240,6 +272,7 @@ impl MeshPool {
 
     /// Forgets closed connections and those unused for the idle timeout.
     fn forget_idle(&self, now: Instant) {
+        self.forget_idle_h1(now);
         let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
         dests.retain(|_, d| {
             if d.conn.as_ref().is_some_and(|c| {
@@ -253,5 +286,6 @@ impl MeshPool {
     }
 }
 
+mod h1;
 #[cfg(test)]
 mod tests;

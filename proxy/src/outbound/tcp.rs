@@ -12,7 +12,7 @@ use super::{DIRECTION, OutCtx};
 use crate::{
     access_log::{Entry, Note, What},
     connections::Recheck,
-    detect::ALPN_TCP,
+    detect::OFFER_TCP,
     io::{ByteCounts, Counted},
     metrics::labels::{Decision, Rejected},
     shared::Shared,
@@ -38,7 +38,7 @@ where
         ..Entry::default()
     };
     // Boxed: the handshake's state is large and this future lives as long as the tunnel.
-    let (conn, server) = match Box::pin(ctx.mesh.connector.connect(&ctx.target, ALPN_TCP)).await {
+    let (conn, server) = match Box::pin(ctx.mesh.connector.connect(&ctx.target, OFFER_TCP)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::info!(dst = %ctx.dst, error = %e, "mesh tunnel failed");

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
-use vigil_cert_authority::tls::ALPN_MESH;
 
 use super::{DIRECTION, OutCtx};
 use crate::{
@@ -41,7 +40,12 @@ pub(super) async fn send(
         entry.reason.what = What::UpstreamFailed(why);
         error_response(StatusCode::BAD_GATEWAY, request_id)
     };
-    let (conn, server) = match ctx.mesh.connector.connect(&ctx.target, ALPN_MESH).await {
+    let (conn, server) = match ctx
+        .mesh
+        .connector
+        .connect(&ctx.target, crate::detect::OFFER_DETECT)
+        .await
+    {
         Ok(c) => c,
         Err(e) => return fail(e.to_string(), entry),
     };

@@ -4,6 +4,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use http_body_util::Empty;
 use hyper::body::Bytes;
+use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use super::*;
@@ -16,10 +17,13 @@ fn ids(names: &[&str]) -> BTreeSet<SpiffeId> {
         .collect()
 }
 
-/// A real HTTP/2 client connection to a real hyper server, over an in-memory pipe; the
-/// server task ends (and the connection closes) when `stop` is dropped.
-async fn h2_sender() -> (
-    http2::SendRequest<Incoming>,
+/// The client end of an in-memory pipe whose other end a real hyper server (HTTP/2 or
+/// HTTP/1.1) serves; the server task ends (and the connection closes) when `stop` is
+/// dropped.
+fn served(
+    h2: bool,
+) -> (
+    TokioIo<tokio::io::DuplexStream>,
     tokio::sync::oneshot::Sender<()>,
 ) {
     let (client, server) = tokio::io::duplex(64 * 1024);
@@ -28,15 +32,33 @@ async fn h2_sender() -> (
         let svc = hyper::service::service_fn(|_req| async {
             Ok::<_, std::convert::Infallible>(Response::new(Empty::<Bytes>::new()))
         });
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(TokioIo::new(server), svc);
+        let server = TokioIo::new(server);
         tokio::select! {
-            _ = conn => {}
+            _ = async {
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(server, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(server, svc)
+                        .await;
+                }
+            } => {}
             _ = stopped => {}
         }
     });
+    (TokioIo::new(client), stop)
+}
+
+/// A real HTTP/2 client connection to a real hyper server (see [`served`]).
+async fn h2_sender() -> (
+    http2::SendRequest<Incoming>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (client, stop) = served(true);
     let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .handshake::<_, Incoming>(TokioIo::new(client))
+        .handshake::<_, Incoming>(client)
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -111,5 +133,117 @@ async fn closed_and_idle_connections_are_not_used() {
     assert!(
         p.shared("10.0.0.1:80", &ids(&["orders"])).is_none(),
         "unused for the idle timeout"
+    );
+}
+
+/// A real HTTP/1.1 client connection to a real hyper server (see [`served`]).
+async fn h1_sender() -> (
+    http1::SendRequest<Incoming>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (client, stop) = served(false);
+    let (sender, conn) = http1::Builder::new()
+        .handshake::<_, Incoming>(client)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (sender, stop)
+}
+
+fn server(name: &str) -> SpiffeId {
+    ids(&[name]).into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_serves_only_destinations_that_expect_its_server() {
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60));
+    let (sender, _stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
+    assert!(
+        p.h1_idle("10.0.0.2:80", &ids(&["orders"])).is_none(),
+        "other authority"
+    );
+    // The destination now expects someone else: not used, and forgotten.
+    assert!(p.h1_idle("10.0.0.1:80", &ids(&["pay"])).is_none());
+    assert!(
+        p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_none(),
+        "a connection refused once is not kept any more"
+    );
+
+    let (sender, _stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
+    let (key, sender, id) = p
+        .h1_idle("10.0.0.1:80", &ids(&["pay", "orders"]))
+        .expect("any expected identity");
+    assert_eq!((&*key, &id), ("10.0.0.1:80", &server("orders")));
+    assert!(
+        p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_none(),
+        "out on a request: not handed out twice"
+    );
+    p.h1_put(key, sender, id);
+    assert!(
+        p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_some(),
+        "back"
+    );
+}
+
+#[tokio::test]
+async fn closed_and_stale_http1_connections_are_not_used() {
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_millis(50));
+    let (sender, stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
+    drop(stop);
+    let closed = || {
+        p.h1.lock().unwrap()["10.0.0.1:80"].idle[0]
+            .sender
+            .is_closed()
+    };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !closed() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_none(),
+        "closed"
+    );
+
+    let (sender, _stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert!(
+        p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_none(),
+        "idle for longer than the keep-alive"
+    );
+    p.forget_idle(Instant::now());
+    assert!(p.h1.lock().unwrap().is_empty(), "the sweep forgets them");
+}
+
+#[tokio::test]
+async fn at_most_max_idle_http1_connections_are_kept_the_oldest_go_first() {
+    let p = MeshPool::new(connector("{}"), Duration::from_secs(60), 2, 100)
+        .http1_hop(Duration::from_secs(60));
+    let mut stops = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (sender, stop) = h1_sender().await;
+        stops.push(stop);
+        p.h1_put("10.0.0.1:80".into(), sender, server(name));
+    }
+    let kept: Vec<_> = p.h1.lock().unwrap()["10.0.0.1:80"]
+        .idle
+        .iter()
+        .map(|i| i.server.as_str().to_owned())
+        .collect();
+    assert_eq!(kept, [server("b").as_str(), server("c").as_str()]);
+
+    let p = MeshPool::new(connector("{}"), Duration::from_secs(60), 0, 100)
+        .http1_hop(Duration::from_secs(60));
+    let (sender, _stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("a"));
+    assert!(
+        p.h1.lock().unwrap().is_empty(),
+        "--pool-max-idle 0 keeps none"
     );
 }

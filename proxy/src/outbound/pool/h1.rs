@@ -1,0 +1,263 @@
+//! The outbound's HTTP/1.1 mesh connections: keep-alive mTLS connections to a
+//! destination's proxy (ALPN `vigil/1+h1`), one request at a time each, kept per
+//! destination authority between requests.
+//!
+//! An app's HTTP/1.1 request travels this way unless `--mesh-http1 http2` says otherwise:
+//! each proxy then reads and writes HTTP/1.1 only, as the app does — no HPACK, no stream
+//! state and no task per stream on either side of the mesh hop.
+//!
+//! - A connection goes back to its destination's idle list when its response has ended
+//!   ([`crate::checkin`]); up to `--pool-max-idle` stay per destination, the oldest
+//!   goes first. Concurrent requests take a connection each.
+//! - An idle connection is taken again only if it is open, its server
+//!   (the SPIFFE ID it proved) is among the identities the request's destination expects
+//!   — a policy that changes who may serve an address applies to the next request — and
+//!   it has been idle for less than [`MeshPool::h1_idle`]. The destination's proxy closes
+//!   a keep-alive connection idle for its `--header-read-timeout`; a request written onto
+//!   a connection the server is closing fails and cannot be replayed, so the pool stops
+//!   reusing a connection well before that (half the header read timeout).
+//! - At most [`MAX_CONNECTING`] handshakes per destination are under way at once; a
+//!   request beyond them waits for one to end and takes an idle connection if one came
+//!   back meanwhile. A burst of concurrent first requests so costs the destination a
+//!   bounded number of simultaneous handshakes (its inbound closes a source's
+//!   connections beyond `--max-pending-per-source` still in their handshake).
+//! - A request the connection refused before any of it was written (it closed meanwhile)
+//!   is retried once on a new connection.
+//! - Revocation and quarantine close pooled connections by themselves (see
+//!   [`crate::connections`]); a closed connection is never handed out.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{Arc, PoisonError},
+    time::Instant,
+};
+
+use http::{Request, Response, StatusCode};
+use hyper::{body::Incoming, client::conn::http1};
+use rustc_hash::FxBuildHasher;
+use tokio::sync::Semaphore;
+use vigil_cert_authority::SpiffeId;
+
+use super::{MeshError, MeshPool};
+use crate::checkin::{Checkin, Return};
+
+/// Most handshakes under way at once per destination.
+pub(super) const MAX_CONNECTING: usize = 32;
+
+/// One destination's idle HTTP/1.1 connections, its key (shared by the connections out
+/// on a request, so giving one back does not allocate) and its handshake slots.
+#[derive(Debug)]
+pub(super) struct H1Dest {
+    pub(super) key: Arc<str>,
+    pub(super) idle: Vec<Idle>,
+    connecting: Arc<Semaphore>,
+}
+
+impl H1Dest {
+    fn new(key: Arc<str>) -> Self {
+        Self {
+            key,
+            idle: Vec::new(),
+            connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
+        }
+    }
+}
+
+/// The idle HTTP/1.1 mesh connections, by destination authority.
+pub(super) type H1Dests = HashMap<Box<str>, H1Dest, FxBuildHasher>;
+
+/// An idle HTTP/1.1 mesh connection.
+#[derive(Debug)]
+pub(super) struct Idle {
+    pub(super) sender: http1::SendRequest<Incoming>,
+    pub(super) server: SpiffeId,
+    since: Instant,
+}
+
+/// A connection out on a request, and where it goes back.
+#[derive(Debug)]
+pub(crate) struct Back {
+    pool: Arc<MeshPool>,
+    key: Arc<str>,
+    sender: http1::SendRequest<Incoming>,
+    server: SpiffeId,
+}
+
+impl Return for Back {
+    fn check_in(self) {
+        let Self {
+            pool,
+            key,
+            sender,
+            server,
+        } = self;
+        pool.h1_put(key, sender, server);
+    }
+}
+
+/// The response of an HTTP/1.1 mesh request: its body gives the connection back.
+pub(crate) type H1Response = Response<Checkin<Back>>;
+
+impl MeshPool {
+    /// Sends `req` (HTTP/1.1, origin form, with its `Host`) to the destination
+    /// `authority`, whose server must be one of `expected`, over a keep-alive connection.
+    pub(crate) async fn send_h1(
+        self: &Arc<Self>,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+        mut req: Request<Incoming>,
+    ) -> Result<H1Response, MeshError> {
+        self.sweep();
+        let mut idle = self.h1_idle(authority, expected);
+        // Given back with its response's end, it may not have told it can take the next
+        // request yet: it will (or closes) once its task has run.
+        if let Some((_, sender, _)) = &mut idle
+            && sender.ready().await.is_err()
+        {
+            idle = None;
+        }
+        let (mut key, mut sender, mut server) = match idle {
+            Some(idle) => idle,
+            // Boxed: the connect path's state (a TLS handshake) is large, and this future
+            // is moved with every request.
+            None => Box::pin(self.h1_connect(authority, expected)).await?,
+        };
+        let mut retried = false;
+        loop {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    // A connection that switched protocols is not HTTP/1.1 any more.
+                    let back = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Back {
+                        pool: self.clone(),
+                        key,
+                        sender,
+                        server,
+                    });
+                    return Ok(resp.map(|body| Checkin::new(body, back)));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never written (the connection closed first): once more on a new one.
+                    Some(unsent) if !retried => {
+                        retried = true;
+                        req = unsent;
+                        (key, sender, server) =
+                            Box::pin(self.h1_connect(authority, expected)).await?;
+                    }
+                    _ => {
+                        return Err(MeshError::Http {
+                            authority: authority.to_owned(),
+                            source: e.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// An idle connection to `authority` that can take a request now, whose server is
+    /// expected; closed and expired ones are dropped on the way, and so are those of a
+    /// server no longer expected.
+    pub(super) fn h1_idle(
+        &self,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+    ) -> Option<(Arc<str>, http1::SendRequest<Incoming>, SpiffeId)> {
+        let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        let dest = dests.get_mut(authority)?;
+        let now = Instant::now();
+        dest.idle.retain(|i| {
+            !i.sender.is_closed()
+                && now.duration_since(i.since) < self.h1_idle
+                && expected.contains(&i.server)
+        });
+        // One that can take a request now, the most recently used first (the one most
+        // likely to be open still); else the most recent.
+        let at = (dest.idle.iter().rposition(|i| i.sender.is_ready()))
+            .or_else(|| dest.idle.len().checked_sub(1))?;
+        let idle = dest.idle.remove(at);
+        Some((dest.key.clone(), idle.sender, idle.server))
+    }
+
+    /// Takes back a connection whose response has ended.
+    pub(super) fn h1_put(
+        &self,
+        key: Arc<str>,
+        sender: http1::SendRequest<Incoming>,
+        server: SpiffeId,
+    ) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        let dest = match dests.get_mut(&*key) {
+            Some(d) => d,
+            None => dests.entry((*key).into()).or_insert(H1Dest::new(key)),
+        };
+        if dest.idle.len() >= self.max_idle {
+            dest.idle.remove(0); // the oldest
+        }
+        dest.idle.push(Idle {
+            sender,
+            server,
+            since: Instant::now(),
+        });
+    }
+
+    /// A new connection to `authority`, resolved from the policy in force now — or, if
+    /// one came back while this waited for a handshake slot, that one.
+    async fn h1_connect(
+        &self,
+        authority: &str,
+        expected: &BTreeSet<SpiffeId>,
+    ) -> Result<(Arc<str>, http1::SendRequest<Incoming>, SpiffeId), MeshError> {
+        let (key, slots) = self.h1_slots(authority);
+        let _slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                let slot = slots.acquire_owned().await.expect("never closed");
+                if let Some(mut idle) = self.h1_idle(authority, expected)
+                    && idle.1.ready().await.is_ok()
+                {
+                    return Ok(idle);
+                }
+                slot
+            }
+        };
+        let (io, server) = self.connect_to(authority, crate::detect::OFFER_H1).await?;
+        let http = |source| MeshError::Http {
+            authority: authority.to_owned(),
+            source,
+        };
+        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(http)?;
+        let dst = authority.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%dst, error = %e, "mesh HTTP/1.1 connection ended");
+            }
+        });
+        Ok((key, sender, server.id))
+    }
+
+    /// The shared key of `authority` and its handshake slots (made once per destination).
+    fn h1_slots(&self, authority: &str) -> (Arc<str>, Arc<Semaphore>) {
+        let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        let dest = match dests.get_mut(authority) {
+            Some(d) => d,
+            None => dests
+                .entry(authority.into())
+                .or_insert_with(|| H1Dest::new(authority.into())),
+        };
+        (dest.key.clone(), dest.connecting.clone())
+    }
+
+    /// Forgets closed connections and those idle too long.
+    pub(super) fn forget_idle_h1(&self, now: Instant) {
+        let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        dests.retain(|_, d| {
+            d.idle
+                .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < self.h1_idle);
+            // An entry someone is connecting through stays (its slots are shared).
+            !d.idle.is_empty() || Arc::strong_count(&d.connecting) > 1
+        });
+    }
+}
