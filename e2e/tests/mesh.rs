@@ -263,10 +263,12 @@ fn interception_identity_wire_encryption_policy_and_quarantine() {
             e["src_id"] == id("intruder") && e["protocol"] == protocol && e["decision"] == "deny"
         })
     };
+    // The intruder's app spoke HTTP/1.1, and so did its proxy to orders' (`--mesh-http1`'s
+    // default): orders' inbound logs the protocol it received.
     let log = mesh.access_log_when("orders", Duration::from_secs(5), |log| {
-        denied(log, "http2") && denied(log, "tcp")
+        denied(log, "http1") && denied(log, "tcp")
     });
-    for protocol in ["http2", "tcp"] {
+    for protocol in ["http1", "tcp"] {
         assert!(
             denied(&log, protocol),
             "orders logged the denied {protocol} call with the caller's verified identity: {log:#?}"

@@ -205,7 +205,7 @@ impl MeshPool {
 
     /// A new connection to `authority`, resolved from the policy in force now — or, if
     /// one came back while this waited for a handshake slot, that one.
-    async fn h1_connect(
+    pub(super) async fn h1_connect(
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
@@ -239,7 +239,7 @@ impl MeshPool {
     }
 
     /// The shared key of `authority` and its handshake slots (made once per destination).
-    fn h1_slots(&self, authority: &str) -> (Arc<str>, Arc<Semaphore>) {
+    pub(super) fn h1_slots(&self, authority: &str) -> (Arc<str>, Arc<Semaphore>) {
         let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
         let dest = match dests.get_mut(authority) {
             Some(d) => d,

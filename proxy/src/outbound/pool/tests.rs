@@ -247,3 +247,34 @@ async fn at_most_max_idle_http1_connections_are_kept_the_oldest_go_first() {
         "--pool-max-idle 0 keeps none"
     );
 }
+
+#[tokio::test]
+async fn at_most_max_connecting_handshakes_and_a_waiter_takes_a_connection_that_came_back() {
+    let p = Arc::new(pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60)));
+    // Every handshake slot of the destination taken, as by 32 connects under way.
+    let slots = p.h1_slots("10.0.0.1:80").1;
+    let taken = slots
+        .acquire_many_owned(h1::MAX_CONNECTING as u32)
+        .await
+        .unwrap();
+    let waiter = {
+        let p = p.clone();
+        tokio::spawn(async move { p.h1_connect("10.0.0.1:80", &ids(&["orders"])).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The destination is unknown to this pool's connector: a connect would have failed.
+    assert!(
+        !waiter.is_finished(),
+        "waits for a slot instead of connecting"
+    );
+    // A connection comes back, then a slot frees: the waiter takes the connection.
+    let (sender, _stop) = h1_sender().await;
+    p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
+    drop(taken);
+    let (key, _, id) = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("the connection that came back");
+    assert_eq!((&*key, &id), ("10.0.0.1:80", &server("orders")));
+}
