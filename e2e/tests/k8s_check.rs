@@ -64,6 +64,40 @@ fn exits(o: &Output, code: i32) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Whether the webhook injected the sidecar: `vigil-proxy` among the containers, or among
+/// the init containers (a native sidecar).
+fn injected(pod: &Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .any(|c| c.name == "vigil-proxy")
+    })
+}
+
+/// Creates `pod`, until the webhook's answer is `want` (`injected` or not). The API
+/// server learns of a changed webhook configuration or namespace through its informers,
+/// a moment after the write: a pod created in that moment is deleted and created again.
+async fn create_until(pods: &Api<Pod>, pod: &Pod, want: bool) {
+    let name = pod.metadata.name.clone().unwrap();
+    wait_for(
+        &format!("pod {name} created with injected={want}"),
+        Duration::from_secs(30),
+        || async {
+            let _ = pods
+                .delete(&name, &DeleteParams::default().grace_period(0))
+                .await;
+            wait_for("the old pod gone", Duration::from_secs(30), || async {
+                pods.get_opt(&name).await.unwrap().is_none().then_some(())
+            })
+            .await;
+            let created = pods.create(&PostParams::default(), pod).await.unwrap();
+            (injected(&created) == want).then_some(())
+        },
+    )
+    .await;
+}
+
 /// Asserts `out` has the line `line`, followed by `    fix: <fix...>` when `fix` is given.
 fn has(out: &str, line: &str, fix: Option<&str>) {
     let lines: Vec<&str> = out.lines().collect();
@@ -344,11 +378,7 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
     }))
     .unwrap();
     let created = pods.create(&PostParams::default(), &pod).await.unwrap();
-    assert_eq!(
-        created.spec.unwrap().containers.len(),
-        1,
-        "not enrolled yet: not injected"
-    );
+    assert!(!injected(&created), "not enrolled yet: not injected");
     Api::<Namespace>::all(admin.clone())
         .patch(
             &ns,
@@ -360,7 +390,7 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
     // A pod created now is injected by the real webhook, and is no finding.
     let mut after = pod.clone();
     after.metadata = yaml("name: web-after");
-    pods.create(&PostParams::default(), &after).await.unwrap();
+    create_until(&pods, &after, true).await;
     let out = exits(&check(&kc, &[]), 1);
     has(
         &out,
@@ -405,12 +435,7 @@ async fn installed_vigil_is_healthy_and_each_broken_part_fails_with_its_fix() {
     selector(json!({"matchLabels": {"mesh": "on"}})).await;
     let mut lonely = pod.clone();
     lonely.metadata = yaml("name: lonely");
-    let lonely = pods.create(&PostParams::default(), &lonely).await.unwrap();
-    assert_eq!(
-        lonely.spec.unwrap().containers.len(),
-        1,
-        "the webhook was not called"
-    );
+    create_until(&pods, &lonely, false).await;
     let out = exits(&check(&kc, &[]), 1);
     has(
         &out,
