@@ -68,6 +68,41 @@ pub enum PathError {
 
 /// Normalises `raw` (the path part of a request target, without query).
 pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if is_plain_canonical(raw) {
+        return Ok(raw.to_owned());
+    }
+    normalize_slow(raw)
+}
+
+/// True for a path that [`normalize_slow`] returns unchanged, checked in one pass without
+/// allocating (most request paths): it starts with `/`, has only visible ASCII other than
+/// `\ ; % # ?` (nothing to decode, nothing refused by character), no empty segment except
+/// a trailing one, no segment ending in `.` (which also rules out `.` and `..`), and no
+/// `:$`. Anything else takes the full path.
+fn is_plain_canonical(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut prev = b'/';
+    for &b in &bytes[1..] {
+        let ok = match b {
+            b'/' => prev != b'/' && prev != b'.',
+            b'$' => prev != b':',
+            b'\\' | b';' | b'%' | b'#' | b'?' => false,
+            0x21..=0x7e => true,
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+        prev = b;
+    }
+    prev != b'.'
+}
+
+/// The full normalisation (see the module docs).
+fn normalize_slow(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }

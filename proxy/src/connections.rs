@@ -22,10 +22,12 @@
 use std::{
     collections::HashMap,
     future::Future,
+    pin::Pin,
     sync::{
         Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll, Waker},
 };
 
 use tokio::sync::{Notify, watch};
@@ -239,13 +241,55 @@ impl Live {
     /// Resolves when the connection must close, with why.
     pub(crate) fn closed(&self) -> impl Future<Output = Closed> + Send + Sync + 'static {
         let entry = self.entry.clone();
-        async move { entry.closed().await }
+        ClosedFuture {
+            entry: self.entry.clone(),
+            waiting: async move { entry.closed().await },
+            registered: None,
+        }
     }
 
     /// Why it must close, once it must.
     #[cfg(test)]
     pub(crate) fn reason(&self) -> Option<Closed> {
         self.entry.reason.get().copied()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`Live::closed`]: polled on every read and write of a mesh connection and every
+    /// wake-up of a connection's task, so a poll with the waker already registered is an
+    /// atomic load and a waker comparison, not a poll of the `Notify` (which takes its
+    /// lock). Once `waiting` is pending with a waker, `Entry::close` wakes that waker, and
+    /// the next poll finds the reason set.
+    struct ClosedFuture<F> {
+        entry: Arc<Entry>,
+        #[pin]
+        waiting: F,
+        // The waker `waiting` last returned pending with.
+        registered: Option<Waker>,
+    }
+}
+
+impl<F: Future<Output = Closed>> Future for ClosedFuture<F> {
+    type Output = Closed;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Closed> {
+        let this = self.project();
+        if let Some(&reason) = this.entry.reason.get() {
+            return Poll::Ready(reason);
+        }
+        if this
+            .registered
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return Poll::Pending;
+        }
+        let polled = this.waiting.poll(cx);
+        if polled.is_pending() {
+            *this.registered = Some(cx.waker().clone());
+        }
+        polled
     }
 }
 

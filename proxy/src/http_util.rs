@@ -63,7 +63,8 @@ pub fn full(b: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// The hop-by-hop headers (RFC 9110 §7.6.1) besides those `Connection` names.
+/// The hop-by-hop headers (RFC 9110 §7.6.1) besides those `Connection` names, and `TE`
+/// (kept when it is `trailers`). `Connection` comes first: `strip_hop_by_hop` relies on it.
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
@@ -75,40 +76,82 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// `TE`'s index for [`hop_by_hop_index`] (past the end of [`HOP_BY_HOP`]).
+const TE_INDEX: usize = 8;
+
+/// `name`'s index in [`HOP_BY_HOP`], [`TE_INDEX`] for `TE`, else `None`. A match on the
+/// (lowercase) name: its length picks at most two comparisons, where comparing against
+/// each `HeaderName` in turn cost a few hundred instructions per message.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "proxy-authenticate" => 1,
+        "proxy-authorization" => 2,
+        "trailer" => 3,
+        "transfer-encoding" => 4,
+        "upgrade" => 5,
+        "keep-alive" => 6,
+        "proxy-connection" => 7,
+        "te" => TE_INDEX,
+        _ => return None,
+    })
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names present costs less than a
-    // hashed lookup per hop-by-hop name.
-    if !headers
-        .keys()
-        .any(|n| n == header::TE || HOP_BY_HOP.contains(n))
-    {
+    // One pass over the names present notes which hop-by-hop names occur (most messages
+    // carry none, an HTTP/1.1 app's response often only `Connection`): a hashed removal
+    // costs far more than a comparison, so only those present are removed.
+    let mut present = 0u16;
+    let mut te = false;
+    // Whether a `Connection` value may name other headers: not the `keep-alive` or
+    // `close` nearly every message says.
+    let mut names_headers = false;
+    for (n, v) in &*headers {
+        match hop_by_hop_index(n) {
+            Some(TE_INDEX) => te = true,
+            Some(0) => {
+                present |= 1;
+                let v = v.as_bytes();
+                names_headers |=
+                    !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close");
+            }
+            Some(i) => present |= 1 << i,
+            None => {}
+        }
+    }
+    if present == 0 && !te {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        // `keep-alive`, `close`, `upgrade`: removed below anyway, or not a header at all;
-        // naming them here would allocate for every such message.
-        .filter(|n| {
-            !n.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| n.eq_ignore_ascii_case(h.as_str()))
-        })
-        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
+    if names_headers {
+        // `header::CONNECTION` is `HOP_BY_HOP[0]`: the headers it names go too.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `keep-alive`, `close`, `upgrade`: removed below anyway, or not a header at
+            // all; naming them here would allocate for every such message.
+            .filter(|n| {
+                !n.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|h| n.eq_ignore_ascii_case(h.as_str()))
+            })
+            .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    for (i, n) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(n);
+        }
     }
     // `TE: trailers` must survive for gRPC over HTTP/2; any other TE value is hop-by-hop.
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+    if te && headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
 }
@@ -221,6 +264,37 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
+        // Every value of a repeated hop-by-hop header goes, and those of repeated
+        // `Connection` headers name headers too.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, "keep-alive".parse().unwrap());
+        h.append(header::CONNECTION, "x-a".parse().unwrap());
+        h.append(header::CONNECTION, "x-b".parse().unwrap());
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-b", "1".parse().unwrap());
+        h.append("x-b", "2".parse().unwrap());
+        h.append(header::TRANSFER_ENCODING, "gzip".parse().unwrap());
+        h.append(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.append(header::ACCEPT, "*/*".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn the_hop_by_hop_index_names_each_header_in_its_place() {
+        for (i, h) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(h), Some(i), "{h}");
+        }
+        assert_eq!(hop_by_hop_index(&header::TE), Some(TE_INDEX));
+        assert_eq!(TE_INDEX, HOP_BY_HOP.len());
+        for other in [
+            header::HOST,
+            header::ACCEPT,
+            HeaderName::from_static("x-upgrade"),
+        ] {
+            assert_eq!(hop_by_hop_index(&other), None, "{other}");
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! Counters are private: code records through the methods below, which take those types.
 
+mod hot;
 pub mod labels;
 
 use prometheus::{
@@ -12,7 +13,10 @@ use prometheus::{
     TextEncoder,
 };
 
-use self::labels::{Closed, Decision, Direction, Flow, Rejected};
+use self::{
+    hot::HotSeries,
+    labels::{Closed, Decision, Direction, Flow, Rejected},
+};
 
 /// All of the proxy's metrics.
 #[derive(Clone, Debug)]
@@ -25,6 +29,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     /// `vigil_proxy_request_duration_seconds{direction}`.
     request_duration: HistogramVec,
+    /// The children of the two above, resolved on first use.
+    hot: std::sync::Arc<HotSeries>,
     /// `vigil_proxy_authz_decisions_total{direction, policy, decision}`.
     authz: IntCounterVec,
     /// `vigil_proxy_authz_audit_total{policy, would}` ("would deny"/"would allow").
@@ -178,6 +184,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            hot: std::sync::Arc::default(),
             authz,
             audit,
             tls_handshakes,
@@ -214,12 +221,7 @@ impl Metrics {
         if !self.per_request {
             return;
         }
-        self.requests
-            .with_label_values(&[direction.as_str(), decision.as_str(), status_class(status)])
-            .inc();
-        self.request_duration
-            .with_label_values(&[direction.as_str()])
-            .observe(elapsed.as_secs_f64());
+        self.count_request(direction, decision, hot::status_index(status), elapsed);
     }
 
     /// Counts one request the client abandoned before its response head
@@ -233,15 +235,21 @@ impl Metrics {
         if !self.per_request {
             return;
         }
-        self.requests
-            .with_label_values(&[
-                direction.as_str(),
-                decision.as_str(),
-                crate::request_log::CANCELLED,
-            ])
+        self.count_request(direction, decision, hot::CANCELLED_INDEX, elapsed);
+    }
+
+    fn count_request(
+        &self,
+        direction: Direction,
+        decision: Decision,
+        status: usize,
+        elapsed: std::time::Duration,
+    ) {
+        self.hot
+            .request(&self.requests, direction, decision, status)
             .inc();
-        self.request_duration
-            .with_label_values(&[direction.as_str()])
+        self.hot
+            .duration(&self.request_duration, direction)
             .observe(elapsed.as_secs_f64());
     }
 
@@ -382,13 +390,7 @@ impl Drop for OpenGuard {
 
 /// Status class label: `2xx`, `4xx`, ...
 pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
+    hot::status_label(hot::status_index(status))
 }
 
 #[allow(clippy::panic)]

@@ -38,9 +38,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use self::grammar::{
-    Framing, check_crlf, check_field_line, early_violation, find, parse_chunk_line, validate_head,
+    Framing, check_crlf, check_field_line, early_violation, head_end, parse_chunk_line,
+    validate_head,
 };
 
+mod fast;
 mod grammar;
 
 /// Bytes that make hyper fail to parse a request line, so it responds 400 and closes.
@@ -171,6 +173,25 @@ impl<T> StrictH1<T> {
                     return Ok(());
                 }
                 State::Head(buf) => {
+                    // The common case: a whole head in one read, nothing buffered. It is
+                    // validated where it lies, as the buffered path below would.
+                    if buf.is_empty()
+                        && input[0] != b'\r'
+                        && input[0] != b'\n'
+                        && let Some(end) = head_end(input)
+                        && end <= self.max_head
+                    {
+                        let (head, rest) = input.split_at(end);
+                        match validate_head(head) {
+                            Ok((framing, upgrade)) => {
+                                self.out.extend_from_slice(head);
+                                self.head_done(framing, upgrade);
+                                input = rest;
+                                continue;
+                            }
+                            Err(v) => return self.reject_head(v),
+                        }
+                    }
                     // Empty lines before a request line are allowed (RFC 9112 §2.2).
                     if buf.as_slice() == b"\r" {
                         if input[0] != b'\n' {
@@ -192,7 +213,7 @@ impl<T> StrictH1<T> {
                     let start = buf.len().saturating_sub(3);
                     buf.extend_from_slice(input);
                     input = &[];
-                    let end = find(&buf[start..], b"\r\n\r\n").map(|i| start + i + 4);
+                    let end = head_end(&buf[start..]).map(|i| start + i);
                     let Some(end) = end else {
                         if buf.len() > self.max_head {
                             // What a byte-at-a-time client would have been refused for
@@ -223,12 +244,7 @@ impl<T> StrictH1<T> {
                     match validate_head(&head) {
                         Ok((framing, upgrade)) => {
                             self.out.extend_from_slice(&head);
-                            self.upgrade_requested = upgrade;
-                            self.state = match framing {
-                                Framing::None | Framing::Length(0) => self.next_message(),
-                                Framing::Length(n) => State::Body(n),
-                                Framing::Chunked => State::ChunkSize(Vec::new()),
-                            };
+                            self.head_done(framing, upgrade);
                             // Re-process what followed the head under the new state.
                             self.process(&rest)?;
                         }
@@ -310,6 +326,16 @@ impl<T> StrictH1<T> {
             }
         }
         Ok(())
+    }
+
+    /// A valid head was passed on: what its body needs next.
+    fn head_done(&mut self, framing: Framing, upgrade: bool) {
+        self.upgrade_requested = upgrade;
+        self.state = match framing {
+            Framing::None | Framing::Length(0) => self.next_message(),
+            Framing::Length(n) => State::Body(n),
+            Framing::Chunked => State::ChunkSize(Vec::new()),
+        };
     }
 
     fn reject_head(&mut self, why: &'static str) -> io::Result<()> {

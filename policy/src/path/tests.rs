@@ -152,3 +152,48 @@ fn the_canonical_fast_path_agrees_with_remove_dot_segments() {
         "the fast path is taken for ordinary paths ({fast})"
     );
 }
+
+#[test]
+fn the_plain_path_shortcut_agrees_with_the_full_normalisation() {
+    // Every string of up to six characters over an alphabet of the characters the
+    // shortcut decides on (separators, dots, `:$`, escapes, refused characters), and the
+    // same strings under a realistic prefix.
+    let alphabet = ['/', '.', 'a', ':', '$', '%', '2', ' ', ';'];
+    let mut strings = vec![String::new()];
+    let mut frontier = vec![String::new()];
+    for _ in 0..6 {
+        let mut next = Vec::with_capacity(frontier.len() * alphabet.len());
+        for s in &frontier {
+            for c in alphabet {
+                next.push(format!("{s}{c}"));
+            }
+        }
+        strings.extend(next.iter().cloned());
+        frontier = next;
+    }
+    let mut shortcut = 0;
+    for s in &strings {
+        for p in [s.clone(), format!("/api/v1{s}")] {
+            if is_plain_canonical(&p) {
+                shortcut += 1;
+                assert_eq!(normalize_slow(&p).as_deref(), Ok(p.as_str()), "{p:?}");
+            }
+            assert_eq!(normalize(&p), normalize_slow(&p), "{p:?}");
+        }
+    }
+    assert!(shortcut > 10_000, "ordinary paths take it ({shortcut})");
+    for plain in [
+        "/",
+        "/a/",
+        "/api/v1/orders/42",
+        "/a:b/$c",
+        "/~user/a-b_c.d!e",
+    ] {
+        assert!(is_plain_canonical(plain), "{plain}");
+    }
+    for full in [
+        "", "a", "//a", "/a//b", "/./a", "/a/..", "/a.", "/a:$b", "/%61", "/a?b",
+    ] {
+        assert!(!is_plain_canonical(full), "{full}");
+    }
+}

@@ -146,3 +146,76 @@ async fn passthrough_closes_when_egress_turns_strict() {
     tx.send(policy("outbound: {passthrough: false}\n")).unwrap();
     assert_eq!(closed_within(&egress).await, Some(Closed::Policy));
 }
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// `closed()` polled again with the waker it registered does not poll the `Notify`; polled
+/// with another waker it registers that one; either way a close wakes the last waker, and
+/// two futures of one connection both see it.
+#[tokio::test]
+async fn closed_wakes_the_last_waker_it_was_polled_with() {
+    let (conns, tx, _) = registry(ALLOW_GET);
+    let live = conns.track_now(Recheck::Peer(Source::Mesh(Arc::new(client()))));
+    let (a, b, c) = (
+        Arc::new(CountingWaker::default()),
+        Arc::new(CountingWaker::default()),
+        Arc::new(CountingWaker::default()),
+    );
+    let (wa, wb, wc) = (
+        Waker::from(a.clone()),
+        Waker::from(b.clone()),
+        Waker::from(c.clone()),
+    );
+    let mut first = Box::pin(live.closed());
+    let mut second = Box::pin(live.closed());
+    for _ in 0..3 {
+        assert!(
+            first
+                .as_mut()
+                .poll(&mut Context::from_waker(&wa))
+                .is_pending()
+        );
+    }
+    assert!(
+        first
+            .as_mut()
+            .poll(&mut Context::from_waker(&wb))
+            .is_pending()
+    );
+    assert!(
+        second
+            .as_mut()
+            .poll(&mut Context::from_waker(&wc))
+            .is_pending()
+    );
+    tx.send(policy(&format!(
+        "{ALLOW_GET}\nrevoked: {{serials: [\"0a1b\"]}}\n"
+    )))
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while b.0.load(Ordering::SeqCst) == 0 || c.0.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a close wakes the registered wakers");
+    assert_eq!(
+        a.0.load(Ordering::SeqCst),
+        0,
+        "replaced by the second waker"
+    );
+    for (f, w) in [(&mut first, &wa), (&mut second, &wc)] {
+        assert_eq!(
+            f.as_mut().poll(&mut Context::from_waker(w)),
+            Poll::Ready(Closed::Revoked)
+        );
+    }
+}

@@ -137,7 +137,9 @@ fn authorize(
             return reject(Rejected::AmbiguousPath, StatusCode::BAD_REQUEST, entry);
         }
     };
-    entry.path = Some(normalized.clone());
+    if shared.log.enabled() {
+        entry.path = Some(normalized.clone());
+    }
 
     // Kubelet-style probes: plaintext GET/HEAD to a declared route needs no identity
     // (and switches no protocol).
@@ -240,18 +242,17 @@ fn prepare(
     upgrade: Option<Upgrade>,
 ) -> Judgement {
     let upgrade = upgrade.map(|up| Box::new((up, hyper::upgrade::on(&mut req))));
-    let (mut parts, body) = req.into_parts();
     // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the app.
     let app_h1 = match ctx.proto {
         Proto::Http1 => true,
-        _ => parts
-            .headers
+        _ => req
+            .headers()
             .get(ORIG_PROTO)
             .is_some_and(|v| v == "HTTP/1.1" || v == "HTTP/1.0"),
     };
-    let authority = parts.uri.authority().cloned();
+    let authority = req.uri().authority().cloned();
     // The path judged is the one forwarded; it is usually the one received, shared as is.
-    let path_and_query = match (parts.uri.path_and_query(), parts.uri.query()) {
+    let path_and_query = match (req.uri().path_and_query(), req.uri().query()) {
         (Some(pq), _) if pq.path() == normalized => Ok(pq.clone()),
         (_, Some(q)) => PathAndQuery::try_from(format!("{normalized}?{q}")),
         (_, None) => PathAndQuery::try_from(normalized),
@@ -262,8 +263,9 @@ fn prepare(
             Decision::Allow,
         );
     };
-    // HTTP/1.1 to the app in origin form; HTTP/2 carries scheme and authority.
-    parts.uri = if app_h1 {
+    // Changed in place: taking the request apart and putting it together again copied it
+    // twice. HTTP/1.1 to the app in origin form; HTTP/2 carries scheme and authority.
+    *req.uri_mut() = if app_h1 {
         Uri::from(path_and_query)
     } else {
         let Ok(uri) = http_uri(app.clone(), path_and_query) else {
@@ -274,32 +276,32 @@ fn prepare(
         };
         uri
     };
-    strip_hop_by_hop(&mut parts.headers);
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
     if let Some(up) = &upgrade {
-        upgrade::restore(&mut parts.headers, up.0.protocols.clone());
+        upgrade::restore(headers, up.0.protocols.clone());
     }
-    parts.headers.remove(ORIG_PROTO);
-    parts.headers.remove(PEER_ID);
-    if let Source::Mesh(info) = &ctx.source
-        && let Ok(v) = HeaderValue::from_str(info.id.as_str())
-    {
-        parts.headers.insert(PEER_ID, v);
-    }
+    headers.remove(ORIG_PROTO);
+    // `insert` replaces whatever the client sent under the name.
+    match &ctx.peer_id {
+        Some(v) => headers.insert(PEER_ID, v.clone()),
+        None => headers.remove(PEER_ID),
+    };
     if app_h1 {
-        parts.version = Version::HTTP_11;
         // HTTP/1.1 needs a Host: the request's authority, else (an HTTP/1.0 request that
         // named none) the app's address, as any client of the app would send it.
-        if !parts.headers.contains_key(header::HOST)
+        if !headers.contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(authority.as_ref().unwrap_or(&app).as_str())
         {
-            parts.headers.insert(header::HOST, v);
+            headers.insert(header::HOST, v);
         }
+        *req.version_mut() = Version::HTTP_11;
     } else {
-        parts.version = Version::HTTP_2;
-        parts.headers.remove(header::HOST);
+        headers.remove(header::HOST);
+        *req.version_mut() = Version::HTTP_2;
     }
     Judgement::Forward(Allowed {
-        req: Request::from_parts(parts, body),
+        req,
         app_h1,
         upgrade,
     })
@@ -327,10 +329,9 @@ async fn forward(allowed: Allowed, ctx: &Arc<ConnCtx>, request_id: RequestId) ->
             upgrade::restore(&mut parts.headers, chosen);
             Response::from_parts(parts, crate::http_util::full(bytes::Bytes::new()))
         }
-        Ok(resp) => {
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body.map_err(Into::into).boxed_unsync())
+        Ok(mut resp) => {
+            strip_hop_by_hop(resp.headers_mut());
+            resp.map(|body| body.map_err(Into::into).boxed_unsync())
         }
         Err(e) => {
             tracing::debug!(error = %e, app = %ctx.app, "forwarding to the app failed");

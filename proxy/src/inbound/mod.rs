@@ -50,6 +50,9 @@ pub(crate) struct ConnCtx {
     pub(crate) source: Source,
     pub(crate) src_addr: SocketAddr,
     pub(crate) proto: Proto,
+    /// The mesh peer's SPIFFE ID as the `PEER_ID` header value the app gets with each
+    /// request: made once per connection, shared by its requests.
+    pub(crate) peer_id: Option<::http::HeaderValue>,
 }
 
 impl ConnCtx {
@@ -251,6 +254,10 @@ where
             .ok()?,
     };
     shared.metrics.connection(DIRECTION, proto);
+    let peer_id = match &source {
+        Source::Mesh(info) => ::http::HeaderValue::from_str(info.id.as_str()).ok(),
+        Source::Plain => None,
+    };
     let ctx = Arc::new(ConnCtx {
         shared,
         app_client,
@@ -259,6 +266,7 @@ where
         source,
         src_addr,
         proto,
+        peer_id,
     });
     let io = PrefixedIo::new(prefix, io);
     Some(match proto {

@@ -159,11 +159,12 @@ enum Prepared<'a> {
 }
 
 /// The request as the mesh hop carries it (a `400` if it cannot be).
-fn prepare(req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> Prepared<'_> {
-    let (mut parts, body) = req.into_parts();
+fn prepare(mut req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> Prepared<'_> {
+    // Changed in place: taking the request apart and putting it together again copied
+    // it twice.
     let was_h1 = ctx.proto == Proto::Http1;
-    let path_and_query = parts
-        .uri
+    let path_and_query = req
+        .uri()
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
@@ -184,35 +185,34 @@ fn prepare(req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> Prepa
     let Some(authority) = authority else {
         return Prepared::Refused(error_response(StatusCode::BAD_REQUEST, request_id));
     };
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(PEER_ID);
-    parts.headers.remove(ORIG_PROTO);
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(PEER_ID);
+    headers.remove(ORIG_PROTO);
     let h1 = was_h1 && ctx.mesh.carries_http1();
     if h1 {
         // HTTP/1.1 all the way: origin form, and the app's Host — or, from an HTTP/1.0
         // app that sent none, the destination's authority (what `:authority` says below).
-        if !parts.headers.contains_key(header::HOST)
+        if !headers.contains_key(header::HOST)
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
-            parts.headers.insert(header::HOST, host);
+            headers.insert(header::HOST, host);
         }
-        parts.uri = Uri::from(path_and_query);
-        parts.version = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(path_and_query);
+        *req.version_mut() = Version::HTTP_11;
     } else {
         let Ok(uri) = http_uri(authority, path_and_query) else {
             return Prepared::Refused(error_response(StatusCode::BAD_REQUEST, request_id));
         };
         // Keep the app's Host for the far side (HTTP/2 has no Host; `:authority` is ours).
         if was_h1 {
-            parts
-                .headers
-                .insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
+            headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/1.1"));
         }
-        parts.uri = uri;
-        parts.version = Version::HTTP_2;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_2;
     }
     Prepared::Send(Outgoing {
-        req: Request::from_parts(parts, body),
+        req,
         key,
         h1,
         request_id,
@@ -229,13 +229,12 @@ async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Bo
         (ctx.mesh.send(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
     };
     match sent {
-        Ok(resp) => {
+        Ok(mut resp) => {
             if ctx.shared.log.enabled() {
                 entry.reason.what = answered(&resp);
             }
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, body)
+            strip_hop_by_hop(resp.headers_mut());
+            resp
         }
         Err(e) => {
             tracing::info!(dst = %ctx.dst, error = %e, "mesh request failed");

@@ -2,24 +2,31 @@
 //! lines, framing headers, chunk-size lines — pure functions over bytes, no I/O.
 
 /// How a validated head frames its body.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum Framing {
     None,
     Length(u64),
     Chunked,
 }
 
-pub(super) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the first `\r\n\r\n` in `buf` ends (the length of the head it closes), found
+/// by looking back from each `\n` (a search for the 4-byte needle costs more to set up
+/// than a head of a few lines takes to walk).
+pub(super) fn head_end(buf: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', buf)
+        .find(|&i| i >= 3 && buf[i - 3..i] == *b"\r\n\r")
+        .map(|i| i + 1)
 }
 
 /// Problems visible before the head is complete (so a never-ending bad head is refused
 /// early rather than buffered up to the limit).
 pub(super) fn early_violation(buf: &[u8]) -> Option<&'static str> {
-    for (i, &b) in buf.iter().enumerate() {
-        if b == b'\n' && (i == 0 || buf[i - 1] != b'\r') {
-            return Some("bare LF in request head");
-        }
-        if b == b'\r' && buf.get(i + 1).is_some_and(|&n| n != b'\n') {
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
+        if buf[i] == b'\n' {
+            if i == 0 || buf[i - 1] != b'\r' {
+                return Some("bare LF in request head");
+            }
+        } else if buf.get(i + 1).is_some_and(|&n| n != b'\n') {
             return Some("bare CR in request head");
         }
     }
@@ -29,6 +36,15 @@ pub(super) fn early_violation(buf: &[u8]) -> Option<&'static str> {
 /// The head's framing, and whether it carries `Upgrade` (the request may switch the
 /// connection to another protocol).
 pub(super) fn validate_head(head: &[u8]) -> Result<(Framing, bool), &'static str> {
+    match super::fast::validate_head(head) {
+        Some(valid) => Ok(valid),
+        None => validate_head_fully(head),
+    }
+}
+
+/// [`validate_head`] by the grammar alone: what decides every head the one-pass check
+/// does not accept outright, and why one is refused.
+pub(super) fn validate_head_fully(head: &[u8]) -> Result<(Framing, bool), &'static str> {
     if let Some(v) = early_violation(head) {
         return Err(v);
     }
@@ -39,41 +55,60 @@ pub(super) fn validate_head(head: &[u8]) -> Result<(Framing, bool), &'static str
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next().ok_or("empty request head")?;
     let http10 = check_request_line(request_line)?;
-    let mut content_length: Option<u64> = None;
-    let mut chunked = false;
-    let mut te_seen = false;
-    let mut upgrade = false;
+    let mut fields = FramingFields::default();
     for line in lines {
         let (name, value) = check_field_line(line)?;
-        upgrade |= name.eq_ignore_ascii_case(b"upgrade");
+        fields.field(name, value)?;
+    }
+    fields.framing(http10)
+}
+
+/// What a head's field lines say about its framing, read one field at a time: the rules
+/// both the full grammar and the one-pass check (`super::fast`) apply.
+#[derive(Default)]
+pub(super) struct FramingFields {
+    content_length: Option<u64>,
+    chunked: bool,
+    upgrade: bool,
+}
+
+impl FramingFields {
+    /// One field line's name and (trimmed) value.
+    pub(super) fn field(&mut self, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+        self.upgrade |= name.eq_ignore_ascii_case(b"upgrade");
         if name.eq_ignore_ascii_case(b"content-length") {
-            if content_length.is_some() {
+            if self.content_length.is_some() {
                 return Err("more than one Content-Length");
             }
             if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
                 return Err("invalid Content-Length");
             }
             let s = std::str::from_utf8(value).map_err(|_| "invalid Content-Length")?;
-            content_length = Some(s.parse().map_err(|_| "invalid Content-Length")?);
+            self.content_length = Some(s.parse().map_err(|_| "invalid Content-Length")?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if te_seen {
+            // Any other value is refused at once, so `chunked` means one was seen.
+            if self.chunked {
                 return Err("more than one Transfer-Encoding");
             }
-            te_seen = true;
             if !value.eq_ignore_ascii_case(b"chunked") {
                 return Err("Transfer-Encoding other than `chunked`");
             }
-            chunked = true;
+            self.chunked = true;
         }
+        Ok(())
     }
-    let framing = match (content_length, chunked) {
-        (Some(_), true) => return Err("both Content-Length and Transfer-Encoding"),
-        (_, true) if http10 => return Err("Transfer-Encoding on HTTP/1.0"),
-        (_, true) => Framing::Chunked,
-        (Some(n), false) => Framing::Length(n),
-        (None, false) => Framing::None,
-    };
-    Ok((framing, upgrade))
+
+    /// The head's framing, and whether it asks to upgrade.
+    pub(super) fn framing(self, http10: bool) -> Result<(Framing, bool), &'static str> {
+        let framing = match (self.content_length, self.chunked) {
+            (Some(_), true) => return Err("both Content-Length and Transfer-Encoding"),
+            (_, true) if http10 => return Err("Transfer-Encoding on HTTP/1.0"),
+            (_, true) => Framing::Chunked,
+            (Some(n), false) => Framing::Length(n),
+            (None, false) => Framing::None,
+        };
+        Ok((framing, self.upgrade))
+    }
 }
 
 /// `METHOD SP target SP HTTP/1.x`; returns true for HTTP/1.0.
@@ -100,10 +135,7 @@ pub(super) fn check_field_line(line: &[u8]) -> Result<(&[u8], &[u8]), &'static s
     if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
         return Err("obsolete line folding");
     }
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or("header line without `:`")?;
+    let colon = memchr::memchr(b':', line).ok_or("header line without `:`")?;
     let name = &line[..colon];
     if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
         return Err("invalid header name (whitespace before `:`?)");
@@ -140,7 +172,7 @@ pub(super) fn parse_chunk_line(line: &[u8]) -> Result<u64, &'static str> {
     u64::from_str_radix(s, 16).map_err(|_| "invalid chunk size")
 }
 
-fn trim_ows(mut v: &[u8]) -> &[u8] {
+pub(super) fn trim_ows(mut v: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = v {
         v = rest;
     }
@@ -151,5 +183,34 @@ fn trim_ows(mut v: &[u8]) -> &[u8] {
 }
 
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// `tchar` (RFC 9110 §5.6.2), by byte: checked for every byte of every header name.
+pub(super) static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};

@@ -284,3 +284,105 @@ async fn held_bytes_are_bounded() {
         _ => panic!("not holding"),
     }
 }
+
+/// The one-pass check accepts only heads the full grammar accepts, with the same framing
+/// and upgrade: on every combination of request lines and header lines drawn from forms
+/// that matter (valid, each violation, edge cases), and on those heads with one byte
+/// replaced by each byte the grammar treats specially.
+#[test]
+fn the_one_pass_check_agrees_with_the_grammar() {
+    use self::grammar::{validate_head, validate_head_fully};
+    let request_lines: &[&[u8]] = &[
+        b"GET / HTTP/1.1",
+        b"POST /a?b=c HTTP/1.0",
+        b"M-SEARCH * HTTP/1.1",
+        b"GET  / HTTP/1.1",
+        b"GET / HTTP/1.1 ",
+        b"GET / HTTP/2.0",
+        b"G(T / HTTP/1.1",
+        b" GET / HTTP/1.1",
+        b"GET /\x01 HTTP/1.1",
+        b"GET",
+        b"",
+    ];
+    let fields: &[&[u8]] = &[
+        b"Host: a",
+        b"host:a",
+        b"X-Empty:",
+        b"X-Ows: \t v \t",
+        b"X-Obs: caf\xc3\xa9",
+        b"Content-Length: 5",
+        b"content-length: 0",
+        b"Content-Length: 18446744073709551615",
+        b"Content-Length: 9999999999999999999",
+        b"Content-Length: 99999999999999999999",
+        b"Content-Length: +5",
+        b"Content-Length: 5, 5",
+        b"Content-Length:",
+        b"Transfer-Encoding: chunked",
+        b"transfer-encoding: CHUNKED",
+        b"Transfer-Encoding: gzip, chunked",
+        b"Upgrade: websocket",
+        b"UPGRADE: h2c",
+        b"X-Ctl: a\x7fb",
+        b"X-Ctl: a\x00b",
+        b"X Space: a",
+        b"X-Colon : a",
+        b" folded",
+        b"\tfolded",
+        b"no colon",
+        b":empty-name",
+        b"X-Bare: a\rb",
+        b"X-Bare: a\nb",
+    ];
+    let specials = [
+        b'\r', b'\n', b' ', b'\t', b':', 0x00, 0x7f, 0x80, b'(', b'a',
+    ];
+    let mut heads = Vec::new();
+    for rl in request_lines {
+        for a in 0..=fields.len() {
+            for b in [None, Some(0), Some(5), Some(13), Some(16)] {
+                let mut head = rl.to_vec();
+                head.extend_from_slice(b"\r\n");
+                for f in [fields.get(a), b.and_then(|b| fields.get(b))]
+                    .into_iter()
+                    .flatten()
+                {
+                    head.extend_from_slice(f);
+                    head.extend_from_slice(b"\r\n");
+                }
+                head.extend_from_slice(b"\r\n");
+                heads.push(head);
+            }
+        }
+    }
+    let mut checked = 0;
+    let mut accepted = 0;
+    let mut one_pass = 0;
+    for head in &heads {
+        let mut variants = vec![head.clone()];
+        for i in 0..head.len() - 4 {
+            for s in specials {
+                let mut v = head.clone();
+                v[i] = s;
+                variants.push(v);
+            }
+        }
+        for v in variants {
+            let full = validate_head_fully(&v);
+            accepted += usize::from(full.is_ok());
+            one_pass += usize::from(fast::validate_head(&v).is_some());
+            assert_eq!(validate_head(&v), full, "{:?}", String::from_utf8_lossy(&v));
+            checked += 1;
+        }
+    }
+    assert!(checked > 100_000, "{checked}");
+    assert!(
+        accepted > 10_000,
+        "the valid forms are among them ({accepted})"
+    );
+    assert!(
+        one_pass * 10 > accepted * 9,
+        "the one pass decides most valid heads ({one_pass} of {accepted})"
+    );
+}

@@ -1,0 +1,154 @@
+//! The per-request series, resolved once: looking a labelled child up in its vector
+//! hashes the label values and takes the vector's lock, which each request paid twice.
+//! Here each `(direction, decision, status class)` counter and each direction's latency
+//! histogram is looked up on first use and kept, so a request's count is an index and an
+//! atomic add. A series still appears in `/metrics` only once it was first counted.
+
+use std::sync::OnceLock;
+
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
+
+use super::labels::{Decision, Direction};
+
+/// The `status` label values, by [`status_index`].
+const STATUS: [&str; 6] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    crate::request_log::CANCELLED,
+];
+const DIRECTIONS: usize = 2;
+const DECISIONS: usize = 4;
+
+/// The resolved children of `requests` and `request_duration`.
+#[derive(Debug)]
+pub(super) struct HotSeries {
+    requests: [OnceLock<IntCounter>; DIRECTIONS * DECISIONS * STATUS.len()],
+    duration: [OnceLock<Histogram>; DIRECTIONS],
+}
+
+impl Default for HotSeries {
+    fn default() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            duration: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+}
+
+impl HotSeries {
+    /// `vigil_proxy_requests_total{direction, decision, status}`, `status` by
+    /// [`status_index`].
+    pub(super) fn request(
+        &self,
+        vec: &IntCounterVec,
+        direction: Direction,
+        decision: Decision,
+        status: usize,
+    ) -> &IntCounter {
+        let i = (direction_index(direction) * DECISIONS + decision_index(decision)) * STATUS.len()
+            + status;
+        self.requests[i].get_or_init(|| {
+            vec.with_label_values(&[direction.as_str(), decision.as_str(), STATUS[status]])
+        })
+    }
+
+    /// `vigil_proxy_request_duration_seconds{direction}`.
+    pub(super) fn duration(&self, vec: &HistogramVec, direction: Direction) -> &Histogram {
+        self.duration[direction_index(direction)]
+            .get_or_init(|| vec.with_label_values(&[direction.as_str()]))
+    }
+}
+
+/// The index of a status code's class in [`STATUS`]: `2xx` for 200–299 and so on, `5xx`
+/// for anything outside 100–499.
+pub(super) fn status_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The index of `cancelled` in [`STATUS`].
+pub(super) const CANCELLED_INDEX: usize = 5;
+
+/// The status class label of [`status_index`].
+pub(super) fn status_label(index: usize) -> &'static str {
+    STATUS[index]
+}
+
+const fn direction_index(d: Direction) -> usize {
+    match d {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
+}
+
+const fn decision_index(d: Decision) -> usize {
+    match d {
+        Decision::Allow => 0,
+        Decision::Deny => 1,
+        Decision::Forward => 2,
+        Decision::None => 3,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{HistogramOpts, Opts};
+
+    use super::*;
+
+    #[test]
+    fn each_series_is_its_own_labelled_child_and_appears_once_counted() {
+        let requests =
+            IntCounterVec::new(Opts::new("r", "r"), &["direction", "decision", "status"]).unwrap();
+        let duration = HistogramVec::new(HistogramOpts::new("d", "d"), &["direction"]).unwrap();
+        let hot = HotSeries::default();
+        let (inb, out) = (Direction::Inbound, Direction::Outbound);
+        hot.request(&requests, inb, Decision::Allow, status_index(204))
+            .inc();
+        hot.request(&requests, inb, Decision::Allow, status_index(200))
+            .inc();
+        hot.request(&requests, out, Decision::Forward, CANCELLED_INDEX)
+            .inc();
+        hot.request(&requests, inb, Decision::Deny, status_index(403))
+            .inc();
+        hot.request(&requests, out, Decision::None, status_index(99))
+            .inc();
+        hot.duration(&duration, out).observe(0.5);
+        let get = |l: [&str; 3]| requests.with_label_values(&l).get();
+        assert_eq!(get(["inbound", "allow", "2xx"]), 2);
+        assert_eq!(get(["outbound", "forward", "cancelled"]), 1);
+        assert_eq!(get(["inbound", "deny", "4xx"]), 1);
+        assert_eq!(get(["outbound", "none", "5xx"]), 1);
+        assert_eq!(get(["inbound", "deny", "2xx"]), 0);
+        assert_eq!(
+            duration.with_label_values(&["outbound"]).get_sample_count(),
+            1
+        );
+        // Only what was counted is exported (plus the one read above at 0).
+        let families = prometheus::core::Collector::collect(&requests);
+        assert_eq!(families[0].get_metric().len(), 5);
+        assert_eq!(
+            prometheus::core::Collector::collect(&duration)[0]
+                .get_metric()
+                .len(),
+            1
+        );
+        for (status, label) in [
+            (100, "1xx"),
+            (302, "3xx"),
+            (499, "4xx"),
+            (500, "5xx"),
+            (600, "5xx"),
+        ] {
+            assert_eq!(status_label(status_index(status)), label);
+        }
+    }
+}
