@@ -1,4 +1,5 @@
-//! Stream adapters: replaying bytes read during detection, and counting bytes.
+//! Stream adapters: replaying bytes read during detection, counting bytes, and gating
+//! reads that would find nothing new ([`ReadGate`]).
 
 use std::{
     io,
@@ -95,6 +96,9 @@ macro_rules! write_through {
 pub(crate) use write_through;
 
 write_through!(PrefixedIo);
+
+mod gate;
+pub use gate::ReadGate;
 
 /// Bytes read from and written to a stream, shared with whoever reports them.
 #[derive(Clone, Debug, Default)]

@@ -257,9 +257,8 @@ impl Metrics {
     /// Requests are counted when per-request metrics are on; connections always.
     pub fn record_authz(&self, direction: Direction, policy: &str, decision: Decision, of: Judged) {
         if self.per_request || of == Judged::Connection {
-            self.authz
-                .with_label_values(&[direction.as_str(), policy, decision.as_str()])
-                .inc();
+            self.hot
+                .count_authz(&self.authz, direction, policy, decision);
         }
     }
 

@@ -15,7 +15,8 @@ use tokio::{
 
 use crate::{
     detect::Proto,
-    http_util::Body,
+    http_util::{Body, has_header},
+    io::ReadGate,
     log_limit::LogLimit,
     metrics::labels::{Closed, Direction, Rejected},
     pending::{Pending, PendingLimits},
@@ -146,7 +147,7 @@ where
             .timer(TokioTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes)
-            .serve_connection(TokioIo::new(strict), service)
+            .serve_connection(TokioIo::new(ReadGate::new(strict)), service)
             .with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     } else {
@@ -160,7 +161,7 @@ where
             .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
             .max_pending_accept_reset_streams(Some(32))
             .max_local_error_reset_streams(Some(256))
-            .serve_connection(TokioIo::new(io), Boxed(service));
+            .serve_connection(TokioIo::new(ReadGate::new(io)), Boxed(service));
         drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     }
 }
@@ -185,7 +186,7 @@ where
     type Future = UpgradeAwareFuture<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let upgrade = has_header(req.headers(), &header::UPGRADE);
         UpgradeAwareFuture {
             inner: self.inner.call(req),
             switch: upgrade.then(|| self.switch.clone()),

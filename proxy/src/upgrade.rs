@@ -18,6 +18,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::{
+    http_util::has_header,
     metrics::labels::{Closed, Direction, Flow},
     shared::Shared,
 };
@@ -33,7 +34,7 @@ pub(crate) struct MalformedUpgrade;
 /// an error (the request is refused rather than guessed at).
 pub(crate) fn requested<B>(req: &Request<B>) -> Result<Option<HeaderValue>, MalformedUpgrade> {
     let headers = req.headers();
-    if req.version() != Version::HTTP_11 || !headers.contains_key(header::UPGRADE) {
+    if req.version() != Version::HTTP_11 || !has_header(headers, &header::UPGRADE) {
         return Ok(None);
     }
     if !connection_lists(headers, "upgrade") {

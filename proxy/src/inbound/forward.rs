@@ -26,7 +26,10 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::checkin::{Checkin, Return};
+use crate::{
+    checkin::{Checkin, Return},
+    io::ReadGate,
+};
 
 /// Why a request could not be forwarded to the app.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +256,7 @@ impl AppClient {
         Ok(sender)
     }
 
-    async fn tcp(&self, addr: SocketAddr) -> Result<TokioIo<TcpStream>, AppError> {
+    async fn tcp(&self, addr: SocketAddr) -> Result<TokioIo<ReadGate<TcpStream>>, AppError> {
         let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(source)) => return Err(AppError::Connect { addr, source }),
@@ -265,7 +268,7 @@ impl AppClient {
             }
         };
         let _ = tcp.set_nodelay(true);
-        Ok(TokioIo::new(tcp))
+        Ok(TokioIo::new(ReadGate::new(tcp)))
     }
 }
 

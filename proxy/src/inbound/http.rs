@@ -19,7 +19,10 @@ use crate::{
     authz::{self, Judged, JudgedHttp, Rate},
     connections::Recheck,
     detect::Proto,
-    http_util::{Body, ORIG_PROTO, PEER_ID, RequestId, error_response, http_uri, strip_hop_by_hop},
+    http_util::{
+        Body, ORIG_PROTO, PEER_ID, RequestId, error_response, has_header, http_uri, remove_header,
+        strip_hop_by_hop,
+    },
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
     serve,
@@ -281,16 +284,18 @@ fn prepare(
     if let Some(up) = &upgrade {
         upgrade::restore(headers, up.0.protocols.clone());
     }
-    headers.remove(ORIG_PROTO);
+    remove_header(headers, &ORIG_PROTO);
     // `insert` replaces whatever the client sent under the name.
     match &ctx.peer_id {
-        Some(v) => headers.insert(PEER_ID, v.clone()),
-        None => headers.remove(PEER_ID),
-    };
+        Some(v) => {
+            headers.insert(PEER_ID, v.clone());
+        }
+        None => remove_header(headers, &PEER_ID),
+    }
     if app_h1 {
         // HTTP/1.1 needs a Host: the request's authority, else (an HTTP/1.0 request that
         // named none) the app's address, as any client of the app would send it.
-        if !headers.contains_key(header::HOST)
+        if !has_header(headers, &header::HOST)
             && let Ok(v) = HeaderValue::from_str(authority.as_ref().unwrap_or(&app).as_str())
         {
             headers.insert(header::HOST, v);

@@ -2,9 +2,11 @@
 //! hashes the label values and takes the vector's lock, which each request paid twice.
 //! Here each `(direction, decision, status class)` counter and each direction's latency
 //! histogram is looked up on first use and kept, so a request's count is an index and an
-//! atomic add. A series still appears in `/metrics` only once it was first counted.
+//! atomic add. The authorization counter, labelled by policy name, keeps the children it
+//! counted last ([`AUTHZ_RECENT`]) and finds one by comparing the name. A series still
+//! appears in `/metrics` only once it was first counted.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 
@@ -21,12 +23,28 @@ const STATUS: [&str; 6] = [
 ];
 const DIRECTIONS: usize = 2;
 const DECISIONS: usize = 4;
+/// Authorization counters kept, the most recently counted: the policies a proxy's
+/// requests are judged by in a stretch of time are few (one, per connection, nearly
+/// always). Any other is looked up in the vector as before.
+pub(super) const AUTHZ_RECENT: usize = 8;
 
-/// The resolved children of `requests` and `request_duration`.
+/// The resolved children of `requests` and `request_duration`, and the recent ones of
+/// `authz_decisions`.
 #[derive(Debug)]
 pub(super) struct HotSeries {
     requests: [OnceLock<IntCounter>; DIRECTIONS * DECISIONS * STATUS.len()],
     duration: [OnceLock<Histogram>; DIRECTIONS],
+    /// Most recently counted last.
+    authz: Mutex<Vec<AuthzChild>>,
+}
+
+/// One `vigil_proxy_authz_decisions_total{direction, policy, decision}` child.
+#[derive(Debug)]
+struct AuthzChild {
+    direction: Direction,
+    decision: Decision,
+    policy: Box<str>,
+    counter: IntCounter,
 }
 
 impl Default for HotSeries {
@@ -34,6 +52,7 @@ impl Default for HotSeries {
         Self {
             requests: std::array::from_fn(|_| OnceLock::new()),
             duration: std::array::from_fn(|_| OnceLock::new()),
+            authz: Mutex::default(),
         }
     }
 }
@@ -59,6 +78,37 @@ impl HotSeries {
     pub(super) fn duration(&self, vec: &HistogramVec, direction: Direction) -> &Histogram {
         self.duration[direction_index(direction)]
             .get_or_init(|| vec.with_label_values(&[direction.as_str()]))
+    }
+
+    /// Counts one decision in `vec` (`vigil_proxy_authz_decisions_total`).
+    pub(super) fn count_authz(
+        &self,
+        vec: &IntCounterVec,
+        direction: Direction,
+        policy: &str,
+        decision: Decision,
+    ) {
+        let mut recent = self.authz.lock().unwrap_or_else(PoisonError::into_inner);
+        let found = recent.iter().rposition(|c| {
+            c.direction == direction && c.decision == decision && *c.policy == *policy
+        });
+        match found {
+            Some(i) => recent[i].counter.inc(),
+            None => {
+                let counter =
+                    vec.with_label_values(&[direction.as_str(), policy, decision.as_str()]);
+                counter.inc();
+                if recent.len() == AUTHZ_RECENT {
+                    recent.remove(0); // the least recently added
+                }
+                recent.push(AuthzChild {
+                    direction,
+                    decision,
+                    policy: policy.into(),
+                    counter,
+                });
+            }
+        }
     }
 }
 
@@ -103,6 +153,47 @@ mod tests {
     use prometheus::{HistogramOpts, Opts};
 
     use super::*;
+
+    /// Each decision lands in its own child, whether the child is among the recent ones or
+    /// was evicted and looked up again; names that share a prefix stay apart.
+    #[test]
+    fn authz_decisions_are_counted_by_their_own_labels() {
+        let authz =
+            IntCounterVec::new(Opts::new("a", "a"), &["direction", "policy", "decision"]).unwrap();
+        let hot = HotSeries::default();
+        let mut want = std::collections::HashMap::<(Direction, String, Decision), u64>::new();
+        let policies: Vec<String> = (0..AUTHZ_RECENT * 2 + 3)
+            .map(|i| "p".repeat(i % 5 + 1) + &(i / 5).to_string())
+            .collect();
+        let mut seed = 7u64;
+        for _ in 0..5_000 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = (seed >> 33) as usize;
+            // Mostly a few policies, now and then any of them (evicting the recent ones).
+            let policy = &policies[if r.is_multiple_of(4) {
+                r % policies.len()
+            } else {
+                r % 3
+            }];
+            let direction = [Direction::Inbound, Direction::Outbound][r / 7 % 2];
+            let decision = [Decision::Allow, Decision::Deny, Decision::None][r / 11 % 3];
+            hot.count_authz(&authz, direction, policy, decision);
+            *want
+                .entry((direction, policy.clone(), decision))
+                .or_default() += 1;
+        }
+        for ((direction, policy, decision), n) in &want {
+            let got = authz
+                .with_label_values(&[direction.as_str(), policy, decision.as_str()])
+                .get();
+            assert_eq!(got, *n, "{direction:?} {policy} {decision:?}");
+        }
+        let families = prometheus::core::Collector::collect(&authz);
+        assert_eq!(families[0].get_metric().len(), want.len());
+        assert!(hot.authz.lock().unwrap().len() <= AUTHZ_RECENT);
+    }
 
     #[test]
     fn each_series_is_its_own_labelled_child_and_appears_once_counted() {

@@ -26,6 +26,7 @@ use super::{discovery::Discovery, target::Target};
 use crate::{
     config::OutboundRoute,
     connections::{Connections, Live, Recheck},
+    io::ReadGate,
     metrics::labels::{Closed, Direction},
     peers::Peers,
     tls_state::TlsState,
@@ -218,7 +219,7 @@ impl MeshConnector {
         Ok((
             MeshConn {
                 // Boxed: see `into_parts` — the TLS state (1.1 KB) lives in one place.
-                io: TokioIo::new(Box::new(stream)),
+                io: TokioIo::new(ReadGate::new(Box::new(stream))),
                 killed: Box::pin(live.closed()),
                 live,
             },
@@ -257,7 +258,7 @@ impl MeshConnector {
 /// A mesh mTLS connection that fails all I/O once policy closes it (its server is
 /// revoked, or this workload quarantined: see [`crate::connections`]).
 pub struct MeshConn {
-    io: TokioIo<Box<TlsStream<TcpStream>>>,
+    io: TokioIo<ReadGate<Box<TlsStream<TcpStream>>>>,
     killed: Pin<Box<dyn Future<Output = Closed> + Send + Sync>>,
     live: Live,
 }
@@ -283,7 +284,7 @@ impl MeshConn {
     /// Boxed, so that the futures an opaque tunnel passes it through do not each keep a
     /// copy's worth of space for it.
     pub(crate) fn into_parts(self) -> (Box<TlsStream<TcpStream>>, Live) {
-        (self.io.into_inner(), self.live)
+        (self.io.into_inner().into_inner(), self.live)
     }
 }
 

@@ -29,8 +29,8 @@ use crate::{
     connections::Recheck,
     detect::Proto,
     http_util::{
-        Body, ORIG_PROTO, PEER_ID, REQUEST_ID, RequestId, error_response, http_uri,
-        strip_hop_by_hop,
+        Body, ORIG_PROTO, PEER_ID, REQUEST_ID, RequestId, error_response, has_header, http_uri,
+        remove_header, strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
     request_log::RequestLog,
@@ -187,13 +187,13 @@ fn prepare(mut req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> P
     };
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    headers.remove(PEER_ID);
-    headers.remove(ORIG_PROTO);
+    remove_header(headers, &PEER_ID);
+    remove_header(headers, &ORIG_PROTO);
     let h1 = was_h1 && ctx.mesh.carries_http1();
     if h1 {
         // HTTP/1.1 all the way: origin form, and the app's Host — or, from an HTTP/1.0
         // app that sent none, the destination's authority (what `:authority` says below).
-        if !headers.contains_key(header::HOST)
+        if !has_header(headers, &header::HOST)
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             headers.insert(header::HOST, host);
