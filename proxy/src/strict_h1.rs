@@ -28,10 +28,10 @@ use std::{
     mem::MaybeUninit,
     pin::Pin,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
 };
 
 use bytes::{Buf, BytesMut};
@@ -68,18 +68,46 @@ pub struct StrictH1<T> {
 
 /// Set when the proxy answered an upgrade request with `101 Switching Protocols`: from
 /// then on the connection carries the new protocol and [`StrictH1`] passes it through.
+/// Setting it wakes a read that waits for it (one that holds all it may hold).
 #[derive(Clone, Debug, Default)]
-pub struct UpgradeSwitch(Arc<AtomicBool>);
+pub struct UpgradeSwitch(Arc<SwitchState>);
+
+#[derive(Debug, Default)]
+struct SwitchState {
+    set: AtomicBool,
+    /// A read waiting for the switch.
+    waiting: Mutex<Option<Waker>>,
+}
 
 impl UpgradeSwitch {
     /// The connection switched protocols.
     pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.set.store(true, Ordering::Release);
+        let waiting = self
+            .0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = waiting {
+            w.wake();
+        }
     }
 
     /// Whether it has.
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.set.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` when the switch is set; whether it is set already (then nothing
+    /// will wake it).
+    fn wake_when_set(&self, waker: &Waker) -> bool {
+        *self
+            .0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(waker.clone());
+        self.is_set()
     }
 }
 
@@ -384,8 +412,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for StrictH1<T> {
                     continue;
                 }
                 if held.len() >= this.max_head {
-                    // Enough held; hyper polls again once the answer is written (and an
-                    // answer other than 101 closes the connection).
+                    // Enough held: nothing more is read until the answer is out. A `101`
+                    // wakes this read (any other answer closes the connection). The
+                    // wake-up is what the read contract asks — a reader above may rely
+                    // on it (`io::ReadGate`) rather than poll again.
+                    if this.switch.wake_when_set(cx.waker()) {
+                        continue;
+                    }
                     return Poll::Pending;
                 }
             }

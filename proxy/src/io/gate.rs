@@ -14,11 +14,16 @@
 //! records the wake-up and wakes the task that last read. Writes go straight through.
 //!
 //! What the gate relies on: a read below it returns `Pending` only after arranging a
-//! wake-up of the waker it was given *for that read*. That is the contract; the one way
-//! around it would be a read that waits for write readiness (tokio keeps one writer waker
-//! per socket, and a write from above would replace the gate's) — the streams gated here
-//! (TCP, rustls' reader, the strict HTTP/1.1 reader, replayed prefixes) never do: a TLS
-//! read writes only a last alert on an error, without waiting.
+//! wake-up of the waker it was given *for that read*. That is the contract, and two
+//! things could break it, so neither may sit below a gate: a reader that answers
+//! `Pending` counting on its caller to poll again anyway (the strict HTTP/1.1 reader did,
+//! while it held the bytes after an upgrade request; its [`UpgradeSwitch`] now wakes
+//! it), and a read that waits for write readiness (tokio keeps one writer waker per
+//! socket, and a write from above would replace the gate's). What is gated — TCP,
+//! rustls' reader (a TLS read writes only a last alert on an error, without waiting),
+//! replayed prefixes, the strict HTTP/1.1 reader — does neither.
+//!
+//! [`UpgradeSwitch`]: crate::strict_h1::UpgradeSwitch
 
 use std::{
     io,

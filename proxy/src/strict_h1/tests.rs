@@ -285,6 +285,38 @@ async fn held_bytes_are_bounded() {
     }
 }
 
+/// A read that stopped because it holds all it may is woken by the switch — the read
+/// contract, which a reader above may rely on instead of polling again (a `ReadGate`
+/// answers a second poll from the same task itself until something wakes it).
+#[tokio::test]
+async fn a_read_waiting_with_full_held_bytes_is_woken_by_the_switch() {
+    let mut input = UPGRADE_HEAD.to_vec();
+    input.extend(std::iter::repeat_n(b'x', 4096));
+    let s = StrictH1::new(Chunks(vec![input].into()), 1024);
+    let switch = s.upgrade_switch();
+    let mut gated = crate::io::ReadGate::new(s);
+    let mut buf = vec![0u8; 16 * 1024];
+    let n = gated.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], UPGRADE_HEAD);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < 4096 {
+            let n = gated.read(&mut buf).await.unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!reader.is_finished(), "read before the switch");
+    switch.set();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader)
+        .await
+        .expect("woken by the switch")
+        .unwrap();
+    assert_eq!(got, vec![b'x'; 4096]);
+}
+
 /// The one-pass check accepts only heads the full grammar accepts, with the same framing
 /// and upgrade: on every combination of request lines and header lines drawn from forms
 /// that matter (valid, each violation, edge cases), and on those heads with one byte
