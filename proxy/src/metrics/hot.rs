@@ -3,7 +3,7 @@
 //! Here each `(direction, decision, status class)` counter and each direction's latency
 //! histogram is looked up on first use and kept, so a request's count is an index and an
 //! atomic add. The authorization counter, labelled by policy name, keeps the children it
-//! counted last ([`AUTHZ_RECENT`]) and finds one by comparing the name. A series still
+//! looked up last ([`AUTHZ_RECENT`]) and finds one by comparing the name. A series still
 //! appears in `/metrics` only once it was first counted.
 
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -23,9 +23,10 @@ const STATUS: [&str; 6] = [
 ];
 const DIRECTIONS: usize = 2;
 const DECISIONS: usize = 4;
-/// Authorization counters kept, the most recently counted: the policies a proxy's
-/// requests are judged by in a stretch of time are few (one, per connection, nearly
-/// always). Any other is looked up in the vector as before.
+/// Authorization counters kept, the last ones looked up in the vector (first in, first
+/// out: a hit does not reorder them). The policies a proxy's requests are judged by in a
+/// stretch of time are few (one, per connection, nearly always); any other is looked up
+/// in the vector as before.
 pub(super) const AUTHZ_RECENT: usize = 8;
 
 /// The resolved children of `requests` and `request_duration`, and the recent ones of
@@ -34,7 +35,7 @@ pub(super) const AUTHZ_RECENT: usize = 8;
 pub(super) struct HotSeries {
     requests: [OnceLock<IntCounter>; DIRECTIONS * DECISIONS * STATUS.len()],
     duration: [OnceLock<Histogram>; DIRECTIONS],
-    /// Most recently counted last.
+    /// The most recently looked up last.
     authz: Mutex<Vec<AuthzChild>>,
 }
 
