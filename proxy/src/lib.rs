@@ -23,6 +23,7 @@ pub mod control;
 pub mod copy;
 pub mod detect;
 pub mod files;
+mod head_timer;
 pub mod http_util;
 pub mod identity;
 pub mod inbound;

@@ -15,6 +15,7 @@ use tokio::{
 
 use crate::{
     detect::Proto,
+    head_timer::ConnTimer,
     http_util::{Body, has_header},
     io::ReadGate,
     log_limit::LogLimit,
@@ -144,7 +145,7 @@ where
             switch: strict.upgrade_switch(),
         };
         let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
+            .timer(ConnTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes)
             .serve_connection(TokioIo::new(ReadGate::new(strict)), service)

@@ -89,14 +89,27 @@ async fn oversized_headers_get_431() {
 async fn slow_headers_are_cut_off() {
     let mesh = Mesh::new();
     let p = target(&mesh, &["--header-read-timeout", "300ms"]).await;
-    let mut s = mtls(
+    let mut s = h1_conn(&mesh, &p).await;
+    assert_unfinished_head_cut_off(&mut s).await;
+}
+
+/// An HTTP/1.1 mesh connection to `p` as `web`.
+async fn h1_conn(
+    mesh: &Mesh,
+    p: &vigil_proxy::Proxy,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    mtls(
         p.inbound,
         &mesh.client_creds("web"),
         &[&wid("orders")],
         b"vigil/1",
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+/// Sends a head that never completes: the proxy must close the connection, unanswered.
+async fn assert_unfinished_head_cut_off(s: &mut (impl AsyncReadExt + AsyncWriteExt + Unpin)) {
     s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap(); // ...and never finish
@@ -107,6 +120,77 @@ async fn slow_headers_are_cut_off() {
         "the proxy must close a connection whose head never completes"
     );
     assert!(!String::from_utf8_lossy(&out).contains("200"));
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `s`.
+async fn read_response(s: &mut (impl AsyncReadExt + Unpin)) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).await.unwrap(),
+            1,
+            "closed mid-head: {got:?}"
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8(got).unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+#[tokio::test]
+async fn the_header_read_timeout_counts_waiting_for_a_head_not_serving() {
+    // 500 ms to send a head. One keep-alive connection lives well past it and keeps
+    // working: a request whose body takes 1.2 s to arrive (serving does not count),
+    // requests 200 ms apart for 1.6 s (each wait is timed on its own), a head sent in two
+    // parts 150 ms apart. Then a head that never completes is cut off.
+    let mesh = Mesh::new();
+    let p = target(&mesh, &["--header-read-timeout", "500ms"]).await;
+    let mut s = h1_conn(&mesh, &p).await;
+    s.write_all(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 8\r\n\r\n")
+        .await
+        .unwrap();
+    for part in [b"ab", b"cd", b"ef", b"gh"] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(part).await.unwrap();
+    }
+    let out = read_response(&mut s).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with('8'),
+        "{out}"
+    );
+
+    for i in 0..8 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let req = format!("GET /a?req={i} HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let out = read_response(&mut s).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "request {i}: {out}");
+        assert!(out.contains(&format!("req={i}")), "request {i}: {out}");
+    }
+
+    s.write_all(b"GET /a?split=").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s.write_all(b"yes HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_response(&mut s).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("split=yes"),
+        "{out}"
+    );
+
+    assert_unfinished_head_cut_off(&mut s).await;
 }
 
 #[tokio::test]
