@@ -28,7 +28,7 @@ use std::{
 };
 
 use tokio::{io::AsyncReadExt, net::TcpStream};
-use vigil_benches::{Goal, Ratio};
+use vigil_benches::{Goal, Ratio, harness::procs};
 use vigil_cert_authority::{
     CertificateAuthority, InitOptions, SpiffeId, TrustDomain, pemfile, tls, ttl::TtlPolicy,
 };
@@ -68,7 +68,7 @@ fn free_port() -> u16 {
 /// Lets PSS settle (allocator trims, lazy pages) before reading it.
 async fn settled_pss(pid: u32) -> u64 {
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    vigil_benches::harness::procs::pss(pid).unwrap()
+    procs::pss(pid).unwrap()
 }
 
 fn issue(ca: &CertificateAuthority, dir: &Path, who: &str) -> (PathBuf, PathBuf) {
@@ -201,6 +201,7 @@ fn main() {
         let open = tokio::time::timeout(Duration::from_millis(200), plain[0].read(&mut probe)).await.is_err();
         assert!(open, "the plaintext connections must stay open for the measurement");
         let baseline_mtls = settled_pss(pid_m).await;
+        let idle_split = procs::pss_split(pid_m);
 
         // N idle mTLS connections.
         let creds = vigil_cert_authority::creds::Credentials::new(
@@ -241,6 +242,12 @@ fn main() {
         // The proxy looks every 5 s (proxy/src/memory.rs).
         tokio::time::sleep(Duration::from_secs(7)).await;
         let after_burst = settled_pss(pid_m).await;
+        let split = |(anon, file): (u64, u64)| {
+            format!("heap and stacks {} KB, mapped files {} KB", anon / 1024, file / 1024)
+        };
+        if let (Some(before), Some(after)) = (idle_split, procs::pss_split(pid_m)) {
+            eprintln!("second proxy idle: {}; after the burst: {}", split(before), split(after));
+        }
         eprintln!(
             "after closing the {n} mTLS connections: {:.0} KB (idle was {:.0} KB)",
             after_burst as f64 / 1024.0,
