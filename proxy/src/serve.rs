@@ -148,6 +148,7 @@ where
             .timer(ConnTimer::new())
             .header_read_timeout(cfg.header_read_timeout)
             .max_buf_size(cfg.max_header_bytes)
+            .writev(crate::http_util::H1_WRITEV)
             .serve_connection(TokioIo::new(ReadGate::new(strict)), service)
             .with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), shared, closer).await

@@ -197,6 +197,7 @@ impl AppClient {
     async fn h1_connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, AppError> {
         let io = self.tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
+            .writev(crate::http_util::H1_WRITEV)
             .handshake(io)
             .await
             .map_err(|source| AppError::Http { addr, source })?;

@@ -228,7 +228,11 @@ impl MeshPool {
             authority: authority.to_owned(),
             source,
         };
-        let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(http)?;
+        let (sender, conn) = http1::Builder::new()
+            .writev(crate::http_util::H1_WRITEV)
+            .handshake(io)
+            .await
+            .map_err(http)?;
         let dst = authority.to_owned();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
