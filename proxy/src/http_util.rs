@@ -243,9 +243,17 @@ impl Default for RequestIds {
 /// instead of queueing them for a vectored write. Measured (`make bench-count`, RESULTS
 /// change 25): the queue's bookkeeping cost the sidecar pair 1.3 k instructions and one
 /// allocation per small request; on a TLS connection rustls copies the pieces into one
-/// record either way. The price is one more in-cache copy of each body chunk (of a large
-/// upload too), small beside the chunk's encryption.
+/// record either way. The price is one more in-cache copy of each body chunk, and a
+/// write buffer a connection keeps at the largest size it reached — bounded by
+/// [`H1_CLIENT_BUF`] on the clients, whose reads make the chunks the servers write.
 pub(crate) const H1_WRITEV: bool = false;
+
+/// hyper's buffer limit on the HTTP/1 clients (towards the app, towards the mesh): reads
+/// grow to it under a large body (hyper's default, ~400 KB, was kept by a connection
+/// once reached) and a flattened write ([`H1_WRITEV`]) flushes at it, so a pooled
+/// connection that carried a large body keeps at most about twice this. Servers use
+/// `--max-header-bytes`.
+pub(crate) const H1_CLIENT_BUF: usize = 64 * 1024;
 
 /// HTTP/2 flow control, both directions of every mesh connection: each stream may have
 /// this much in flight unacknowledged...

@@ -198,6 +198,7 @@ impl AppClient {
         let io = self.tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(crate::http_util::H1_WRITEV)
+            .max_buf_size(crate::http_util::H1_CLIENT_BUF)
             .handshake(io)
             .await
             .map_err(|source| AppError::Http { addr, source })?;

@@ -230,6 +230,7 @@ impl MeshPool {
         };
         let (sender, conn) = http1::Builder::new()
             .writev(crate::http_util::H1_WRITEV)
+            .max_buf_size(crate::http_util::H1_CLIENT_BUF)
             .handshake(io)
             .await
             .map_err(http)?;
