@@ -243,24 +243,30 @@ fn process_cpu_ns(pid: u32) -> u64 {
 
 /// `Pss` from smaps_rollup, bytes.
 pub fn pss(pid: u32) -> Option<u64> {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
+    let text = smaps_rollup(pid)?;
+    rollup_field(&text, "Pss:")
 }
 
 /// `Pss_Anon` and `Pss_File` from smaps_rollup (heap and stacks; pages of mapped files,
 /// mostly the program's own code), bytes.
 pub fn pss_split(pid: u32) -> Option<(u64, u64)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-    };
-    Some((field("Pss_Anon:")?, field("Pss_File:")?))
+    let text = smaps_rollup(pid)?;
+    Some((
+        rollup_field(&text, "Pss_Anon:")?,
+        rollup_field(&text, "Pss_File:")?,
+    ))
+}
+
+fn smaps_rollup(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()
+}
+
+/// The value of the `name` line (`Pss:       123 kB`) in bytes.
+fn rollup_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 /// CPU time of the calling thread (for in-process measurements).
