@@ -5,7 +5,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build demo test test-k8s test-cluster images e2e soak fuzz lint fmt bench bench-full bench-count bench-build generate check-generated chart-lint clean
+.PHONY: all build demo test test-k8s test-cluster images e2e soak fuzz lint fmt bench bench-full bench-count bench-build proxy-layout generate check-generated chart-lint clean
 
 all: build
 
@@ -117,6 +117,13 @@ bench-full: bench-build
 ## under callgrind; repeatable, the loop to use while optimising)
 bench-count: bench-build
 	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench -- --count-only
+
+## proxy-layout: rewrite proxy/layout/hot-functions.txt, the functions vigil-proxy runs
+## (profiled under callgrind at startup and serving each kind of traffic), which its release
+## build links together so that only code that runs is resident (B8's idle PSS). Commit the
+## result; regenerate after changing the proxy's startup or request path.
+proxy-layout: bench-build
+	$(CARGO) run $(CARGO_FLAGS) --release -q -p vigil-benches --bin vigil-bench -- layout
 
 bench-build:
 	bash benches/baselines/install.sh

@@ -30,6 +30,7 @@ pub mod inbound;
 pub mod init;
 pub mod io;
 pub mod limits;
+pub mod link_layout;
 pub mod listen;
 mod log_limit;
 mod memory;

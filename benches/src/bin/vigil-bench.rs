@@ -5,6 +5,7 @@
 //! vigil-bench --full          # full tier (make bench-full)
 //! vigil-bench --count-only    # only instructions/allocations per request (callgrind)
 //! vigil-bench sink ADDR       # the TCP sink it starts as B5's backend
+//! vigil-bench layout          # write proxy/layout/hot-functions.txt (make proxy-layout)
 //! ```
 //!
 //! Exits 1 if the suite could not run; target misses are reported, not fatal.
@@ -46,6 +47,13 @@ enum Cmd {
         /// Listen address.
         addr: SocketAddr,
     },
+    /// Profile the vigil sidecars under callgrind and write the functions that run, which
+    /// vigil-proxy's build links together (make proxy-layout).
+    Layout {
+        /// The list to write.
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../proxy/layout/hot-functions.txt"))]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,6 +73,15 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("vigil-bench sink: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Cmd::Layout { out }) = &cli.command {
+        return match harness::layout(out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vigil-bench layout: {e:#}");
                 ExitCode::FAILURE
             }
         };

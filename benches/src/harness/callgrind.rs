@@ -90,12 +90,24 @@ const ALLOCATORS: &[&str] = &[
 /// `<dir>/<name>.<pid>[.<n>]`, following forked children (nginx's worker). Counting
 /// starts at once; [`zero`] before the work to measure.
 pub fn wrap(dir: &Path, name: &str, program: &Path, args: &[String]) -> (PathBuf, Vec<String>) {
+    wrap_with(dir, name, program, args, &[])
+}
+
+/// [`wrap`] with more callgrind options (`--demangle=no` for symbol names as linked).
+pub fn wrap_with(
+    dir: &Path,
+    name: &str,
+    program: &Path,
+    args: &[String],
+    options: &[&str],
+) -> (PathBuf, Vec<String>) {
     let mut a = vec![
         "--tool=callgrind".to_string(),
         "--trace-children=yes".to_string(),
         format!("--callgrind-out-file={}/{name}.%p", dir.display()),
-        program.display().to_string(),
     ];
+    a.extend(options.iter().map(|o| o.to_string()));
+    a.push(program.display().to_string());
     a.extend(args.iter().cloned());
     (PathBuf::from("valgrind"), a)
 }
@@ -175,7 +187,7 @@ pub fn read(file: &Path) -> Result<Counts, CountError> {
 /// later ones `cfn=(7)`; a `calls=<count> ...` line follows each `cfn=`. Recursion
 /// levels (`malloc'2`) are the same function.
 pub fn parse(text: &str) -> Option<Counts> {
-    let mut names: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut names = Names::default();
     let mut total = None;
     let mut allocations = 0u64;
     let mut callee_is_allocator = false;
@@ -184,16 +196,7 @@ pub fn parse(text: &str) -> Option<Counts> {
             .strip_prefix("fn=")
             .or_else(|| line.strip_prefix("cfn="))
         {
-            let name = match rest.split_once(") ") {
-                Some((id, name)) if rest.starts_with('(') => {
-                    names.insert(id, name);
-                    name
-                }
-                _ if rest.starts_with('(') => {
-                    names.get(rest.trim_end_matches(')')).copied().unwrap_or("")
-                }
-                _ => rest,
-            };
+            let name = names.resolve(rest);
             if line.starts_with("cfn=") {
                 let base = name.split('\'').next().unwrap_or(name);
                 callee_is_allocator = ALLOCATORS.contains(&base);
@@ -218,6 +221,53 @@ pub fn parse(text: &str) -> Option<Counts> {
         instructions: total?,
         allocations,
     })
+}
+
+/// The functions with costs in a dump whose object file is called `object` (its file
+/// name, e.g. `vigil-proxy`): every `fn=` under an `ob=` naming it. With `--demangle=no`
+/// these are the symbols as linked.
+pub fn functions_in(text: &str, object: &str) -> std::collections::BTreeSet<String> {
+    let (mut objects, mut functions) = (Names::default(), Names::default());
+    let mut inside = false;
+    let mut out = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("ob=") {
+            let name = objects.resolve(rest);
+            inside = Path::new(name).file_name().is_some_and(|f| f == object);
+        } else if let Some(rest) = line.strip_prefix("cob=") {
+            objects.resolve(rest);
+        } else if let Some(rest) = line.strip_prefix("fn=") {
+            let name = functions.resolve(rest);
+            if inside && !name.is_empty() {
+                out.insert(name.to_string());
+            }
+        } else if let Some(rest) = line.strip_prefix("cfn=") {
+            functions.resolve(rest);
+        }
+    }
+    out
+}
+
+/// Callgrind's compressed names (one table per kind: objects, functions): the first
+/// mention reads `(7) name`, later ones `(7)`; uncompressed dumps give the name alone.
+#[derive(Default)]
+struct Names<'a>(std::collections::HashMap<&'a str, &'a str>);
+
+impl<'a> Names<'a> {
+    fn resolve(&mut self, rest: &'a str) -> &'a str {
+        match rest.split_once(") ") {
+            Some((id, name)) if rest.starts_with('(') => {
+                self.0.insert(id, name);
+                name
+            }
+            _ if rest.starts_with('(') => self
+                .0
+                .get(rest.trim_end_matches(')'))
+                .copied()
+                .unwrap_or(""),
+            _ => rest,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -261,6 +311,55 @@ totals: 5610
                 allocations: 3 + 2 + 4,
             }),
             "malloc twice (once by id only), calloc at a recursion level; not malloc_usable_size"
+        );
+    }
+
+    #[test]
+    fn lists_the_functions_one_object_ran_through_compressed_names() {
+        // Objects and functions have a table each; `cob=`/`cfn=` can name one first.
+        let dump = "\
+events: Ir
+ob=(1) /usr/lib/x86_64-linux-gnu/libc.so.6
+fn=(1) malloc
+0 10
+ob=(2) /work/target/release/vigil-proxy
+fn=(2) _ZN11vigil_proxy4main17h0123456789abcdefE
+0 5
+cob=(1)
+cfn=(1)
+calls=1 0
+0 10
+cob=(2)
+cfn=(3) _ZN5hyper5proto2h14role17haaaaaaaaaaaaaaaaE
+calls=1 0
+0 7
+ob=(1)
+fn=(4) free
+0 3
+ob=(2)
+fn=(3)
+0 7
+fn=(5) jent_keccakp_chi
+0 1
+ob=(3) /tmp/other/vigil-proxy-old
+fn=(6) not_this_one
+0 1
+totals: 44
+";
+        let got: Vec<String> = functions_in(dump, "vigil-proxy").into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                "_ZN11vigil_proxy4main17h0123456789abcdefE",
+                "_ZN5hyper5proto2h14role17haaaaaaaaaaaaaaaaE",
+                "jent_keccakp_chi",
+            ],
+            "libc's malloc and free are another object, a function first named as a callee \
+             is listed by its own costs, another binary's are not"
+        );
+        assert!(
+            functions_in(dump, "vigil").is_empty(),
+            "the file name, not a prefix"
         );
     }
 

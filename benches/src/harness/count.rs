@@ -71,7 +71,13 @@ impl Workload {
         }
     }
 
-    fn warmup(self) -> u32 {
+    /// Whether each request opens a new connection.
+    pub fn fresh(self) -> bool {
+        matches!(self, Self::Conn | Self::Resume)
+    }
+
+    /// Requests before counting starts.
+    pub fn warmup(self) -> u32 {
         match self {
             Self::H1 | Self::H2 => 100,
             Self::Conn | Self::Resume => 10,
@@ -141,32 +147,11 @@ async fn count(
     dumps: &Path,
     tls: &TlsClients,
 ) -> anyhow::Result<Option<Counts>> {
-    let target = |addr, protocol, tls| Target {
-        addr,
-        path: "/index.html".into(),
-        authority: "localhost".into(),
-        protocol,
-        tls,
-    };
-    let (t, procs) = match w {
-        Workload::H1 => (target(p.http, Protocol::Http1, None), p.sidecars.clone()),
-        Workload::H2 if !p.h2_sidecars.is_empty() => {
-            (target(p.h2, Protocol::Http2, None), p.h2_sidecars.clone())
-        }
-        Workload::Conn | Workload::Resume => match (p.inbound, p.inbound_proc) {
-            (Some((addr, how)), Some(i)) => {
-                let client = match w {
-                    Workload::Resume => tls.get(how).resuming(),
-                    _ => tls.get(how).clone(),
-                };
-                (target(addr, Protocol::Http1, Some(client)), vec![i])
-            }
-            _ => return Ok(None),
-        },
-        Workload::H2 => return Ok(None),
+    let Some((t, procs)) = target(p, w, tls) else {
+        return Ok(None);
     };
     let procs = topo.procs_at(&procs);
-    let fresh = matches!(w, Workload::Conn | Workload::Resume);
+    let fresh = w.fresh();
     let mut sender = client::connect(&t).await?;
     requests(&t, &mut sender, w.warmup(), fresh).await?;
     settle().await;
@@ -191,8 +176,35 @@ async fn count(
     Ok(Some(total))
 }
 
+/// Where `w`'s requests on `p` go, and the indexes of the processes they cross; `None` if
+/// the path has no such workload.
+pub(super) fn target(p: &PathDef, w: Workload, tls: &TlsClients) -> Option<(Target, Vec<usize>)> {
+    let target = |addr, protocol, tls| Target {
+        addr,
+        path: "/index.html".into(),
+        authority: "localhost".into(),
+        protocol,
+        tls,
+    };
+    match w {
+        Workload::H1 => Some((target(p.http, Protocol::Http1, None), p.sidecars.clone())),
+        Workload::H2 if !p.h2_sidecars.is_empty() => {
+            Some((target(p.h2, Protocol::Http2, None), p.h2_sidecars.clone()))
+        }
+        Workload::H2 => None,
+        Workload::Conn | Workload::Resume => {
+            let ((addr, how), i) = (p.inbound?, p.inbound_proc?);
+            let client = match w {
+                Workload::Resume => tls.get(how).resuming(),
+                _ => tls.get(how).clone(),
+            };
+            Some((target(addr, Protocol::Http1, Some(client)), vec![i]))
+        }
+    }
+}
+
 /// `n` GETs one after another, each on a new connection when `fresh`.
-async fn requests(
+pub(super) async fn requests(
     t: &Target,
     sender: &mut client::Sender,
     n: u32,

@@ -27,6 +27,7 @@ pub mod callgrind;
 pub mod certs;
 pub mod count;
 pub mod crypto;
+pub mod layout;
 pub mod measure;
 pub mod procs;
 pub mod report;
@@ -79,13 +80,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     }
     fs::create_dir_all(&opts.out)?;
     let work = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
-    // Like for like: every path on X25519 and AES-128-GCM (topology::KX_GROUP,
-    // topology::CIPHER_SUITE), what Envoy's BoringSSL negotiates and cannot be told
-    // otherwise; this client offers nothing else, so no server can pick another.
-    let provider = vigil_cert_authority::tls::provider_with(
-        &[rustls::crypto::aws_lc_rs::kx_group::X25519],
-        &[rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],
-    );
+    let provider = client_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -281,6 +276,69 @@ fn install_signal_handler() {
             std::process::exit(130);
         }
     });
+}
+
+/// `vigil-bench layout` (`make proxy-layout`): profiles the vigil sidecars of the
+/// topology under callgrind and writes the functions that ran to `out` ([`layout`]).
+pub fn layout(out: &Path) -> anyhow::Result<()> {
+    install_signal_handler();
+    let bins = topology::Binaries::find()?;
+    let work = tempfile::Builder::new().prefix("vigil-layout-").tempdir()?;
+    let dumps = work.path().join("callgrind");
+    fs::create_dir_all(&dumps)?;
+    let provider = client_provider();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let topo = topology::Topology::start(
+        &bins,
+        &work.path().join("topology"),
+        None,
+        &Launch::Layout(dumps.clone()),
+    )
+    .context("starting the vigil sidecars under callgrind (is valgrind installed?)")?;
+    eprintln!("vigil-bench: the vigil sidecars started under callgrind");
+    let tls = tls_clients(&topo, &provider)?;
+    let profile = rt.block_on(layout::profile(&topo, &dumps, &tls, &bins.vigil_proxy))?;
+    drop(topo);
+    let symbols = layout::symbols(&bins.vigil_proxy)?;
+    let header = format!(
+        "The functions of vigil-proxy that run, in the order its build links them ahead of the\n\
+         rest of its code (proxy/build.rs, proxy/src/link_layout.rs): what startup runs, then\n\
+         what only serving runs. Written by `make proxy-layout` (vigil-bench layout) from\n\
+         callgrind profiles of the benchmark topology's sidecars starting and serving HTTP/1.1,\n\
+         HTTP/2, new and resumed mTLS connections, opaque TCP and admin requests. Regenerate\n\
+         after changing what the proxy runs: functions missing here are linked as before,\n\
+         among the rest (B8's idle PSS grows with a stale list).\n\
+         Written {}.",
+        utc_now()
+    );
+    fs::write(out, layout::list(&profile, &symbols, &header))
+        .with_context(|| out.display().to_string())?;
+    eprintln!(
+        "vigil-bench: {} functions at startup, {} more while serving -> {}",
+        profile.startup.len(),
+        profile
+            .serving
+            .iter()
+            .flat_map(|(_, ran)| ran)
+            .filter(|f| !profile.startup.contains(*f))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The load generator's TLS provider. Like for like: every path on X25519 and
+/// AES-128-GCM (topology::KX_GROUP, topology::CIPHER_SUITE), what Envoy's BoringSSL
+/// negotiates and cannot be told otherwise; this client offers nothing else, so no server
+/// can pick another.
+fn client_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    vigil_cert_authority::tls::provider_with(
+        &[rustls::crypto::aws_lc_rs::kx_group::X25519],
+        &[rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],
+    )
 }
 
 /// TLS clients for direct connections to the inbound sidecars of `topo`.

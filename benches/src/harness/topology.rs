@@ -96,6 +96,10 @@ pub enum Launch {
     /// Each under callgrind, its dumps in this directory: the counted figures
     /// ([`super::count`]). The backend and the TCP sink still run natively.
     Callgrind(PathBuf),
+    /// The vigil sidecars under callgrind with symbol names as linked (`--demangle=no`),
+    /// their dumps in this directory, everything else natively: the profile
+    /// [`super::layout`] lists the functions that run from.
+    Layout(PathBuf),
 }
 
 /// How long a proxy under callgrind may take to open its port (Envoy takes about 20 s).
@@ -147,6 +151,8 @@ pub struct Topology {
     pub procs: Vec<Proc>,
     /// The paths, in round order.
     pub paths: Vec<PathDef>,
+    /// The admin listener of each vigil sidecar, by index into [`Self::procs`].
+    pub admins: Vec<(usize, SocketAddr)>,
 }
 
 impl Topology {
@@ -214,6 +220,13 @@ impl Topology {
                         args.extend(["-g".into(), "user root;".into()]);
                     }
                     let (prog, args) = super::callgrind::wrap(out, name, prog, &args);
+                    let mut p = Proc::start(name, &prog, &args, cpu, &logs)?;
+                    p.wait_listening_within(port, CALLGRIND_START)?;
+                    p
+                }
+                Launch::Layout(out) if name.starts_with("vigil") => {
+                    let (prog, args) =
+                        super::callgrind::wrap_with(out, name, prog, &args, &["--demangle=no"]);
                     let mut p = Proc::start(name, &prog, &args, cpu, &logs)?;
                     p.wait_listening_within(port, CALLGRIND_START)?;
                     p
@@ -295,6 +308,7 @@ impl Topology {
             a
         };
         let server = super::certs::server_id();
+        let mut admins = Vec::new();
         let mut vigil_pair = |name: &'static str,
                               app: u16,
                               policy: &Path,
@@ -308,7 +322,9 @@ impl Topology {
                 vec!["--app".into(), format!("127.0.0.1:{app}")],
             );
             in_args.extend(extra.iter().map(|s| s.to_string()));
+            let admin_in = admin_of(&in_args);
             let i = start(&format!("{name}-in"), &bins.vigil_proxy, in_args, inb)?;
+            admins.extend(admin_in.map(|a| (i, a)));
             let mut out_args = vigil(
                 "client",
                 free_port(),
@@ -319,7 +335,9 @@ impl Topology {
                 ],
             );
             out_args.extend(extra.iter().map(|s| s.to_string()));
+            let admin_out = admin_of(&out_args);
             let o = start(&format!("{name}-out"), &bins.vigil_proxy, out_args, entry)?;
+            admins.extend(admin_out.map(|a| (o, a)));
             Ok((addr(entry), addr(inb), o, i))
         };
         let (v_entry, v_in, v_out_i, v_in_i) = vigil_pair("vigil", 8080, &policy_http, &[])?;
@@ -452,8 +470,15 @@ impl Topology {
             certs,
             procs,
             paths,
+            admins,
         })
     }
+}
+
+/// The address a vigil sidecar's arguments give `--admin`.
+fn admin_of(args: &[String]) -> Option<SocketAddr> {
+    let i = args.iter().position(|a| a == "--admin")?;
+    args.get(i + 1)?.parse().ok()
 }
 
 fn addr(port: u16) -> SocketAddr {
