@@ -369,6 +369,28 @@ mod tests {
         names.iter().map(|s| s.to_string()).collect()
     }
 
+    /// A policy the proxy would refuse would stop `make proxy-layout` at its start.
+    #[test]
+    fn the_rich_policy_is_accepted_and_uses_every_part_of_the_format() {
+        let model = vigil_proxy::policy_store::parse_file(Path::new("rich.yaml"), RICH_POLICY)
+            .expect("parses");
+        let rules = &model.inbound;
+        assert!(rules.iter().any(|r| r.rate_limit.is_some()));
+        assert!(rules.iter().any(|r| r.valid_until.is_some()));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.http.as_ref().is_some_and(|h| !h.grpc.is_empty()))
+        );
+        assert!(
+            rules
+                .iter()
+                .any(|r| r.http.as_ref().is_some_and(|h| h.headers.len() == 3))
+        );
+        assert!(!model.revoked.ids.is_empty() && !model.outbound.destinations.is_empty());
+        vigil_policy::Policy::compile(model).expect("compiles");
+    }
+
     #[test]
     fn the_list_puts_startup_first_then_each_phase_and_each_pattern_once() {
         let p = Profile {
