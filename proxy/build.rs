@@ -1,4 +1,6 @@
-//! Links `vigil-proxy`'s release build (optimised, Linux) for a small resident footprint:
+//! Links `vigil-proxy`'s release build for a small resident footprint, on
+//! x86_64-unknown-linux-gnu (where rustc links with its own rust-lld, which the script
+//! below is written for; other targets link as before):
 //!
 //! - the functions listed in `layout/hot-functions.txt` placed together at the start of
 //!   `.text` (see `src/link_layout.rs` for why and how);
@@ -23,7 +25,6 @@ const LIST: &str = "layout/hot-functions.txt";
 const LIBC: &[&str] = &[
     "/lib/x86_64-linux-gnu/libc.so.6",
     "/usr/lib/x86_64-linux-gnu/libc.so.6",
-    "/lib/aarch64-linux-gnu/libc.so.6",
     "/usr/lib64/libc.so.6",
     "/lib64/libc.so.6",
     "/usr/lib/libc.so.6",
@@ -35,8 +36,10 @@ fn main() {
     println!("cargo::rerun-if-env-changed=VIGIL_PROXY_LAYOUT");
     let var = |k: &str| env::var(k).unwrap_or_default();
     let optimised = !matches!(var("OPT_LEVEL").as_str(), "" | "0");
-    let linux = var("CARGO_CFG_TARGET_OS") == "linux";
-    if !optimised || !linux || var("VIGIL_PROXY_LAYOUT") == "off" {
+    let target = var("CARGO_CFG_TARGET_ARCH") == "x86_64"
+        && var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu";
+    if !optimised || !target || var("VIGIL_PROXY_LAYOUT") == "off" {
         return;
     }
     let list = fs::read_to_string(LIST).unwrap_or_else(|e| panic!("{LIST}: {e}"));
@@ -52,8 +55,8 @@ fn main() {
         Ok(None) => {}
         Err(e) => panic!("{LIST}: {e}"),
     }
-    // Native glibc builds only: a cross build's C library is not the one found here.
-    if var("CARGO_CFG_TARGET_ENV") == "gnu" && var("TARGET") == var("HOST") && glibc_has_relr() {
+    // Native builds only: a cross build's C library is not the one found here.
+    if var("TARGET") == var("HOST") && glibc_has_relr() {
         println!("cargo::rustc-link-arg-bin=vigil-proxy=-Wl,-z,pack-relative-relocs");
     }
 }
