@@ -76,8 +76,7 @@ impl Workload {
         matches!(self, Self::Conn | Self::Resume)
     }
 
-    /// Requests before counting starts.
-    pub fn warmup(self) -> u32 {
+    fn warmup(self) -> u32 {
         match self {
             Self::H1 | Self::H2 => 100,
             Self::Conn | Self::Resume => 10,

@@ -32,7 +32,7 @@ use super::{
     count::{self, Workload},
     measure::TlsClients,
     procs::Proc,
-    topology::{PathDef, Topology, free_port},
+    topology::{CALLGRIND_START, PathDef, Topology, free_port},
 };
 
 /// The kernel's fault-around window (`fault_around_bytes`, 64 KiB by default): a fault in
@@ -201,7 +201,7 @@ async fn rich_startup(
     let name = "vigil-rich";
     let (prog, args) = callgrind::wrap_with(dumps, name, binary, &args, &["--demangle=no"]);
     let mut p = Proc::start(name, &prog, &args, None, &topo.dir.join("logs"))?;
-    p.wait_listening_within(inbound, Duration::from_secs(180))?;
+    p.wait_listening_within(inbound, CALLGRIND_START)?;
     admin_get(SocketAddr::from(([127, 0, 0, 1], admin)), "/ready").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ran = functions(p.pid(), dumps, object)?;

@@ -103,7 +103,7 @@ pub enum Launch {
 }
 
 /// How long a proxy under callgrind may take to open its port (Envoy takes about 20 s).
-const CALLGRIND_START: std::time::Duration = std::time::Duration::from_secs(180);
+pub(super) const CALLGRIND_START: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// One path through the topology.
 #[derive(Clone, Debug)]
