@@ -6,13 +6,22 @@
 //! (`madvise(MADV_DONTNEED)`), wherever it is. The proxy calls [`trim`] after its open
 //! connections have dropped; on other C libraries (musl) it does nothing.
 //!
-//! This crate holds the proxy's one `unsafe` block; the rest of the workspace forbids
-//! `unsafe`.
+//! Before the trim, the calling thread's glibc cache is emptied ([`thread_cache`]): the
+//! chunks it holds count as in use and would keep their pages resident.
+//!
+//! This crate holds the proxy's `unsafe` calls into the C library; the rest of the
+//! workspace forbids `unsafe`.
 
-/// Releases free heap pages to the system; true if any were released.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod thread_cache;
+
+/// Releases free heap pages to the system; true if any were released. Of the per-thread
+/// caches, only the calling thread's is emptied first: call it from the thread that did
+/// the work (the proxy's single-threaded runtime).
 pub fn trim() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
+        thread_cache::drain();
         // SAFETY: `malloc_trim` takes no pointers and touches only the allocator's own
         // state, under each arena's lock (glibc documents it as MT-safe).
         unsafe { libc::malloc_trim(0) != 0 }
