@@ -4,12 +4,15 @@
 //!
 //! It starts the benchmark topology with the vigil sidecars under callgrind, symbol names
 //! as linked ([`super::topology::Launch::Layout`]), dumps each sidecar once it is up and
-//! idle (startup; with one more sidecar whose policy uses every part of the format), then
+//! idle (startup), then two more started as B8 starts its proxies, one with a plain policy
+//! (startup too) and one whose policy uses every part of the format, then
 //! drives every kind of traffic the benchmarks measure — new and resumed mTLS
 //! connections to an inbound, opaque TCP through a pair, HTTP/1.1 and HTTP/2 through a
 //! pair, a `/metrics` scrape and a readiness check on every admin listener — dumping
 //! after each kind (serving). Every function of the binary in any dump is
-//! listed, startup first, then what each kind of traffic adds, each as the pattern
+//! listed, startup first, then what the rich policy's startup adds (kept apart, so that a
+//! proxy with a plain policy does not have it in the windows its startup faults in), then
+//! what each kind of traffic adds, each as the pattern
 //! [`vigil_proxy::link_layout::pattern_of`] makes of its symbol (hash-free, so the list
 //! outlives a rebuild).
 
@@ -40,6 +43,17 @@ use super::{
 /// this into the list per function of it that ran, in instances that did not run, costs
 /// more listed than left out.
 pub const WINDOW: u64 = 64 * 1024;
+
+/// The smallest useful policy (B8's): one sidecar more starts with it, as the rich one
+/// does, so that what only the rich policy runs is told apart from what the flags run.
+const PLAIN_POLICY: &str = "\
+generation: 1
+workload: spiffe://cluster.local/ns/bench/sa/server
+defaultPolicy: deny
+inbound:
+  - {policy: bench/all, rule: 0, action: allow, mode: enforce, from: [authenticated, unauthenticated]}
+outbound: {passthrough: false}
+";
 
 /// A policy that uses every part of the policy format: a proxy starting with it runs the
 /// parsing and compiling a real workload's policy needs (the topology's are minimal).
@@ -84,6 +98,8 @@ const REQUESTS: u32 = 50;
 pub struct Profile {
     /// From start until idle and ready.
     pub startup: BTreeSet<String>,
+    /// From start until idle and ready, with a policy that uses every part of the format.
+    pub rich: BTreeSet<String>,
     /// While serving, phase by phase: what each kind of traffic ran.
     pub serving: Vec<(String, BTreeSet<String>)>,
 }
@@ -114,10 +130,13 @@ pub async fn profile(
         out.startup.extend(functions(pid, dumps, object)?);
     }
     out.startup.extend(
-        rich_startup(topo, dumps, binary, object)
+        one_more_startup(topo, dumps, binary, object, "vigil-plain", PLAIN_POLICY)
             .await
-            .context("a sidecar with every part of the policy format")?,
+            .context("one more sidecar, with a plain policy")?,
     );
+    out.rich = one_more_startup(topo, dumps, binary, object, "vigil-rich", RICH_POLICY)
+        .await
+        .context("one more sidecar, with every part of the policy format")?;
     // Phase by phase, so that what each kind of traffic runs lies together (new mTLS
     // connections first: what an idle-connection burst touches, then opaque TCP).
     let vigil = topo.path("vigil").context("no vigil path")?;
@@ -159,16 +178,19 @@ pub async fn profile(
     Ok(out)
 }
 
-/// What one more sidecar, `binary` under callgrind, runs starting with [`RICH_POLICY`]
+/// What one more sidecar `name`, `binary` under callgrind, runs starting with `policy`
 /// (an inbound to the backend, as B8 starts one) until idle.
-async fn rich_startup(
+async fn one_more_startup(
     topo: &Topology,
     dumps: &Path,
     binary: &Path,
     object: &str,
+    name: &str,
+    policy: &str,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let policy = topo.dir.join("conf/vigil-rich.yaml");
-    std::fs::write(&policy, RICH_POLICY)?;
+    let text = policy;
+    let policy = topo.dir.join(format!("conf/{name}.yaml"));
+    std::fs::write(&policy, text)?;
     let (inbound, admin) = (free_port(), free_port());
     let file = |f: &str| topo.dir.join(f).display().to_string();
     let args: Vec<String> = [
@@ -198,7 +220,6 @@ async fn rich_startup(
     ]
     .map(String::from)
     .to_vec();
-    let name = "vigil-rich";
     let (prog, args) = callgrind::wrap_with(dumps, name, binary, &args, &["--demangle=no"]);
     let mut p = Proc::start(name, &prog, &args, None, &topo.dir.join("logs"))?;
     p.wait_listening_within(inbound, CALLGRIND_START)?;
@@ -246,10 +267,11 @@ pub fn symbols(binary: &Path) -> anyhow::Result<HashMap<String, u64>> {
     Ok(out)
 }
 
-/// The list file for `p`, given the binary's `symbols`: what startup runs, then what each
-/// serving phase runs that no earlier group did, each group sorted, every pattern once.
-/// Startup first: an idle proxy has run only that group, so its resident code is that
-/// group's extent; each kind of traffic adds its own group, next to it. A pattern whose
+/// The list file for `p`, given the binary's `symbols`: what startup runs, then what a
+/// rich policy's startup and each serving phase run that no earlier group did, each group
+/// sorted, every pattern once. Startup first: an idle proxy has run only that group (and
+/// the rich one if its policy needs it), so its resident code is that group's extent;
+/// each kind of traffic adds its own group, next to it. A pattern whose
 /// instances that did not run (a generic function's other instances share its hash-free
 /// name) weigh more than [`WINDOW`] per instance that ran is left out, and said so at
 /// the end.
@@ -267,6 +289,7 @@ pub fn list(p: &Profile, symbols: &HashMap<String, u64>, header: &str) -> String
     let every: BTreeSet<&str> = p
         .startup
         .iter()
+        .chain(&p.rich)
         .chain(p.serving.iter().flat_map(|(_, r)| r))
         .map(|n| n.rsplit_once('\'').map_or(n.as_str(), |(b, _)| b))
         .collect();
@@ -283,7 +306,13 @@ pub fn list(p: &Profile, symbols: &HashMap<String, u64>, header: &str) -> String
         let other = all.get(pat).copied().unwrap_or(0).saturating_sub(bytes);
         (other > count * WINDOW).then_some((other, count))
     };
-    let mut groups = vec![("startup".to_string(), &p.startup)];
+    let mut groups = vec![
+        ("startup".to_string(), &p.startup),
+        (
+            "startup with every part of the policy format, not run before".to_string(),
+            &p.rich,
+        ),
+    ];
     groups.extend(
         p.serving
             .iter()
@@ -373,7 +402,7 @@ mod tests {
 
     /// A policy the proxy would refuse would stop `make proxy-layout` at its start.
     #[test]
-    fn the_rich_policy_is_accepted_and_uses_every_part_of_the_format() {
+    fn the_policies_are_accepted_and_the_rich_one_uses_every_part_of_the_format() {
         let model = vigil_proxy::policy_store::parse_file(Path::new("rich.yaml"), RICH_POLICY)
             .expect("parses");
         let rules = &model.inbound;
@@ -391,15 +420,22 @@ mod tests {
         );
         assert!(!model.revoked.ids.is_empty() && !model.outbound.destinations.is_empty());
         vigil_policy::Policy::compile(model).expect("compiles");
+        let plain = vigil_proxy::policy_store::parse_file(Path::new("plain.yaml"), PLAIN_POLICY)
+            .expect("parses");
+        vigil_policy::Policy::compile(plain).expect("compiles");
     }
 
     #[test]
-    fn the_list_puts_startup_first_then_each_phase_and_each_pattern_once() {
+    fn the_list_puts_startup_first_then_the_rich_policy_then_each_phase_each_pattern_once() {
         let p = Profile {
             startup: set(&[
                 "_ZN11vigil_proxy4main17h0123456789abcdefE",
                 "_ZN5hyper4body17h1111111111111111E",
                 "(below main)",
+            ]),
+            rich: set(&[
+                "_ZN5hyper4body17h5555555555555555E",
+                "_ZN12regex_syntax5parse17h6666666666666666E",
             ]),
             serving: vec![
                 (
@@ -433,6 +469,9 @@ mod tests {
                 "_ZN11vigil_proxy4main17h*E*",
                 "_ZN5hyper4body17h*E*",
                 "",
+                "# startup with every part of the policy format, not run before: 1 patterns",
+                "_ZN12regex_syntax5parse17h*E*",
+                "",
                 "# serving: conn, not run before: 1 patterns",
                 "aws_lc_0_47_0_aes_gcm_encrypt_avx512",
                 "",
@@ -442,7 +481,7 @@ mod tests {
         );
         // What the proxy's build makes of it.
         let pats = vigil_proxy::link_layout::patterns(&text).unwrap();
-        assert_eq!(pats.len(), 4);
+        assert_eq!(pats.len(), 5);
     }
 
     #[test]
@@ -455,6 +494,7 @@ mod tests {
                 &format!("{}'2", name("Debug", 1)),
                 &name("Small", 1),
             ]),
+            rich: BTreeSet::new(),
             serving: vec![("h2".into(), set(&[&name("Poll", 1), &name("Poll", 2)]))],
         };
         let mut symbols = HashMap::new();
