@@ -43,8 +43,10 @@ impl Drop for Taken {
 }
 
 /// Moves the calling thread's cached chunks back to the allocator's bins. Best effort:
-/// if the helper thread cannot start, the chunks are freed here (back into this thread's
-/// cache: nothing gained, nothing lost).
+/// where a class held fewer than seven, glibc may refill its cache from a bin while
+/// serving the rest (at most seven stay, as before); if the helper thread cannot start,
+/// the chunks are freed here (back into this thread's cache: nothing gained, nothing
+/// lost).
 pub(crate) fn drain() {
     // Addresses, not pointers, so that the list can move to the helper thread.
     let mut taken = Taken(Vec::with_capacity(CLASSES * PER_CLASS));
