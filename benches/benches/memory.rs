@@ -116,11 +116,8 @@ fn main() {
     let bundle = dir.path().join("bundle.pem");
     std::fs::write(&bundle, ca.bundle().to_pem()).unwrap();
     let policy = dir.path().join("policy.yaml");
-    std::fs::write(
-        &policy,
-        "generation: 1\nworkload: spiffe://cluster.local/ns/bench/sa/server\ndefaultPolicy: deny\ninbound:\n  - {policy: bench/all, rule: 0, action: allow, mode: enforce, from: [authenticated, unauthenticated]}\noutbound: {passthrough: false}\n",
-    )
-    .unwrap();
+    // The policy `make proxy-layout` profiles a plain startup with.
+    std::fs::write(&policy, vigil_benches::harness::layout::PLAIN_POLICY).unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

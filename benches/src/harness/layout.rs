@@ -44,9 +44,10 @@ use super::{
 /// more listed than left out.
 pub const WINDOW: u64 = 64 * 1024;
 
-/// The smallest useful policy (B8's): one sidecar more starts with it, as the rich one
-/// does, so that what only the rich policy runs is told apart from what the flags run.
-const PLAIN_POLICY: &str = "\
+/// The smallest useful policy, B8's (`benches/benches/memory.rs` starts its proxies with
+/// it): one sidecar more starts with it, as the rich one does, so that what only the rich
+/// policy runs is told apart from what the flags run.
+pub const PLAIN_POLICY: &str = "\
 generation: 1
 workload: spiffe://cluster.local/ns/bench/sa/server
 defaultPolicy: deny
@@ -188,9 +189,8 @@ async fn one_more_startup(
     name: &str,
     policy: &str,
 ) -> anyhow::Result<BTreeSet<String>> {
-    let text = policy;
-    let policy = topo.dir.join(format!("conf/{name}.yaml"));
-    std::fs::write(&policy, text)?;
+    let path = topo.dir.join(format!("conf/{name}.yaml"));
+    std::fs::write(&path, policy)?;
     let (inbound, admin) = (free_port(), free_port());
     let file = |f: &str| topo.dir.join(f).display().to_string();
     let args: Vec<String> = [
@@ -214,7 +214,7 @@ async fn one_more_startup(
         "--bundle",
         &file("ca.crt"),
         "--policy",
-        &policy.display().to_string(),
+        &path.display().to_string(),
         "--max-connections",
         "6000",
     ]
