@@ -223,6 +223,8 @@ async fn one_more_startup(
     let (prog, args) = callgrind::wrap_with(dumps, name, binary, &args, &["--demangle=no"]);
     let mut p = Proc::start(name, &prog, &args, None, &topo.dir.join("logs"))?;
     p.wait_listening_within(inbound, CALLGRIND_START)?;
+    // The admin listener binds on its own: on a busy machine it may come after the inbound.
+    p.wait_listening_within(admin, CALLGRIND_START)?;
     admin_get(SocketAddr::from(([127, 0, 0, 1], admin)), "/ready").await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ran = functions(p.pid(), dumps, object)?;
