@@ -4,7 +4,10 @@
 //! vigil-bench                 # quick tier (make bench)
 //! vigil-bench --full          # full tier (make bench-full)
 //! vigil-bench --count-only    # only instructions/allocations per request (callgrind)
+//! vigil-bench --only tcp --no-count   # one kind of timed measurement (B5 here)
 //! vigil-bench sink ADDR       # the TCP sink it starts as B5's backend
+//! vigil-bench relay ADDR UP   # a plain relay, two of which are B5's floor
+//! vigil-bench tls-server DIR ADDR  # the smallest rustls server on sockets, B7's floor
 //! vigil-bench layout          # write proxy/layout/hot-functions.txt (make proxy-layout)
 //! ```
 //!
@@ -38,12 +41,31 @@ struct Cli {
     /// Only the counted run: no timed rounds (quick to repeat while optimising).
     #[arg(long)]
     count_only: bool,
+    /// Only this kind of timed measurement (repeatable; all by default): e.g. `--only tcp`
+    /// to repeat B5 alone while optimising it. Ratios of kinds not run print `NaN`.
+    #[arg(long, value_enum, conflicts_with = "count_only")]
+    only: Vec<harness::measure::Kind>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Run the TCP sink (B5's backend) on ADDR.
     Sink {
+        /// Listen address.
+        addr: SocketAddr,
+    },
+    /// Run a plain TCP relay (no TLS) from LISTEN to UPSTREAM; two are B5's `relay` path.
+    Relay {
+        /// Listen address.
+        listen: SocketAddr,
+        /// Where each connection goes.
+        upstream: SocketAddr,
+    },
+    /// Serve mTLS handshakes with the server SVID in DIR on ADDR: the smallest rustls
+    /// server over TCP, B7's `rustls` path (the socket floor).
+    TlsServer {
+        /// Directory with `server.crt`, `server.key` and `ca.crt`.
+        dir: PathBuf,
         /// Listen address.
         addr: SocketAddr,
     },
@@ -58,24 +80,21 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Cmd::Sink { addr }) = cli.command {
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("vigil-bench sink: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        return match rt.block_on(harness::tcp::sink(addr)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("vigil-bench sink: {e}");
-                ExitCode::FAILURE
-            }
-        };
+    match cli.command {
+        Some(Cmd::Sink { addr }) => return serve("sink", harness::tcp::sink(addr)),
+        Some(Cmd::Relay { listen, upstream }) => {
+            return serve("relay", harness::tcp::relay(listen, upstream));
+        }
+        Some(Cmd::TlsServer { dir, addr }) => {
+            return match harness::tls_server::serve(&dir, addr) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("vigil-bench tls-server: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
     }
     if let Some(Cmd::Layout { out }) = &cli.command {
         return match harness::layout(out) {
@@ -93,11 +112,33 @@ fn main() -> ExitCode {
         pin: !cli.no_pin,
         timed: !cli.count_only,
         count: !cli.no_count,
+        only: cli.only,
     };
     match harness::run(&opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one of the harness's servers on a current-thread runtime until it fails.
+fn serve(name: &str, server: impl Future<Output = std::io::Result<()>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vigil-bench {name}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(server) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vigil-bench {name}: {e}");
             ExitCode::FAILURE
         }
     }

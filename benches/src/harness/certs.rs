@@ -128,6 +128,25 @@ impl Certs {
         )?)
     }
 
+    /// The server's credentials from the files [`Certs::create`] wrote in `dir` (B7's
+    /// socket floor, [`super::tls_server`], runs in a process of its own).
+    pub fn load_server_creds(dir: &Path, provider: &CryptoProvider) -> anyhow::Result<Credentials> {
+        let read = |name: &str| {
+            fs::read_to_string(dir.join(name)).with_context(|| format!("reading {name}"))
+        };
+        Ok(Credentials::new(
+            pemfile::decode_certs(&read("server.crt")?)?,
+            pemfile::decode_private_key(&read("server.key")?)?,
+            vigil_cert_authority::bundle::TrustBundle::from_pem(
+                TrustDomain::new(TRUST_DOMAIN)?,
+                &read("ca.crt")?,
+            )?,
+            &server_id(),
+            provider,
+            SystemTime::now(),
+        )?)
+    }
+
     /// A TLS client presenting the client SVID and requiring the server SVID, offering
     /// `alpn` (`vigil/1` for a vigil inbound, none for Envoy).
     pub fn spiffe_client(

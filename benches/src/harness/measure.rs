@@ -11,7 +11,7 @@ use super::{
 };
 
 /// What a measurement was.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, clap::ValueEnum)]
 pub enum Kind {
     /// HTTP/1.1 at a fixed rate, 16 connections (B1, B2, B12).
     H1Fixed,

@@ -33,6 +33,7 @@ pub mod procs;
 pub mod report;
 pub mod suite;
 pub mod tcp;
+pub mod tls_server;
 pub mod topology;
 
 use std::{
@@ -61,6 +62,9 @@ pub struct Options {
     pub timed: bool,
     /// Count instructions and allocations per request under callgrind ([`count`]).
     pub count: bool,
+    /// Only these kinds of timed measurement (all when empty): a loop to use while
+    /// optimising one timed target. The report then leaves the others' ratios `NaN`.
+    pub only: Vec<measure::Kind>,
 }
 
 /// Runs the whole suite; the ratios.
@@ -80,7 +84,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     }
     fs::create_dir_all(&opts.out)?;
     let work = tempfile::Builder::new().prefix("vigil-bench-").tempdir()?;
-    let provider = client_provider();
+    let provider = bench_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -100,6 +104,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
         let results = rt.block_on(suite::run(
             &mut topo,
             opts.tier,
+            &opts.only,
             &tls,
             Arc::clone(&provider),
         ))?;
@@ -286,7 +291,7 @@ pub fn layout(out: &Path) -> anyhow::Result<()> {
     let work = tempfile::Builder::new().prefix("vigil-layout-").tempdir()?;
     let dumps = work.path().join("callgrind");
     fs::create_dir_all(&dumps)?;
-    let provider = client_provider();
+    let provider = bench_provider();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -330,11 +335,11 @@ pub fn layout(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The load generator's TLS provider. Like for like: every path on X25519 and
-/// AES-128-GCM (topology::KX_GROUP, topology::CIPHER_SUITE), what Envoy's BoringSSL
-/// negotiates and cannot be told otherwise; this client offers nothing else, so no server
-/// can pick another.
-fn client_provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The load generator's TLS provider (and B7's socket floor's). Like for like: every path
+/// on X25519 and AES-128-GCM (topology::KX_GROUP, topology::CIPHER_SUITE), what Envoy's
+/// BoringSSL negotiates and cannot be told otherwise; this client offers nothing else, so
+/// no server can pick another.
+pub fn bench_provider() -> Arc<rustls::crypto::CryptoProvider> {
     vigil_cert_authority::tls::provider_with(
         &[rustls::crypto::aws_lc_rs::kx_group::X25519],
         &[rustls::crypto::aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256],

@@ -8,7 +8,7 @@ use crate::Ratio;
 use super::{
     count::{Counted, Workload},
     measure::{Kind, Sample},
-    suite::{Results, paths_for, summarize},
+    suite::{Results, handshake_floor, opaque_floor, paths_for, summarize},
 };
 
 /// What the report says about the run besides the numbers.
@@ -195,6 +195,30 @@ pub fn markdown(
         bare.map_or("–".into(), |v| format!("{:.0} µs", v.0)),
         ceiling.map_or("–".into(), |v| format!("{:.2} Gbit/s", v.0 * 8.0 / 1e9)),
     );
+    if let Some(f) = handshake_floor(results) {
+        let _ = writeln!(
+            md,
+            "B7's floor: the smallest rustls server on sockets (`vigil-bench tls-server`: one \
+             thread, blocking I/O, the sidecar's TLS configuration) spends {:.0} µs per \
+             handshake, {:.3}× the in-memory handshake; vigil's inbound {:.3}× that \
+             ({:.3}..{:.3}).\n",
+            f.rustls_us,
+            f.rustls_vs_bare,
+            f.vigil_vs_rustls.0,
+            f.vigil_vs_rustls.1,
+            f.vigil_vs_rustls.2,
+        );
+    }
+    if let Some(f) = opaque_floor(results) {
+        let _ = writeln!(
+            md,
+            "B5's floor: two plain relays (no TLS, `vigil-bench relay`) in place of a sidecar \
+             pair move {:.2} Gbit/s on the SUT's core; with the crypto ceiling's work on the \
+             same core, a TLS pair can move at most {:.2} Gbit/s (1 / (1/relays + \
+             1/ceiling)). vigil's pair moves {:.3} of that ({:.3}..{:.3}).\n",
+            f.relay_gbit_s, f.bound_gbit_s, f.vigil_share.0, f.vigil_share.1, f.vigil_share.2,
+        );
+    }
     let invalid: Vec<String> = results
         .samples
         .iter()

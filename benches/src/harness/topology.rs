@@ -7,6 +7,8 @@
 //! | path | HTTP entry | h2c entry | opaque TCP entry | inbound (mTLS) |
 //! |---|---|---|---|---|
 //! | direct | nginx backend :8080 | :8081 | sink :5201 | — |
+//! | relay | — | — | a pair of plain relays (no TLS), B5's floor | — |
+//! | rustls | — | — | — | the smallest rustls server on sockets, B7's floor |
 //! | vigil | route listener | HTTP/2 pair's route | TCP pair's route | vigil inbound |
 //! | vigil-nometrics | as vigil, `--request-metrics false` | same | — | — |
 //! | envoy | :21001 | :21001 | :21101 | :21006 |
@@ -108,7 +110,7 @@ pub(super) const CALLGRIND_START: std::time::Duration = std::time::Duration::fro
 /// One path through the topology.
 #[derive(Clone, Debug)]
 pub struct PathDef {
-    /// `direct`, `vigil`, `vigil-nometrics`, `envoy`, `haproxy`, `nginx`.
+    /// `direct`, `relay`, `rustls`, `vigil`, `vigil-nometrics`, `envoy`, `haproxy`, `nginx`.
     pub name: &'static str,
     /// HTTP/1.1 entry (plaintext).
     pub http: SocketAddr,
@@ -213,7 +215,12 @@ impl Topology {
         let mut procs = Vec::new();
         let mut start = |name: &str, prog: &Path, mut args: Vec<String>, port: u16| {
             let p = match launch {
-                Launch::Callgrind(out) if !matches!(name, "backend" | "sink") => {
+                Launch::Callgrind(out)
+                    if !matches!(
+                        name,
+                        "backend" | "sink" | "relay-out" | "relay-in" | "rustls-in"
+                    ) =>
+                {
                     if name.starts_with("nginx") && nix::unistd::geteuid().is_root() {
                         // Its worker would drop to `nobody` and could no longer open
                         // the control pipes valgrind created as root.
@@ -257,6 +264,27 @@ impl Topology {
             vec!["sink".into(), "127.0.0.1:5201".into()],
             5201,
         )?;
+        // B5's floor: two plain relays in front of the sink, where a TCP sidecar pair is.
+        let relay = |listen: u16, up: u16| {
+            let (listen, up) = (addr(listen).to_string(), addr(up).to_string());
+            vec!["relay".into(), listen, up]
+        };
+        let (r_in_port, r_out_port) = (free_port(), free_port());
+        let r_in = start("relay-in", &bins.me, relay(r_in_port, 5201), r_in_port)?;
+        let r_out = start(
+            "relay-out",
+            &bins.me,
+            relay(r_out_port, r_in_port),
+            r_out_port,
+        )?;
+        // B7's floor: the smallest rustls server on sockets, the server SVID's files.
+        let tls_port = free_port();
+        let tls_args = vec![
+            "tls-server".into(),
+            dir_str.into(),
+            addr(tls_port).to_string(),
+        ];
+        let tls_in = start("rustls-in", &bins.me, tls_args, tls_port)?;
 
         // vigil: an HTTP pair, the same without per-request metrics, an HTTP/2 pair (its
         // inbound forwards h2 to the backend's h2c port), a TCP pair.
@@ -407,6 +435,30 @@ impl Topology {
                 sidecars: vec![],
                 h2_sidecars: vec![],
                 inbound_proc: None,
+                tcp_sidecars: vec![],
+            },
+            PathDef {
+                name: "relay",
+                // Opaque TCP only (`suite::paths_for`).
+                http: addr(8080),
+                h2: addr(8081),
+                tcp: Some(addr(r_out_port)),
+                inbound: None,
+                sidecars: vec![],
+                h2_sidecars: vec![],
+                inbound_proc: None,
+                tcp_sidecars: vec![r_out, r_in],
+            },
+            PathDef {
+                name: "rustls",
+                // Handshakes only (`suite::paths_for`).
+                http: addr(8080),
+                h2: addr(8081),
+                tcp: None,
+                inbound: Some((addr(tls_port), InboundTls::Vigil)),
+                sidecars: vec![],
+                h2_sidecars: vec![],
+                inbound_proc: Some(tls_in),
                 tcp_sidecars: vec![],
             },
             PathDef {
