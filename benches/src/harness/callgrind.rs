@@ -94,6 +94,9 @@ pub fn wrap(dir: &Path, name: &str, program: &Path, args: &[String]) -> (PathBuf
 }
 
 /// [`wrap`] with more callgrind options (`--demangle=no` for symbol names as linked).
+/// `VIGIL_CALLGRIND_ARGS` adds more, split on whitespace: `--cache-sim=yes` makes every
+/// dump count cache misses too (`D1mr`, `DLmr` …, per function in `callgrind_annotate`);
+/// the counted figures are the same, `Ir` stays the dumps' first event.
 pub fn wrap_with(
     dir: &Path,
     name: &str,
@@ -107,6 +110,9 @@ pub fn wrap_with(
         format!("--callgrind-out-file={}/{name}.%p", dir.display()),
     ];
     a.extend(options.iter().map(|o| o.to_string()));
+    if let Ok(extra) = std::env::var("VIGIL_CALLGRIND_ARGS") {
+        a.extend(extra.split_whitespace().map(str::to_string));
+    }
     a.push(program.display().to_string());
     a.extend(args.iter().cloned());
     (PathBuf::from("valgrind"), a)
