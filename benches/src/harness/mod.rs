@@ -27,6 +27,7 @@ pub mod callgrind;
 pub mod certs;
 pub mod count;
 pub mod crypto;
+pub mod floors;
 pub mod layout;
 pub mod measure;
 pub mod procs;

@@ -7,8 +7,9 @@ use crate::Ratio;
 
 use super::{
     count::{Counted, Workload},
+    floors::{handshake_floor, opaque_floor},
     measure::{Kind, Sample},
-    suite::{Results, handshake_floor, opaque_floor, paths_for, summarize},
+    suite::{Results, paths_for, summarize},
 };
 
 /// What the report says about the run besides the numbers.

@@ -90,6 +90,10 @@ const FIXED_PORTS: &[u16] = &[
     25106, 15001, 15002, 15006,
 ];
 
+/// What runs natively even when the proxies run under callgrind: the backend, the sink
+/// and the floors (nothing counted crosses them).
+const NATIVE_ALWAYS: &[&str] = &["backend", "sink", "relay-out", "relay-in", "rustls-in"];
+
 /// How the proxies are run.
 #[derive(Clone, Debug)]
 pub enum Launch {
@@ -215,12 +219,7 @@ impl Topology {
         let mut procs = Vec::new();
         let mut start = |name: &str, prog: &Path, mut args: Vec<String>, port: u16| {
             let p = match launch {
-                Launch::Callgrind(out)
-                    if !matches!(
-                        name,
-                        "backend" | "sink" | "relay-out" | "relay-in" | "rustls-in"
-                    ) =>
-                {
+                Launch::Callgrind(out) if !NATIVE_ALWAYS.contains(&name) => {
                     if name.starts_with("nginx") && nix::unistd::geteuid().is_root() {
                         // Its worker would drop to `nobody` and could no longer open
                         // the control pipes valgrind created as root.
