@@ -6,7 +6,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use crate::load::{self, LoadSpec, Protocol, Target, TlsClient};
 
 use super::{
-    procs, tcp,
+    procs, syscalls, tcp,
     topology::{InboundTls, Topology},
 };
 
@@ -44,6 +44,11 @@ pub struct Sample {
     pub cpu_per_1k: f64,
     /// Sidecar CPU per request (or per handshake), µs.
     pub cpu_per_op_us: f64,
+    /// Times the sidecars' threads were switched onto a CPU, per request (load runs).
+    pub switches_per_op: f64,
+    /// System calls the sidecars made per request over the run's warm-up (load runs;
+    /// `None` where perf cannot count them, see [`super::syscalls`]).
+    pub syscalls_per_op: Option<f64>,
     /// Opaque TCP throughput, Gbit/s.
     pub gbit_s: f64,
     /// Why the run does not count (errors, missed rate), if it does not.
@@ -184,10 +189,20 @@ async fn load_run(
     measured: LoadSpec,
     sidecars: &[&procs::Proc],
 ) -> anyhow::Result<Sample> {
-    let _ = load::run(&warm).await;
-    let before = procs::cpu_of(sidecars);
+    // System calls are counted over the warm-up, at the same load as the measured window,
+    // which so runs without perf. (Attaching blocks this thread for perf's answer, before
+    // any request is under way.)
+    let mut counter = syscalls::Counter::attach(&procs::pids_of(sidecars));
+    let counting = counter.as_mut().is_some_and(syscalls::Counter::enable);
+    let w = load::run(&warm).await;
+    let syscalls = counter
+        .and_then(syscalls::Counter::finish)
+        .filter(|_| counting && w.ok > 0)
+        .map(|n| n as f64 / w.ok as f64);
+    let (before, switches_before) = (procs::cpu_of(sidecars), procs::switches_of(sidecars));
     let r = load::run(&measured).await;
     let cpu = procs::cpu_of(sidecars).saturating_sub(before).as_secs_f64();
+    let switches = procs::switches_of(sidecars).saturating_sub(switches_before);
     let mut invalid = r.valid().err();
     if r.ok == 0 && invalid.is_none() {
         invalid = Some("no request completed".into());
@@ -200,6 +215,8 @@ async fn load_run(
         percentiles: r.percentiles.clone(),
         cpu_per_1k: per_second * 1000.0 / r.achieved_rate.max(1e-9),
         cpu_per_op_us: cpu * 1e6 / (r.ok.max(1) as f64),
+        switches_per_op: switches as f64 / (r.ok.max(1) as f64),
+        syscalls_per_op: syscalls,
         gbit_s: 0.0,
         invalid,
     })

@@ -33,6 +33,7 @@ pub mod measure;
 pub mod procs;
 pub mod report;
 pub mod suite;
+pub mod syscalls;
 pub mod tcp;
 pub mod tls_server;
 pub mod topology;

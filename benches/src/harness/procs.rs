@@ -208,6 +208,16 @@ pub fn cpu_of(procs: &[&Proc]) -> Duration {
     procs.iter().map(|p| p.cpu()).sum()
 }
 
+/// Times the threads of `procs` (whole trees) were switched onto a CPU so far.
+pub fn switches_of(procs: &[&Proc]) -> u64 {
+    pids_of(procs).into_iter().map(process_switches).sum()
+}
+
+/// Every process of `procs`' trees.
+pub fn pids_of(procs: &[&Proc]) -> Vec<u32> {
+    procs.iter().flat_map(|p| p.pids()).collect()
+}
+
 /// `pid` and all its descendants.
 fn tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
@@ -231,13 +241,25 @@ fn tree(pid: u32) -> Vec<u32> {
 
 /// Nanoseconds on a CPU of every thread of `pid`.
 fn process_cpu_ns(pid: u32) -> u64 {
+    schedstat_sum(pid, 0)
+}
+
+/// Times every thread of `pid` was switched onto a CPU (each wake-up or preemption it
+/// came back from).
+fn process_switches(pid: u32) -> u64 {
+    schedstat_sum(pid, 2)
+}
+
+/// Field `i` of `/proc/<pid>/task/*/schedstat` (time on a CPU in ns, time waiting to
+/// run in ns, times run), summed over the threads.
+fn schedstat_sum(pid: u32, i: usize) -> u64 {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return 0;
     };
     tasks
         .flatten()
         .filter_map(|t| fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .filter_map(|s| s.split_whitespace().nth(i)?.parse::<u64>().ok())
         .sum()
 }
 
@@ -326,6 +348,53 @@ mod tests {
                 "process {m} survived: {state}"
             );
         }
+    }
+
+    #[test]
+    fn counts_each_time_a_process_is_switched_in() {
+        let dir = tempfile::tempdir().unwrap();
+        // Waits for SIGUSR1, then sleeps 1 ms 300 times: each wake-up is a switch onto a CPU.
+        let p = Proc::start(
+            "sleeper",
+            Path::new("/usr/bin/python3"),
+            &[
+                "-c".into(),
+                "import signal,time\nsignal.signal(signal.SIGUSR1, lambda *a: None)\nsignal.pause()\nfor _ in range(300): time.sleep(0.001)\ntime.sleep(60)\n".into(),
+            ],
+            None,
+            dir.path(),
+        )
+        .unwrap();
+        // Until its handler is in place (SIGUSR1 is signal 10: bit 9 of `SigCgt`).
+        let catches = || {
+            let status = fs::read_to_string(format!("/proc/{}/status", p.pid())).unwrap();
+            let cgt = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .unwrap();
+            u64::from_str_radix(cgt.trim(), 16).unwrap() & (1 << 9) != 0
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !catches() {
+            assert!(Instant::now() < deadline, "python never set its handler");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let idle = switches_of(&[&p]);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            switches_of(&[&p]),
+            idle,
+            "a blocked process is not switched in"
+        );
+        nix::sys::signal::kill(Pid::from_raw(p.pid() as i32), Signal::SIGUSR1).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let woke = switches_of(&[&p]) - idle;
+        assert!(
+            (300..1000).contains(&woke),
+            "{woke} switches for 300 sleeps"
+        );
+        assert_eq!(pids_of(&[&p]), vec![p.pid()]);
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub fn markdown(
             m(Kind::NewConn, |s| s.rate),
         );
     }
+    md.push_str(&saturation_table(results));
     let bare = summarize(
         &results
             .bare_handshake_us
@@ -260,6 +261,43 @@ pub fn markdown(
     let _ = writeln!(md, "\n## Versions\n");
     for v in &info.versions {
         let _ = writeln!(md, "- {v}");
+    }
+    md
+}
+
+/// What each sidecar pair spends per request in closed loop (B3, B4 max), where the
+/// CPU per request decides the rate: CPU, system calls and switches onto a CPU.
+fn saturation_table(results: &Results) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\nPer request in closed loop (B3, B4 max; both sidecars of a pair together, median over \
+         rounds): CPU, system calls (counted by `perf` over each run's warm-up; `–` where perf \
+         cannot count here) and times a sidecar thread was switched onto a CPU.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| path | h1 CPU µs | h1 syscalls | h1 switches | h2 CPU µs | h2 syscalls | h2 switches |\n|---|---|---|---|---|---|---|"
+    );
+    for path in paths_for(Kind::H1Closed).iter().filter(|p| **p != "direct") {
+        let m = |kind: Kind, f: fn(&Sample) -> Option<f64>| -> String {
+            let vals: Vec<Option<f64>> = results
+                .get(kind, path)
+                .iter()
+                .map(|s| s.invalid.is_none().then(|| f(s)).flatten())
+                .collect();
+            summarize(&vals).map_or("–".into(), |(v, _, _)| format!("{v:.2}"))
+        };
+        let _ = writeln!(
+            md,
+            "| {path} | {} | {} | {} | {} | {} | {} |",
+            m(Kind::H1Closed, |s| Some(s.cpu_per_op_us)),
+            m(Kind::H1Closed, |s| s.syscalls_per_op),
+            m(Kind::H1Closed, |s| Some(s.switches_per_op)),
+            m(Kind::H2Closed, |s| Some(s.cpu_per_op_us)),
+            m(Kind::H2Closed, |s| s.syscalls_per_op),
+            m(Kind::H2Closed, |s| Some(s.switches_per_op)),
+        );
     }
     md
 }
@@ -396,5 +434,56 @@ mod tests {
         let svg = latency_svg(&r);
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
+    }
+
+    #[test]
+    fn saturation_table_shows_medians_and_dashes_what_was_not_counted() {
+        let mut r = Results::default();
+        for (cpu, sys, sw) in [
+            (30.0, Some(8.0), 0.9),
+            (34.0, Some(9.0), 1.1),
+            (32.0, None, 1.0),
+        ] {
+            r.push(
+                Kind::H1Closed,
+                "vigil",
+                Sample {
+                    cpu_per_op_us: cpu,
+                    syscalls_per_op: sys,
+                    switches_per_op: sw,
+                    ..Sample::default()
+                },
+            );
+        }
+        // perf could not count HAProxy's, and an invalid round does not count at all.
+        r.push(
+            Kind::H1Closed,
+            "haproxy",
+            Sample {
+                cpu_per_op_us: 25.0,
+                switches_per_op: 0.5,
+                ..Sample::default()
+            },
+        );
+        r.push(
+            Kind::H1Closed,
+            "haproxy",
+            Sample {
+                cpu_per_op_us: 1.0,
+                syscalls_per_op: Some(1.0),
+                invalid: Some("errors".into()),
+                ..Sample::default()
+            },
+        );
+        let t = saturation_table(&r);
+        assert!(
+            t.contains("| vigil | 32.00 | 8.50 | 1.00 | – | – | – |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| haproxy | 25.00 | – | 0.50 | – | – | – |"),
+            "{t}"
+        );
+        assert!(!t.contains("| direct |"), "{t}");
     }
 }
