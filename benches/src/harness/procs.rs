@@ -388,7 +388,12 @@ mod tests {
             "a blocked process is not switched in"
         );
         nix::sys::signal::kill(Pid::from_raw(p.pid() as i32), Signal::SIGUSR1).unwrap();
-        std::thread::sleep(Duration::from_millis(1500));
+        // However slow the machine, the loop ends and python blocks again (sleep(60)).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while switches_of(&[&p]) - idle < 300 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
         let woke = switches_of(&[&p]) - idle;
         assert!(
             (300..1000).contains(&woke),
