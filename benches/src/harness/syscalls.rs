@@ -184,6 +184,17 @@ mod tests {
         assert_eq!(parse("# started on ...\n"), None);
     }
 
+    /// Nothing to attach to, or a process that does not exist (perf fails at once):
+    /// no counter, and no wait beyond perf's own exit.
+    #[test]
+    fn refuses_what_it_cannot_attach_to() {
+        assert!(Counter::attach(&[]).is_none());
+        // Above the kernel's highest possible PID (2^22): never a process.
+        let started = Instant::now();
+        assert!(Counter::attach(&[4_194_305]).is_none());
+        assert!(started.elapsed() < ACK_WITHIN * 2);
+    }
+
     /// Where perf can count here (root, tracepoints), a process that makes a known
     /// number of system calls while enabled is counted that many times (and the lines'
     /// reads and writes), and not the ones it makes while disabled; where perf cannot,
