@@ -23,6 +23,7 @@ pub mod control;
 pub mod copy;
 pub mod detect;
 pub mod files;
+mod h2_client;
 mod head_timer;
 pub mod http_util;
 pub mod identity;

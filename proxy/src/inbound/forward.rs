@@ -1,5 +1,7 @@
 //! Connections to the local application: HTTP/1.1 keep-alive connections pooled per app
-//! address, and one shared HTTP/2 (prior knowledge) connection per app address.
+//! address, and one shared HTTP/2 (prior knowledge) connection per app address
+//! ([`crate::h2_client`]: each request opens its stream and awaits its response in its
+//! own task).
 //!
 //! The app is on loopback at a handful of addresses (one per port it serves), so the pool
 //! is a short list searched by address — no hashing. An HTTP/1.1 connection goes back to
@@ -19,15 +21,15 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::{
-    body::Incoming,
-    client::conn::{http1, http2},
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::{
     checkin::{Checkin, Return},
+    h2_client,
+    http_util::Body,
     io::ReadGate,
 };
 
@@ -42,13 +44,21 @@ pub(crate) enum AppError {
         /// Why.
         source: std::io::Error,
     },
-    /// The HTTP handshake or the exchange failed.
+    /// The HTTP/1.1 handshake or exchange failed.
     #[error("HTTP to the app at {addr} failed: {source}")]
     Http {
         /// The app's address.
         addr: SocketAddr,
         /// hyper's error.
         source: hyper::Error,
+    },
+    /// The HTTP/2 handshake or exchange failed.
+    #[error("HTTP/2 to the app at {addr} failed: {source}")]
+    Http2 {
+        /// The app's address.
+        addr: SocketAddr,
+        /// `h2`'s error.
+        source: h2::Error,
     },
 }
 
@@ -67,7 +77,7 @@ pub struct AppClient {
     max_idle: usize,
     http1: Mutex<Vec<(SocketAddr, Vec<Idle>)>>,
     /// The shared connection per address and when a request last used it.
-    http2: Mutex<Vec<(SocketAddr, http2::SendRequest<Incoming>, Instant)>>,
+    http2: Mutex<Vec<(SocketAddr, h2_client::SendRequest, Instant)>>,
     sweeping: AtomicBool,
 }
 
@@ -110,15 +120,18 @@ impl AppClient {
         addr: SocketAddr,
         http2: bool,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Checkin<Back>>, AppError> {
+    ) -> Result<Response<Body>, AppError> {
         self.sweep();
         if http2 {
-            let mut sender = self.h2_sender(addr).await?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|source| AppError::Http { addr, source })?;
-            return Ok(resp.map(|body| Checkin::new(body, None)));
+            let mut sender = match self.h2_shared(addr) {
+                Some(s) => s,
+                None => Box::pin(self.h2_connect(addr)).await?,
+            };
+            let resp = sender.send(req).await.map_err(|e| AppError::Http2 {
+                addr,
+                source: e.into_error(),
+            })?;
+            return Ok(resp.map(|body| body.map_err(Into::into).boxed_unsync()));
         }
         // (The request stays where it is: passing it through a tuple here copied it twice.)
         let mut sender = match self.h1_idle(addr) {
@@ -139,7 +152,8 @@ impl AppClient {
                             addr,
                             sender,
                         });
-                    return Ok(resp.map(|body| Checkin::new(body, back)));
+                    return Ok(resp
+                        .map(|body| Checkin::new(body, back).map_err(Into::into).boxed_unsync()));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written (the app closed the connection first): once more on a
@@ -210,21 +224,8 @@ impl AppClient {
         Ok(sender)
     }
 
-    /// The shared HTTP/2 connection to `addr`, made if there is none or it closed.
-    async fn h2_sender(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, AppError> {
-        let mut sender = match self.h2_shared(addr) {
-            Some(s) => s,
-            None => Box::pin(self.h2_connect(addr)).await?,
-        };
-        sender
-            .ready()
-            .await
-            .map_err(|source| AppError::Http { addr, source })?;
-        Ok(sender)
-    }
-
     /// The shared HTTP/2 connection to `addr`, if it is open.
-    fn h2_shared(&self, addr: SocketAddr) -> Option<http2::SendRequest<Incoming>> {
+    fn h2_shared(&self, addr: SocketAddr) -> Option<h2_client::SendRequest> {
         let mut conns = self.http2.lock().unwrap_or_else(|p| p.into_inner());
         conns
             .iter_mut()
@@ -236,17 +237,18 @@ impl AppClient {
     }
 
     /// A new HTTP/2 connection to `addr`, shared from now on.
-    async fn h2_connect(&self, addr: SocketAddr) -> Result<http2::SendRequest<Incoming>, AppError> {
-        let io = self.tcp(addr).await?;
+    async fn h2_connect(&self, addr: SocketAddr) -> Result<h2_client::SendRequest, AppError> {
+        let io = self.tcp(addr).await?.into_inner();
         // The app's HTTP/2 connection is shared by the requests of many mesh streams: the
         // same windows as the mesh side, so one stalled response cannot hold the others.
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(crate::http_util::STREAM_WINDOW)
-            .initial_connection_window_size(crate::http_util::connection_window(APP_MAX_STREAMS))
-            .handshake(io)
+        let settings = h2_client::Settings {
+            max_send_streams: APP_MAX_STREAMS as usize,
+            stream_window: crate::http_util::STREAM_WINDOW,
+            connection_window: crate::http_util::connection_window(APP_MAX_STREAMS),
+        };
+        let (sender, conn) = h2_client::handshake(io, settings)
             .await
-            .map_err(|source| AppError::Http { addr, source })?;
+            .map_err(|source| AppError::Http2 { addr, source })?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "app HTTP/2 connection ended");

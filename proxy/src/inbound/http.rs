@@ -8,7 +8,6 @@ use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery},
 };
-use http_body_util::BodyExt;
 use hyper::{body::Incoming, upgrade::OnUpgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Policy};
@@ -336,7 +335,7 @@ async fn forward(allowed: Allowed, ctx: &Arc<ConnCtx>, request_id: RequestId) ->
         }
         Ok(mut resp) => {
             strip_hop_by_hop(resp.headers_mut());
-            resp.map(|body| body.map_err(Into::into).boxed_unsync())
+            resp
         }
         Err(e) => {
             tracing::debug!(error = %e, app = %ctx.app, "forwarding to the app failed");

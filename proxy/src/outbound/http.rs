@@ -226,7 +226,8 @@ async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Bo
     let sent = if out.h1 {
         (ctx.mesh.send_h1(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
     } else {
-        (ctx.mesh.send(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
+        (ctx.mesh.send(&out.key, ids, out.req).await)
+            .map(|resp| resp.map(|body| body.map_err(Into::into).boxed_unsync()))
     };
     match sent {
         Ok(mut resp) => {

@@ -16,7 +16,9 @@
 //! - `--pool-max-idle 0` keeps no connection between requests.
 //! - A sweeper task, started by the first request and ending with the pool, forgets
 //!   connections unused for `--pool-idle-timeout`; streams still open on one finish, then
-//!   hyper closes it.
+//!   the connection closes.
+//! - The HTTP/2 connections are [`crate::h2_client`]'s: a request opens its stream and
+//!   awaits its response in its own task.
 //!
 //! hyper-util's pooled client, used before, hashed a scheme + authority key with SipHash
 //! several times and wrapped every request in pool bookkeeping (about 5.8 k instructions
@@ -30,12 +32,13 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::{body::Incoming, client::conn::http2};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use rustc_hash::FxBuildHasher;
 use vigil_cert_authority::SpiffeId;
 
 use super::connect::{ConnectError, MeshConnector};
+use crate::h2_client::{self, RecvBody, SendError};
 
 /// Why a request could not be sent to the destination's proxy.
 #[derive(Debug, thiserror::Error)]
@@ -43,13 +46,21 @@ pub enum MeshError {
     /// No verified mTLS connection could be made.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The HTTP/2 exchange with the destination's proxy failed.
-    #[error("HTTP/2 to the mesh destination {authority} failed: {}", with_causes(.source))]
+    /// The HTTP/1.1 exchange with the destination's proxy failed.
+    #[error("HTTP to the mesh destination {authority} failed: {}", with_causes(.source))]
     Http {
         /// The destination's pool authority.
         authority: String,
         /// hyper's error.
         source: hyper::Error,
+    },
+    /// The HTTP/2 exchange with the destination's proxy failed.
+    #[error("HTTP/2 to the mesh destination {authority} failed: {source}")]
+    Http2 {
+        /// The destination's pool authority.
+        authority: String,
+        /// `h2`'s error.
+        source: h2::Error,
     },
 }
 
@@ -94,7 +105,7 @@ struct Dest {
 
 #[derive(Debug)]
 struct Conn {
-    sender: http2::SendRequest<Incoming>,
+    sender: h2_client::SendRequest,
     /// The SPIFFE ID the server proved at the handshake.
     server: SpiffeId,
     used: Instant,
@@ -145,7 +156,7 @@ impl MeshPool {
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
         mut req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, MeshError> {
+    ) -> Result<Response<RecvBody>, MeshError> {
         self.sweep();
         let mut sender = match self.shared(authority, expected) {
             Some(s) => s,
@@ -155,22 +166,20 @@ impl MeshPool {
         };
         let mut retried = false;
         loop {
-            match sender.try_send_request(req).await {
+            match sender.send(req).await {
                 Ok(resp) => return Ok(resp),
-                Err(mut e) => match e.take_message() {
-                    // Never sent (the connection closed first): once more on a new one.
-                    Some(unsent) if !retried => {
-                        retried = true;
-                        req = unsent;
-                        sender = Box::pin(self.connect(authority, expected)).await?;
-                    }
-                    _ => {
-                        return Err(MeshError::Http {
-                            authority: authority.to_owned(),
-                            source: e.into_error(),
-                        });
-                    }
-                },
+                // Never sent (the connection closed first): once more on a new one.
+                Err(SendError::Unsent { request, .. }) if !retried => {
+                    retried = true;
+                    req = *request;
+                    sender = Box::pin(self.connect(authority, expected)).await?;
+                }
+                Err(e) => {
+                    return Err(MeshError::Http2 {
+                        authority: authority.to_owned(),
+                        source: e.into_error(),
+                    });
+                }
             }
         }
     }
@@ -181,7 +190,7 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Option<http2::SendRequest<Incoming>> {
+    ) -> Option<h2_client::SendRequest> {
         let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
         let dest = dests.get_mut(authority)?;
         let conn = dest.conn.as_mut()?;
@@ -202,7 +211,7 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Result<http2::SendRequest<Incoming>, MeshError> {
+    ) -> Result<h2_client::SendRequest, MeshError> {
         let turn = {
             let mut dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
             match dests.get(authority) {
@@ -219,17 +228,17 @@ impl MeshPool {
         if let Some(s) = self.shared(authority, expected) {
             return Ok(s);
         }
-        let http = |source| MeshError::Http {
+        let http = |source| MeshError::Http2 {
             authority: authority.to_owned(),
             source,
         };
         let (io, server) = self.connect_to(authority, crate::detect::OFFER_H2).await?;
-        let (mut sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_max_send_streams(self.max_streams as usize)
-            .initial_stream_window_size(crate::http_util::STREAM_WINDOW)
-            .initial_connection_window_size(crate::http_util::connection_window(self.max_streams))
-            .handshake(io)
+        let settings = h2_client::Settings {
+            max_send_streams: self.max_streams as usize,
+            stream_window: crate::http_util::STREAM_WINDOW,
+            connection_window: crate::http_util::connection_window(self.max_streams),
+        };
+        let (mut sender, conn) = h2_client::handshake(TokioIo::new(io), settings)
             .await
             .map_err(http)?;
         let dst = authority.to_owned();

@@ -52,13 +52,14 @@ fn served(
 }
 
 /// A real HTTP/2 client connection to a real hyper server (see [`served`]).
-async fn h2_sender() -> (
-    http2::SendRequest<Incoming>,
-    tokio::sync::oneshot::Sender<()>,
-) {
+async fn h2_sender() -> (h2_client::SendRequest, tokio::sync::oneshot::Sender<()>) {
     let (client, stop) = served(true);
-    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-        .handshake::<_, Incoming>(client)
+    let settings = h2_client::Settings {
+        max_send_streams: 100,
+        stream_window: 65_535,
+        connection_window: 65_535,
+    };
+    let (sender, conn) = h2_client::handshake(client.into_inner(), settings)
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -69,7 +70,7 @@ fn pool(idle: Duration) -> MeshPool {
     MeshPool::new(connector("{}"), idle, 16, 100)
 }
 
-fn pooled(pool: &MeshPool, authority: &str, sender: &http2::SendRequest<Incoming>, server: &str) {
+fn pooled(pool: &MeshPool, authority: &str, sender: &h2_client::SendRequest, server: &str) {
     pool.dests
         .lock()
         .unwrap()
