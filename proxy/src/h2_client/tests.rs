@@ -335,3 +335,38 @@ fn content_length_is_read_only_when_single_and_numeric() {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
     assert_eq!(content_length(&h), None, "negative");
 }
+
+#[tokio::test]
+async fn the_server_may_not_push() {
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let server = tokio::spawn(async move {
+        let mut conn = h2::server::handshake(server).await.unwrap();
+        let (req, mut respond) = conn.accept().await.unwrap().unwrap();
+        let promise = Request::builder()
+            .uri("http://app.local/pushed")
+            .body(())
+            .unwrap();
+        let pushed = respond
+            .push_request(promise)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        respond.send_response(Response::new(()), true).unwrap();
+        drop(req);
+        // Drive the connection until the client goes away.
+        while conn.accept().await.is_some() {}
+        pushed
+    });
+    let (mut sender, conn) = handshake(client, SMALL).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send(request(Method::GET, "/", Empty::<Bytes>::new()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop((resp, sender));
+    let pushed = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(pushed.is_err(), "the client's SETTINGS let the server push");
+}
