@@ -1,13 +1,16 @@
 //! Serving plumbing shared by both directions: the accept loop (connection limit,
 //! pending-handshake bounds, backoff on accept errors, drain)
-//! and driving a hyper server connection (HTTP/1 behind strict framing, with upgrades, or
-//! HTTP/2 with its limits) until it ends, the proxy drains, or policy closes it.
+//! and driving a server connection (hyper's HTTP/1 behind strict framing, with upgrades,
+//! or HTTP/2 on `h2` with its limits, [`crate::h2_server`]) until it ends, the proxy
+//! drains, or policy closes it.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible, future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration,
+};
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::{body::Incoming, service::Service};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -15,12 +18,14 @@ use tokio::{
 
 use crate::{
     detect::Proto,
+    h2_server,
     head_timer::ConnTimer,
     http_util::{Body, has_header},
     io::ReadGate,
     log_limit::LogLimit,
     metrics::labels::{Closed, Direction, Rejected},
     pending::{Pending, PendingLimits},
+    req_body::ReqBody,
     shared::Shared,
     strict_h1::{StrictH1, UpgradeSwitch},
 };
@@ -133,9 +138,11 @@ pub(crate) async fn http<I, S>(
 ) -> Option<Closed>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + Unpin
+        + 'static,
     S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let cfg = &shared.cfg;
     if proto == Proto::Http1 {
@@ -153,25 +160,22 @@ where
             .with_upgrades();
         drive(conn, |c| c.graceful_shutdown(), shared, closer).await
     } else {
-        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(cfg.max_concurrent_streams)
-            .initial_stream_window_size(crate::http_util::STREAM_WINDOW)
-            .initial_connection_window_size(crate::http_util::connection_window(
-                cfg.max_concurrent_streams,
-            ))
-            .max_header_list_size(u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX))
-            .max_pending_accept_reset_streams(Some(32))
-            .max_local_error_reset_streams(Some(256))
-            .serve_connection(TokioIo::new(ReadGate::new(io)), Boxed(service));
-        drive(conn, |c| c.graceful_shutdown(), shared, closer).await
+        let settings = h2_server::Settings {
+            max_concurrent_streams: cfg.max_concurrent_streams,
+            stream_window: crate::http_util::STREAM_WINDOW,
+            connection_window: crate::http_util::connection_window(cfg.max_concurrent_streams),
+            max_header_list: u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX),
+        };
+        let conn = h2_server::serve_connection(ReadGate::new(io), settings, service);
+        drive(conn, |c| c.get_mut().graceful_shutdown(), shared, closer).await
     }
 }
 
 /// HTTP/1 service wrapper keeping [`StrictH1`] and hyper in step on upgrades: a `101`
 /// answer to a request carrying `Upgrade` flips the connection's switch (what follows is
 /// the new protocol); any other answer to such a request closes the connection, so the
-/// bytes held after it are never parsed as a request.
+/// bytes held after it are never parsed as a request. (It also hands the service the
+/// request's body as a [`ReqBody`].)
 #[derive(Clone, Debug)]
 struct UpgradeAware<S> {
     inner: S,
@@ -180,7 +184,7 @@ struct UpgradeAware<S> {
 
 impl<S> Service<Request<Incoming>> for UpgradeAware<S>
 where
-    S: Service<Request<Incoming>, Response = Response<Body>>,
+    S: Service<Request<ReqBody>, Response = Response<Body>>,
     S::Future: Send + 'static,
 {
     type Response = Response<Body>;
@@ -190,7 +194,7 @@ where
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let upgrade = has_header(req.headers(), &header::UPGRADE);
         UpgradeAwareFuture {
-            inner: self.inner.call(req),
+            inner: self.inner.call(req.map(ReqBody::Http1)),
             switch: upgrade.then(|| self.switch.clone()),
         }
     }
@@ -229,29 +233,6 @@ where
             }
         }
         std::task::Poll::Ready(Ok(resp))
-    }
-}
-
-/// HTTP/2 service wrapper boxing each request's future. hyper spawns a task per HTTP/2
-/// stream and the stream's future is moved whole several times on the way (into the
-/// spawn, into tokio's task cell, and tokio writes the task's stage as a value of the
-/// future's size when it completes): a pointer moves cheaply where the service's future,
-/// thousands of bytes, does not. (HTTP/1 needs no wrapper: hyper keeps a connection's
-/// request future in one box of its own.)
-#[derive(Clone, Debug)]
-struct Boxed<S>(S);
-
-impl<S> Service<Request<Incoming>> for Boxed<S>
-where
-    S: Service<Request<Incoming>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(self.0.call(req))
     }
 }
 

@@ -9,6 +9,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::h2_body::content_length;
+use h2::Reason;
+use http::{HeaderMap, header};
+use hyper::body::Frame;
 
 type Item = Result<Frame<Bytes>, BoxError>;
 type Frames = mpsc::Sender<Item>;

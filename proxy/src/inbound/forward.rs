@@ -22,10 +22,11 @@ use std::{
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::req_body::ReqBody;
 use crate::{
     checkin::{Checkin, Return},
     h2_client,
@@ -65,7 +66,7 @@ pub(crate) enum AppError {
 /// An idle HTTP/1.1 connection to the app.
 #[derive(Debug)]
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
     since: Instant,
 }
 
@@ -119,7 +120,7 @@ impl AppClient {
         self: &Arc<Self>,
         addr: SocketAddr,
         http2: bool,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<Response<Body>, AppError> {
         self.sweep();
         if http2 {
@@ -176,7 +177,7 @@ impl AppClient {
 
     /// An idle HTTP/1.1 connection to `addr` that can take a request now; closed and
     /// expired ones are dropped on the way.
-    fn h1_idle(&self, addr: SocketAddr) -> Option<http1::SendRequest<Incoming>> {
+    fn h1_idle(&self, addr: SocketAddr) -> Option<http1::SendRequest<ReqBody>> {
         let mut pools = self.http1.lock().unwrap_or_else(|p| p.into_inner());
         let (_, idle) = pools.iter_mut().find(|(a, _)| *a == addr)?;
         let now = Instant::now();
@@ -187,7 +188,7 @@ impl AppClient {
     }
 
     /// Returns an HTTP/1.1 connection whose response has ended.
-    fn h1_put(&self, addr: SocketAddr, sender: http1::SendRequest<Incoming>) {
+    fn h1_put(&self, addr: SocketAddr, sender: http1::SendRequest<ReqBody>) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
@@ -208,7 +209,7 @@ impl AppClient {
         });
     }
 
-    async fn h1_connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<Incoming>, AppError> {
+    async fn h1_connect(&self, addr: SocketAddr) -> Result<http1::SendRequest<ReqBody>, AppError> {
         let io = self.tcp(addr).await?;
         let (sender, conn) = http1::Builder::new()
             .writev(crate::http_util::H1_WRITEV)
@@ -284,7 +285,7 @@ const APP_MAX_STREAMS: u32 = 100;
 pub(crate) struct Back {
     pool: Arc<AppClient>,
     addr: SocketAddr,
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
 }
 
 impl Return for Back {

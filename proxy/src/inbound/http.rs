@@ -8,11 +8,12 @@ use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery},
 };
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::upgrade::OnUpgrade;
 use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Policy};
 
 use super::{ConnCtx, DIRECTION};
+use crate::req_body::ReqBody;
 use crate::{
     access_log::{Entry, What},
     authz::{self, Judged, JudgedHttp, Rate},
@@ -52,7 +53,7 @@ fn closed(ctx: &ConnCtx, reason: Closed) {
 }
 
 async fn handle(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     ctx: Arc<ConnCtx>,
     app: Option<Authority>,
 ) -> Result<Response<Body>, Infallible> {
@@ -102,7 +103,7 @@ enum Judgement {
 /// Judges the request: the request to send the app if it is allowed, else the answer
 /// and the decision.
 fn authorize(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     ctx: &Arc<ConnCtx>,
     app: Option<Authority>,
     request_id: RequestId,
@@ -200,7 +201,7 @@ fn authorize(
 
 /// An allowed request as the app gets it, and the upgrade it asks for.
 struct Allowed {
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     /// In the protocol the original client spoke: HTTP/1.1 (else HTTP/2).
     app_h1: bool,
     /// Boxed: rare, and the future that forwards a request holds it.
@@ -236,7 +237,7 @@ fn spawn_tunnel(ctx: &Arc<ConnCtx>, up: Upgrade, client: OnUpgrade, app: OnUpgra
 /// An allowed request made ready for the app, in the protocol the original client spoke
 /// (a `400` if it cannot be; still an allowed request).
 fn prepare(
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     ctx: &Arc<ConnCtx>,
     app: Option<Authority>,
     normalized: &str,

@@ -20,10 +20,11 @@ use http::{
     uri::{Authority, PathAndQuery},
 };
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{DIRECTION, OutCtx};
+use crate::req_body::ReqBody;
 use crate::{
     access_log::{Answer, Entry, What},
     connections::Recheck,
@@ -55,7 +56,7 @@ fn closed(ctx: &OutCtx, reason: Closed) {
     ctx.shared.metrics.close(DIRECTION, reason);
 }
 
-async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Body>, Infallible> {
+async fn handle(req: Request<ReqBody>, ctx: Arc<OutCtx>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let head = req.method() == Method::HEAD;
     let shared = &ctx.shared;
@@ -133,7 +134,7 @@ async fn handle(req: Request<Incoming>, ctx: Arc<OutCtx>) -> Result<Response<Bod
 
 /// The protocols an upgrade request asks for (HTTP/1.1 from the app only).
 fn upgrade_requested(
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
     ctx: &OutCtx,
 ) -> Result<Option<HeaderValue>, crate::upgrade::MalformedUpgrade> {
     match ctx.proto {
@@ -144,7 +145,7 @@ fn upgrade_requested(
 
 /// A request made ready for the mesh hop.
 struct Outgoing<'a> {
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     /// The pool's key: the destination authority, or the chosen backend's.
     key: std::borrow::Cow<'a, str>,
     /// Over an HTTP/1.1 mesh connection (else as an HTTP/2 stream).
@@ -159,7 +160,7 @@ enum Prepared<'a> {
 }
 
 /// The request as the mesh hop carries it (a `400` if it cannot be).
-fn prepare(mut req: Request<Incoming>, ctx: &OutCtx, request_id: RequestId) -> Prepared<'_> {
+fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Prepared<'_> {
     // Changed in place: taking the request apart and putting it together again copied
     // it twice.
     let was_h1 = ctx.proto == Proto::Http1;

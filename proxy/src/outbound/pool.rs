@@ -32,13 +32,14 @@ use std::{
 };
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxBuildHasher;
 use vigil_cert_authority::SpiffeId;
 
 use super::connect::{ConnectError, MeshConnector};
 use crate::h2_client::{self, RecvBody, SendError};
+use crate::req_body::ReqBody;
 
 /// Why a request could not be sent to the destination's proxy.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +156,7 @@ impl MeshPool {
         self: &Arc<Self>,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<Response<RecvBody>, MeshError> {
         self.sweep();
         let mut sender = match self.shared(authority, expected) {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
-use hyper::{body::Incoming, upgrade::OnUpgrade};
+use hyper::upgrade::OnUpgrade;
 
 use super::{DIRECTION, OutCtx};
+use crate::req_body::ReqBody;
 use crate::{
     access_log::{Entry, What},
     connections::Recheck,
@@ -22,7 +23,7 @@ use crate::{
 /// Sends the upgrade request `req` (asking for `protocols`) to the destination and, on
 /// `101`, tunnels the two connections together.
 pub(super) async fn send(
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     protocols: HeaderValue,
     ctx: &Arc<OutCtx>,
     request_id: RequestId,
@@ -50,7 +51,7 @@ pub(super) async fn send(
         Err(e) => return fail(e.to_string(), entry),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Incoming>(conn)
+        .handshake::<_, ReqBody>(conn)
         .await
     {
         Ok(c) => c,

@@ -33,13 +33,14 @@ use std::{
 };
 
 use http::{Request, Response, StatusCode};
-use hyper::{body::Incoming, client::conn::http1};
+use hyper::client::conn::http1;
 use rustc_hash::FxBuildHasher;
 use tokio::sync::Semaphore;
 use vigil_cert_authority::SpiffeId;
 
 use super::{MeshError, MeshPool};
 use crate::checkin::{Checkin, Return};
+use crate::req_body::ReqBody;
 
 /// Most handshakes under way at once per destination.
 pub(super) const MAX_CONNECTING: usize = 32;
@@ -69,7 +70,7 @@ pub(super) type H1Dests = HashMap<Box<str>, H1Dest, FxBuildHasher>;
 /// An idle HTTP/1.1 mesh connection.
 #[derive(Debug)]
 pub(super) struct Idle {
-    pub(super) sender: http1::SendRequest<Incoming>,
+    pub(super) sender: http1::SendRequest<ReqBody>,
     pub(super) server: SpiffeId,
     since: Instant,
 }
@@ -79,7 +80,7 @@ pub(super) struct Idle {
 pub(crate) struct Back {
     pool: Arc<MeshPool>,
     key: Arc<str>,
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<ReqBody>,
     server: SpiffeId,
 }
 
@@ -105,7 +106,7 @@ impl MeshPool {
         self: &Arc<Self>,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-        mut req: Request<Incoming>,
+        mut req: Request<ReqBody>,
     ) -> Result<H1Response, MeshError> {
         self.sweep();
         let mut idle = self.h1_idle(authority, expected);
@@ -161,7 +162,7 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Option<(Arc<str>, http1::SendRequest<Incoming>, SpiffeId)> {
+    ) -> Option<(Arc<str>, http1::SendRequest<ReqBody>, SpiffeId)> {
         let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
         let dest = dests.get_mut(authority)?;
         let now = Instant::now();
@@ -182,7 +183,7 @@ impl MeshPool {
     pub(super) fn h1_put(
         &self,
         key: Arc<str>,
-        sender: http1::SendRequest<Incoming>,
+        sender: http1::SendRequest<ReqBody>,
         server: SpiffeId,
     ) {
         if sender.is_closed() || self.max_idle == 0 {
@@ -209,7 +210,7 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Result<(Arc<str>, http1::SendRequest<Incoming>, SpiffeId), MeshError> {
+    ) -> Result<(Arc<str>, http1::SendRequest<ReqBody>, SpiffeId), MeshError> {
         let (key, slots) = self.h1_slots(authority);
         let _slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,

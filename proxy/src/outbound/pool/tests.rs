@@ -139,12 +139,12 @@ async fn closed_and_idle_connections_are_not_used() {
 
 /// A real HTTP/1.1 client connection to a real hyper server (see [`served`]).
 async fn h1_sender() -> (
-    http1::SendRequest<Incoming>,
+    http1::SendRequest<ReqBody>,
     tokio::sync::oneshot::Sender<()>,
 ) {
     let (client, stop) = served(false);
     let (sender, conn) = http1::Builder::new()
-        .handshake::<_, Incoming>(client)
+        .handshake::<_, ReqBody>(client)
         .await
         .unwrap();
     tokio::spawn(conn);
