@@ -2,17 +2,15 @@
 
 use std::{convert::Infallible, time::Duration};
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use h2::Reason;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::mpsc;
 
 use super::*;
 use crate::h2_body::content_length;
-use h2::Reason;
-use http::{HeaderMap, header};
-use hyper::body::Frame;
 
 type Item = Result<Frame<Bytes>, BoxError>;
 type Frames = mpsc::Sender<Item>;

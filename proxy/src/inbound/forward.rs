@@ -26,12 +26,12 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::req_body::ReqBody;
 use crate::{
     checkin::{Checkin, Return},
     h2_client,
     http_util::Body,
     io::ReadGate,
+    req_body::ReqBody,
 };
 
 /// Why a request could not be forwarded to the app.

@@ -13,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use vigil_policy::{HttpRequest, Policy};
 
 use super::{ConnCtx, DIRECTION};
-use crate::req_body::ReqBody;
 use crate::{
     access_log::{Entry, What},
     authz::{self, Judged, JudgedHttp, Rate},
@@ -24,6 +23,7 @@ use crate::{
         strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
+    req_body::ReqBody,
     request_log::RequestLog,
     serve,
     shared::Source,

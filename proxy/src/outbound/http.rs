@@ -24,7 +24,6 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{DIRECTION, OutCtx};
-use crate::req_body::ReqBody;
 use crate::{
     access_log::{Answer, Entry, What},
     connections::Recheck,
@@ -34,6 +33,7 @@ use crate::{
         remove_header, strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
+    req_body::ReqBody,
     request_log::RequestLog,
     serve,
 };

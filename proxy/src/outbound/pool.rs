@@ -32,14 +32,15 @@ use std::{
 };
 
 use http::{Request, Response};
-
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxBuildHasher;
 use vigil_cert_authority::SpiffeId;
 
 use super::connect::{ConnectError, MeshConnector};
-use crate::h2_client::{self, RecvBody, SendError};
-use crate::req_body::ReqBody;
+use crate::{
+    h2_client::{self, RecvBody, SendError},
+    req_body::ReqBody,
+};
 
 /// Why a request could not be sent to the destination's proxy.
 #[derive(Debug, thiserror::Error)]

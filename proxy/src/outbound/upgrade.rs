@@ -11,12 +11,12 @@ use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 use super::{DIRECTION, OutCtx};
-use crate::req_body::ReqBody;
 use crate::{
     access_log::{Entry, What},
     connections::Recheck,
     http_util::{Body, ORIG_PROTO, PEER_ID, RequestId, error_response, strip_hop_by_hop},
     metrics::labels::{Decision, Rejected},
+    req_body::ReqBody,
     upgrade,
 };
 

@@ -39,8 +39,10 @@ use tokio::sync::Semaphore;
 use vigil_cert_authority::SpiffeId;
 
 use super::{MeshError, MeshPool};
-use crate::checkin::{Checkin, Return};
-use crate::req_body::ReqBody;
+use crate::{
+    checkin::{Checkin, Return},
+    req_body::ReqBody,
+};
 
 /// Most handshakes under way at once per destination.
 pub(super) const MAX_CONNECTING: usize = 32;
