@@ -4,8 +4,10 @@
 //! The connection's task accepts streams; each stream runs in a task of its own, which
 //! calls the service, sends the response's head and streams its body — the shape of
 //! hyper's HTTP/2 server, without its layers (hyper's I/O traits over tokio's, a body
-//! type of its own per request, its executor's boxing; counted, ~2 k instructions per
-//! request on each side that serves HTTP/2).
+//! type of its own per request, its executor's boxing; counted, ~0.7 k instructions per
+//! request on each side that serves HTTP/2, benches/RESULTS.md change 33). A task per
+//! stream, not the streams polled in the connection's own task: that was measured
+//! twice and counted worse (each stream's wake-up then also polls the connection).
 //!
 //! What hyper did besides, done here too: a request whose client resets its stream
 //! before the answer is dropped (the handler's future with it, so whatever it was
@@ -13,8 +15,9 @@
 //! (`h2` refuses them); a response gets a `Date` if it has none, and a
 //! `Content-Length` when its body's length is known; a response that cannot be sent
 //! resets its stream; a graceful shutdown sends GOAWAY and lets open streams finish.
-//! What hyper did that this does not: HTTP/2 `CONNECT` tunnels (the proxy refuses
-//! `CONNECT` in its handlers either way) and keep-alive pings (not configured).
+//! What hyper did that this does not: HTTP/2 `CONNECT` tunnels (the inbound refuses
+//! `CONNECT`, so no tunnel could cross the mesh either way) and keep-alive pings (never
+//! configured).
 
 use std::{
     convert::Infallible,
