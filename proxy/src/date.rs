@@ -38,9 +38,11 @@ mod tests {
         let parsed = httpdate::parse_http_date(value.to_str().expect("ASCII")).expect("a date");
         assert!(parsed >= before - std::time::Duration::from_secs(1));
         assert!(parsed <= SystemTime::now());
-        // The same second answers from the cache, with the same text.
+        // A second call, from the cache or formatted anew, is of the same second or later,
+        // never of a second long gone.
         let again = now().expect("a date");
         let again = httpdate::parse_http_date(again.to_str().expect("ASCII")).expect("a date");
         assert!(again >= parsed);
+        assert!(again <= SystemTime::now());
     }
 }

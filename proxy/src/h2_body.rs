@@ -15,9 +15,10 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use crate::http_util::BoxError;
 
-/// Streams `body` into `tx`, as hyper does (its `PipeToSendStream`): the next frame is read before any
-/// send capacity is claimed (a claim held while the body has nothing to send could
-/// starve the connection's other streams), then one byte of capacity is asked for and
+/// Streams `body` (a request's or a response's) into `tx`, as hyper does (its
+/// `PipeToSendStream`): the next frame is read before any send capacity is claimed (a
+/// claim held while the body has nothing to send could starve the connection's other
+/// streams), then one byte of capacity is asked for and
 /// the chunk sent whole once there is some (`h2` buffers it and asks the peer for the
 /// rest). Ends when the body does, the peer resets the stream, or either fails — a body
 /// that fails resets the stream.
@@ -42,7 +43,7 @@ where
             }
             Some(Some(Err(e))) => {
                 let e: BoxError = e.into();
-                tracing::debug!(error = %e, "request body failed; resetting the stream");
+                tracing::debug!(error = %e, "body failed; resetting the stream");
                 tx.send_reset(Reason::INTERNAL_ERROR);
                 return;
             }
