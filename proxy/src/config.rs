@@ -119,6 +119,11 @@ pub struct RunArgs {
     /// SMTP, or anything not HTTP): authorized at L4 without waiting for detection.
     #[arg(long, env = "VIGIL_PROXY_OPAQUE_PORTS", value_delimiter = ',')]
     pub opaque_ports: Vec<u16>,
+    /// Ports whose app speaks HTTP/1.1 only: HTTP/2 requests for them reach the app as
+    /// HTTP/1.1 (elsewhere the app gets the protocol the client spoke). Never list a gRPC
+    /// port: gRPC needs HTTP/2 end to end.
+    #[arg(long, env = "VIGIL_PROXY_HTTP1_APP_PORTS", value_delimiter = ',')]
+    pub http1_app_ports: Vec<u16>,
 
     /// How long to wait for a client's first bytes before treating it as opaque TCP.
     #[arg(long, env = "VIGIL_PROXY_DETECT_TIMEOUT", default_value = "300ms", value_parser = humantime::parse_duration)]
@@ -136,7 +141,7 @@ pub struct RunArgs {
     #[arg(long, env = "VIGIL_PROXY_POOL_IDLE_TIMEOUT", default_value = "90s", value_parser = humantime::parse_duration)]
     pub pool_idle_timeout: Duration,
     /// Most idle pooled connections kept per upstream.
-    #[arg(long, env = "VIGIL_PROXY_POOL_MAX_IDLE", default_value_t = 16)]
+    #[arg(long, env = "VIGIL_PROXY_POOL_MAX_IDLE", default_value_t = 256)]
     pub pool_max_idle: usize,
     /// On SIGTERM, how long in-flight requests may take before the proxy exits.
     #[arg(long, env = "VIGIL_PROXY_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -217,7 +222,7 @@ pub struct RunArgs {
     /// Most peers kept in the record of recent mTLS connections (`/peers` on the admin
     /// port, read by `vigil verify`); beyond it the peer seen least recently is replaced.
     /// 0 turns the record off.
-    #[arg(long, env = "VIGIL_PROXY_PEER_RECORD_MAX", default_value_t = 256)]
+    #[arg(long, env = "VIGIL_PROXY_PEER_RECORD_MAX", default_value_t = 16)]
     pub peer_record_max: usize,
 }
 
@@ -266,6 +271,8 @@ pub struct Config {
     pub probe_routes: Vec<ProbeRoute>,
     /// Opaque ports.
     pub opaque_ports: BTreeSet<u16>,
+    /// Ports whose app gets HTTP/1.1 whatever the client spoke.
+    pub http1_app_ports: BTreeSet<u16>,
     /// Timeouts and limits.
     #[serde(serialize_with = "ser_duration")]
     pub detect_timeout: Duration,
@@ -464,6 +471,7 @@ impl RunArgs {
             outbound_routes: self.outbound_routes,
             probe_routes: self.probe_routes,
             opaque_ports: self.opaque_ports.into_iter().collect(),
+            http1_app_ports: self.http1_app_ports.into_iter().collect(),
             detect_timeout: self.detect_timeout,
             handshake_timeout: self.handshake_timeout,
             header_read_timeout: self.header_read_timeout,

@@ -179,6 +179,28 @@ pub fn remove_header(headers: &mut HeaderMap, name: &HeaderName) {
     }
 }
 
+/// Joins the `Cookie` fields of a request bound from HTTP/2 to HTTP/1.1 into one, as RFC
+/// 9113 §8.2.3 asks: an HTTP/2 client may split its cookies into several fields, and an
+/// HTTP/1.1 server reads one (RFC 6265 §5.4). Hashes only when there may be a cookie.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if !has_header(headers, &header::COOKIE) {
+        return;
+    }
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // Each part was a valid value, and "; " is too: so is the whole.
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
 /// `http://<authority><path_and_query>` from parts already parsed: both are shared
 /// (reference-counted), not formatted and parsed again.
 pub fn http_uri(
@@ -415,6 +437,32 @@ mod tests {
             assert_eq!(h.len(), 1, "{name} stays: {h:?}");
             assert!(h.contains_key(header::HOST));
         }
+    }
+
+    /// Split cookies become one field in order; one field, or none, is left alone; other
+    /// headers are untouched.
+    #[test]
+    fn cookies_split_for_http2_are_joined_in_order() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3; d=4"));
+        join_cookies(&mut h);
+        let cookies: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3; d=4"]);
+        assert_eq!(h.get(header::ACCEPT).unwrap(), "*/*");
+        assert_eq!(h.len(), 2);
+
+        let mut one = HeaderMap::new();
+        one.append(header::COOKIE, HeaderValue::from_static("a=1;b=2"));
+        join_cookies(&mut one);
+        assert_eq!(one.get(header::COOKIE).unwrap(), "a=1;b=2");
+        let mut none = HeaderMap::new();
+        none.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+        join_cookies(&mut none);
+        assert_eq!(none.len(), 1);
+        assert!(none.get(header::COOKIE).is_none());
     }
 
     #[test]

@@ -96,6 +96,177 @@ async fn http2_and_grpc_trailers_round_trip() {
     assert_eq!(&collected.to_bytes()[..], b"\x00\x00\x00\x00\x05hello");
 }
 
+/// `--http1-app-ports`: an app that speaks HTTP/1.1 only gets an HTTP/2 client's requests
+/// as HTTP/1.1 — with a `Host`, its cookies in one field, its body streamed — and each
+/// of the client's concurrent streams on a connection of its own.
+#[tokio::test]
+async fn http2_requests_reach_an_http1_only_app_on_a_listed_port() {
+    let mesh = Mesh::new();
+    let app = http1_app().await;
+    let port = app.port().to_string();
+    let (_a, _b, via) = pair(&mesh, app, &["--http1-app-ports", &port]).await;
+    let mut c = h2_client(via).await;
+
+    let req = Request::get("http://orders.shop/orders/7?q=1")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2; c=3")
+        .body(empty())
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let seen: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["version"], "HTTP/1.1");
+    // HTTP/2's `:authority` crosses the mesh as the caller's proxy names the destination
+    // (here its route); it becomes the Host.
+    assert_eq!(
+        seen["host"], "r0.route.vigil",
+        "the authority becomes the Host"
+    );
+    assert_eq!(
+        (seen["path"].as_str(), seen["query"].as_str()),
+        (Some("/orders/7"), Some("q=1"))
+    );
+    assert_eq!(seen["peer"], wid("web"));
+    assert_eq!(seen["cookies"], serde_json::json!(["a=1; b=2; c=3"]));
+    assert!(seen["orig_proto"].is_null());
+
+    // A request body of unknown length goes chunked; a large answer streams back.
+    let req = Request::post("http://orders.shop/count")
+        .body(BodyExt::boxed(futures_chunks(
+            Bytes::from(vec![b'x'; 64 * 1024]),
+            5,
+        )))
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    let count = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&count[..], b"327680");
+    let resp = c
+        .send_request(
+            Request::get("http://orders.shop/big?mb=1")
+                .body(empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes().len(),
+        1 << 20
+    );
+
+    // Streams at once: the app answers each (on HTTP/1.1 connections of their own).
+    let slow = (0..4).map(|_| {
+        let mut c = c.clone();
+        async move {
+            let req = Request::get("http://orders.shop/slow")
+                .body(empty())
+                .unwrap();
+            let resp = c.send_request(req).await.unwrap();
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    });
+    for body in futures_util::future::join_all(slow).await {
+        assert_eq!(&body[..], b"slow done");
+    }
+}
+
+/// A burst of concurrent streams to an HTTP/1.1 app takes a connection each, and the
+/// next burst reuses them: the pool keeps that many idle (`--pool-max-idle`'s default,
+/// 256), where a smaller cap opened and closed a connection per request past it.
+#[tokio::test]
+async fn a_burst_of_streams_to_an_http1_app_reuses_its_connections() {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let slow = hyper::service::service_fn(|_req| async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                    Bytes::from_static(b"ok"),
+                )))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), slow),
+            );
+        }
+    });
+    let mesh = Mesh::new();
+    let port = app.port().to_string();
+    let (_a, _b, via) = pair(&mesh, app, &["--http1-app-ports", &port]).await;
+    let c = h2_client(via).await;
+    for burst in 1..=2 {
+        let all = (0..40).map(|_| {
+            let mut c = c.clone();
+            async move {
+                let req = Request::get("http://orders.shop/orders/1")
+                    .body(empty())
+                    .unwrap();
+                let resp = c.send_request(req).await.unwrap();
+                (
+                    resp.status(),
+                    resp.into_body().collect().await.unwrap().to_bytes(),
+                )
+            }
+        });
+        for (status, body) in futures_util::future::join_all(all).await {
+            assert_eq!(
+                (status, &body[..]),
+                (StatusCode::OK, &b"ok"[..]),
+                "burst {burst}"
+            );
+        }
+        assert_eq!(
+            accepted.load(std::sync::atomic::Ordering::SeqCst),
+            40,
+            "after burst {burst}: one connection per concurrent request, reused"
+        );
+    }
+}
+
+/// A port not listed keeps the client's protocol: HTTP/2 to an app that speaks HTTP/1.1
+/// only fails (a 502, which is what the flag is for), HTTP/1.1 still works.
+#[tokio::test]
+async fn unlisted_ports_keep_the_clients_protocol() {
+    let mesh = Mesh::new();
+    let app = http1_app().await;
+    let other = if app.port() == 9 { "10" } else { "9" };
+    let (_a, _b, via) = pair(&mesh, app, &["--http1-app-ports", other]).await;
+    let mut c = h2_client(via).await;
+    let req = Request::get("http://orders.shop/orders/1")
+        .body(empty())
+        .unwrap();
+    let resp = c.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let (status, body) = http_get(via, "/orders/1").await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(seen["version"], "HTTP/1.1");
+}
+
+type TestBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn empty() -> TestBody {
+    BodyExt::boxed(Full::new(Bytes::new()))
+}
+
+/// An HTTP/2 client (prior knowledge) of `via`.
+async fn h2_client(via: SocketAddr) -> hyper::client::conn::http2::SendRequest<TestBody> {
+    let stream = TcpStream::connect(via).await.unwrap();
+    let (c, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    c
+}
+
 #[tokio::test]
 async fn opaque_tcp_round_trips() {
     let mesh = Mesh::new();

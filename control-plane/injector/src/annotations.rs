@@ -12,6 +12,9 @@ use vigil_policy::model::DefaultPolicy;
 pub const INJECT: &str = "vigil.dev/inject";
 /// Ports whose traffic the proxy never inspects (comma-separated): `VIGIL_PROXY_OPAQUE_PORTS`.
 pub const OPAQUE_PORTS: &str = "vigil.dev/opaque-ports";
+/// Ports whose app speaks HTTP/1.1 only (comma-separated): HTTP/2 requests for them reach
+/// the app as HTTP/1.1 (`VIGIL_PROXY_HTTP1_APP_PORTS`).
+pub const HTTP1_APP_PORTS: &str = "vigil.dev/http1-app-ports";
 /// Inbound ports that bypass the proxy (iptables, `--skip-inbound-ports`).
 pub const SKIP_INBOUND_PORTS: &str = "vigil.dev/skip-inbound-ports";
 /// Outbound destination ports that bypass the proxy (iptables, `--skip-outbound-ports`).
@@ -67,6 +70,8 @@ pub enum InjectError {
 pub struct PodSettings {
     /// `vigil.dev/opaque-ports`, sorted and deduplicated.
     pub opaque_ports: Vec<u16>,
+    /// `vigil.dev/http1-app-ports`, sorted and deduplicated.
+    pub http1_app_ports: Vec<u16>,
     /// `vigil.dev/skip-inbound-ports`, sorted and deduplicated.
     pub skip_inbound: Vec<u16>,
     /// `vigil.dev/skip-outbound-ports`, sorted and deduplicated.
@@ -86,6 +91,7 @@ impl PodSettings {
         let list = |a: &str| annotations.get(a).map_or(Ok(Vec::new()), |v| ports(a, v));
         Ok(Self {
             opaque_ports: list(OPAQUE_PORTS)?,
+            http1_app_ports: list(HTTP1_APP_PORTS)?,
             skip_inbound: list(SKIP_INBOUND_PORTS)?,
             skip_outbound: list(SKIP_OUTBOUND_PORTS)?,
             mesh_http1: annotations.get(MESH_HTTP1).cloned(),

@@ -222,6 +222,12 @@ fn proxy_env(config: &InjectorConfig, settings: &PodSettings, routes: &[String])
             &port_list(&settings.opaque_ports),
         ));
     }
+    if !settings.http1_app_ports.is_empty() {
+        env.push(value_env(
+            "VIGIL_PROXY_HTTP1_APP_PORTS",
+            &port_list(&settings.http1_app_ports),
+        ));
+    }
     if !routes.is_empty() {
         env.push(value_env("VIGIL_PROXY_PROBE_ROUTES", &routes.join(",")));
     }

@@ -379,12 +379,16 @@ fn probe_routes_come_from_plain_http_probes_only() {
 fn port_annotations_reach_the_init_container_and_the_proxy() {
     let p = pod(&APP.replace(
         "team: shop",
-        "vigil.dev/opaque-ports: '5432, 3306'\n    vigil.dev/skip-inbound-ports: '9000'\n    vigil.dev/skip-outbound-ports: '587,25,25'",
+        "vigil.dev/opaque-ports: '5432, 3306'\n    vigil.dev/http1-app-ports: '8080,80,8080'\n    vigil.dev/skip-inbound-ports: '9000'\n    vigil.dev/skip-outbound-ports: '587,25,25'",
     ));
     let out = injected(&config(true), &p);
     assert_eq!(
         env_of(&out, "vigil-proxy")["VIGIL_PROXY_OPAQUE_PORTS"],
         "3306,5432"
+    );
+    assert_eq!(
+        env_of(&out, "vigil-proxy")["VIGIL_PROXY_HTTP1_APP_PORTS"],
+        "80,8080"
     );
     let args = container(&out, "vigil-init").args.clone().unwrap();
     assert_eq!(
@@ -402,6 +406,7 @@ fn port_annotations_reach_the_init_container_and_the_proxy() {
         9
     );
     assert!(!env_of(&plain, "vigil-proxy").contains_key("VIGIL_PROXY_OPAQUE_PORTS"));
+    assert!(!env_of(&plain, "vigil-proxy").contains_key("VIGIL_PROXY_HTTP1_APP_PORTS"));
 }
 
 // === the patch itself ===

@@ -19,8 +19,8 @@ use crate::{
     connections::Recheck,
     detect::Proto,
     http_util::{
-        Body, ORIG_PROTO, PEER_ID, RequestId, error_response, has_header, http_uri, remove_header,
-        strip_hop_by_hop,
+        Body, ORIG_PROTO, PEER_ID, RequestId, error_response, has_header, http_uri, join_cookies,
+        remove_header, strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
     req_body::ReqBody,
@@ -245,9 +245,11 @@ fn prepare(
     upgrade: Option<Upgrade>,
 ) -> Judgement {
     let upgrade = upgrade.map(|up| Box::new((up, hyper::upgrade::on(&mut req))));
-    // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the app.
+    // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the
+    // app, and an app that speaks nothing else gets HTTP/1.1 whatever the client spoke.
     let app_h1 = match ctx.proto {
         Proto::Http1 => true,
+        _ if ctx.app_http1_only => true,
         _ => req
             .headers()
             .get(ORIG_PROTO)
@@ -299,6 +301,9 @@ fn prepare(
             && let Ok(v) = HeaderValue::from_str(authority.as_ref().unwrap_or(&app).as_str())
         {
             headers.insert(header::HOST, v);
+        }
+        if ctx.proto == Proto::Http2 {
+            join_cookies(headers);
         }
         *req.version_mut() = Version::HTTP_11;
     } else {

@@ -50,6 +50,9 @@ pub(crate) struct ConnCtx {
     pub(crate) source: Source,
     pub(crate) src_addr: SocketAddr,
     pub(crate) proto: Proto,
+    /// The app on this port speaks HTTP/1.1 only (`--http1-app-ports`): HTTP/2 requests
+    /// reach it as HTTP/1.1.
+    pub(crate) app_http1_only: bool,
     /// The mesh peer's SPIFFE ID as the `PEER_ID` header value the app gets with each
     /// request: made once per connection, shared by its requests.
     pub(crate) peer_id: Option<::http::HeaderValue>,
@@ -258,6 +261,7 @@ where
         Source::Mesh(info) => ::http::HeaderValue::from_str(info.id.as_str()).ok(),
         Source::Plain => None,
     };
+    let app_http1_only = shared.cfg.http1_app_ports.contains(&port);
     let ctx = Arc::new(ConnCtx {
         shared,
         app_client,
@@ -266,6 +270,7 @@ where
         source,
         src_addr,
         proto,
+        app_http1_only,
         peer_id,
     });
     let io = PrefixedIo::new(prefix, io);

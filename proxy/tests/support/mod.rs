@@ -204,16 +204,37 @@ pub async fn http_app() -> SocketAddr {
     addr
 }
 
+/// [`http_app`] speaking HTTP/1.1 only (an HTTP/2 client's preface ends its connection).
+pub async fn http1_app() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(serve_echo(l, true));
+    addr
+}
+
 /// Serves the echo app on `l` forever.
 pub async fn serve_http_app(l: TcpListener) {
+    serve_echo(l, false).await
+}
+
+/// Serves the echo app on `l` forever, over HTTP/1.1 only or over both versions.
+async fn serve_echo(l: TcpListener, http1_only: bool) {
     loop {
         let Ok((s, _)) = l.accept().await else {
             continue;
         };
         tokio::spawn(async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(s), hyper::service::service_fn(app))
-                .await;
+            let (io, echo) = (TokioIo::new(s), hyper::service::service_fn(app));
+            let _ = if http1_only {
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, echo)
+                    .await
+                    .map_err(Into::into)
+            } else {
+                hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, echo)
+                    .await
+            };
         });
     }
 }
@@ -280,6 +301,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<AppBody>, Infallible> {
                 "host": get("host"),
                 "orig_proto": get("vigil-orig-proto"),
                 "x_tenant": get("x-tenant"),
+                "cookies": h.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>(),
             });
             Ok(Response::new(full(doc.to_string())))
         }
@@ -292,11 +314,11 @@ fn full(s: impl Into<Bytes>) -> AppBody {
 
 /// `n` copies of `chunk`, one frame each, produced on demand (a reader that stops
 /// reading stops the producer: nothing is buffered ahead).
-fn futures_chunks(chunk: Bytes, n: usize) -> Chunks {
+pub fn futures_chunks(chunk: Bytes, n: usize) -> Chunks {
     Chunks { chunk, left: n }
 }
 
-struct Chunks {
+pub struct Chunks {
     chunk: Bytes,
     left: usize,
 }
