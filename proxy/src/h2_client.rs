@@ -9,6 +9,9 @@
 //! only drives the connection, as in ztunnel. A request body that does not end with the
 //! headers is streamed by a task of its own, as in hyper ([`crate::h2_body::pipe`]).
 //!
+//! The connection writes through [`Coalesce`], as the server's does: while several
+//! requests await their responses, a turn's frames go out in one write.
+//!
 //! What hyper did besides, done here too: connection-specific headers are removed before
 //! sending (`h2` refuses them), server push is refused, the response body hands received
 //! bytes' flow-control capacity back as it is read, and a reset with `NO_ERROR` ends it
@@ -31,6 +34,7 @@ pub(crate) use crate::h2_body::RecvBody;
 use crate::{
     h2_body::pipe,
     http_util::{BoxError, strip_hop_by_hop},
+    io::{Coalesce, Streams},
 };
 
 /// The settings a connection is made with.
@@ -91,6 +95,9 @@ pub(crate) struct SendRequest {
     /// Set when the connection's task ended, or the connection refused a stream, went
     /// away or was lost.
     closed: Arc<AtomicBool>,
+    /// Requests awaiting their response's head: while there are several, the
+    /// connection's writes are gathered ([`Coalesce`]).
+    streams: Streams,
 }
 
 /// Makes an HTTP/2 connection over `io`: the sender, and the connection's future, which
@@ -102,6 +109,7 @@ pub(crate) async fn handshake<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let streams = Streams::default();
     let (inner, conn) = h2::client::Builder::new()
         .initial_max_send_streams(settings.max_send_streams)
         .initial_window_size(settings.stream_window)
@@ -110,16 +118,29 @@ where
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .enable_push(false)
-        .handshake::<_, Bytes>(io)
+        .handshake::<_, Bytes>(Coalesce::new(io, streams.clone()))
         .await?;
     let closed = Arc::new(AtomicBool::new(false));
     let on_end = Closed(closed.clone());
+    let turns = streams.clone();
     let conn = async move {
         // Set however the task ends: finished, failed or dropped with the runtime.
         let _on_end = on_end;
-        conn.await
+        let mut conn = std::pin::pin!(conn);
+        poll_fn(|cx| {
+            turns.next_turn();
+            conn.as_mut().poll(cx)
+        })
+        .await
     };
-    Ok((SendRequest { inner, closed }, conn))
+    Ok((
+        SendRequest {
+            inner,
+            closed,
+            streams,
+        },
+        conn,
+    ))
 }
 
 /// Marks its connection closed when dropped.
@@ -165,6 +186,7 @@ impl SendRequest {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         let eos = body.is_end_stream();
+        let _in_flight = self.streams.start();
         let (response, stream) = self
             .inner
             .send_request(Request::from_parts(parts, ()), eos)

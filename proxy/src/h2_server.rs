@@ -15,6 +15,8 @@
 //! (`h2` refuses them); a response gets a `Date` if it has none, and a
 //! `Content-Length` when its body's length is known; a response that cannot be sent
 //! resets its stream; a graceful shutdown sends GOAWAY and lets open streams finish.
+//! The connection writes through [`Coalesce`]: while several streams are in flight,
+//! the frames of a turn of the runtime go out in one write (benches/RESULTS.md change 36).
 //! What hyper did that this does not: HTTP/2 `CONNECT` tunnels (the inbound refuses
 //! `CONNECT`, so no tunnel could cross the mesh either way) and keep-alive pings (never
 //! configured).
@@ -35,6 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::{
     h2_body::{RecvBody, pipe},
     http_util::{Body, strip_hop_by_hop},
+    io::{Coalesce, InFlight, Streams},
     req_body::ReqBody,
 };
 
@@ -65,11 +68,14 @@ pub(crate) struct Connection<I, S> {
     service: S,
     /// A graceful shutdown was asked for during the handshake.
     graceful: bool,
+    /// The streams whose answers are still being sent: while there are several, the
+    /// connection's writes are gathered ([`Coalesce`]).
+    streams: Streams,
 }
 
 enum State<I> {
-    Handshaking(h2::server::Handshake<I, Bytes>),
-    Serving(h2::server::Connection<I, Bytes>),
+    Handshaking(h2::server::Handshake<Coalesce<I>, Bytes>),
+    Serving(h2::server::Connection<Coalesce<I>, Bytes>),
 }
 
 /// Serves HTTP/2 on `io` (the client's preface not yet read) with `service`.
@@ -77,6 +83,7 @@ pub(crate) fn serve_connection<I, S>(io: I, settings: Settings, service: S) -> C
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let streams = Streams::default();
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(settings.max_concurrent_streams)
         .initial_window_size(settings.stream_window)
@@ -86,11 +93,12 @@ where
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_pending_accept_reset_streams(MAX_PENDING_ACCEPT_RESETS)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
-        .handshake(io);
+        .handshake(Coalesce::new(io, streams.clone()));
     Connection {
         state: State::Handshaking(handshake),
         service,
         graceful: false,
+        streams,
     }
 }
 
@@ -118,6 +126,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        this.streams.next_turn();
         loop {
             match &mut this.state {
                 State::Handshaking(handshake) => {
@@ -134,7 +143,8 @@ where
                         let answer = this.service.call(Request::from_parts(parts, body));
                         // Boxed: the task then holds a pointer, not the handler's state,
                         // which is thousands of bytes and would be copied whole into it.
-                        tokio::spawn(respond_to(Box::pin(answer), respond));
+                        let in_flight = this.streams.start();
+                        tokio::spawn(respond_to(Box::pin(answer), respond, in_flight));
                     }
                     Some(Err(e)) => return Poll::Ready(Err(e)),
                     None => return Poll::Ready(Ok(())),
@@ -146,7 +156,7 @@ where
 
 /// Awaits the service's answer to a stream's request (dropping it if the client resets
 /// the stream first) and sends it.
-async fn respond_to<F>(mut answer: Pin<Box<F>>, mut tx: SendResponse<Bytes>)
+async fn respond_to<F>(mut answer: Pin<Box<F>>, mut tx: SendResponse<Bytes>, _in_flight: InFlight)
 where
     F: Future<Output = Result<Response<Body>, Infallible>>,
 {

@@ -97,7 +97,9 @@ pub(crate) use write_through;
 
 write_through!(PrefixedIo);
 
+mod coalesce;
 mod gate;
+pub use coalesce::{Coalesce, InFlight, Streams};
 pub use gate::ReadGate;
 
 /// Bytes read from and written to a stream, shared with whoever reports them.
