@@ -431,7 +431,7 @@ fn rendered_manifests_follow_the_controller_contract() {
     );
     assert_eq!(cfg.log_level, "info");
     assert_eq!(cfg.tls, vigil_injector::ProxyTls::default());
-    assert_eq!(cfg.mesh_http1, vigil_injector::config::MeshHttp1::Http1);
+    assert_eq!(cfg.mesh_http1, vigil_injector::config::MeshHttp1::Auto);
     assert_eq!(cfg.native_sidecar, vigil_injector::NativeSidecar::Auto);
     assert_eq!(cfg.token_audience, "vigil-ca");
     assert_eq!(cfg.token_expiration_seconds, 3600);

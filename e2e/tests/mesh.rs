@@ -264,7 +264,7 @@ fn interception_identity_wire_encryption_policy_and_quarantine() {
         })
     };
     // The intruder's app spoke HTTP/1.1, and so did its proxy to orders' (`--mesh-http1`'s
-    // default): orders' inbound logs the protocol it received.
+    // default, for a request alone in flight): orders' inbound logs the protocol it received.
     let log = mesh.access_log_when("orders", Duration::from_secs(5), |log| {
         denied(log, "http1") && denied(log, "tcp")
     });

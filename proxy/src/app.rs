@@ -282,11 +282,16 @@ impl Proxy {
             cfg.pool_max_idle,
             cfg.max_concurrent_streams,
         );
-        if cfg.mesh_http1 == MeshHttp1::Http1 {
+        let http1_below = match cfg.mesh_http1 {
+            MeshHttp1::Http1 => Some(usize::MAX),
+            MeshHttp1::Auto => Some(outbound::AUTO_HTTP2_FROM),
+            MeshHttp1::Http2 => None,
+        };
+        if let Some(below) = http1_below {
             // The destination's proxy closes a keep-alive connection idle for its header
             // read timeout (the mesh's proxies share one configuration): stop reusing
             // one well before that.
-            mesh = mesh.http1_hop(cfg.header_read_timeout / 2);
+            mesh = mesh.http1_hop(cfg.header_read_timeout / 2, below);
         }
         let mesh = Arc::new(mesh);
         for l in inbound_ls {

@@ -178,14 +178,17 @@ pub struct RunArgs {
         default_value_t = 256
     )]
     pub max_concurrent_streams: u32,
-    /// How the app's HTTP/1.1 requests travel to the destination's proxy: `http1`
-    /// (keep-alive HTTP/1.1 mesh connections, pooled per destination) or `http2` (streams
-    /// of one HTTP/2 mesh connection per destination). HTTP/2 and gRPC always go as HTTP/2.
+    /// How the app's HTTP/1.1 requests travel to the destination's proxy: `auto` (as
+    /// `http1` while fewer than 4 requests to the destination are in flight, else — and
+    /// for 100 ms after — as `http2`), `http1` (keep-alive HTTP/1.1 mesh connections,
+    /// pooled per destination) or
+    /// `http2` (streams of one HTTP/2 mesh connection per destination). HTTP/2 and gRPC
+    /// always go as HTTP/2.
     #[arg(
         long,
         env = "VIGIL_PROXY_MESH_HTTP1",
         value_enum,
-        default_value = "http1"
+        default_value = "auto"
     )]
     pub mesh_http1: MeshHttp1,
     /// Access log: `stdout` (one JSON line per request/connection) or `off`.
@@ -240,6 +243,11 @@ pub enum MeshHttp1 {
     /// Streams of one HTTP/2 mesh connection per destination: fewer connections (and
     /// handshakes) when many requests to one destination are in flight at once.
     Http2,
+    /// HTTP/1.1 connections while fewer than [`crate::outbound::AUTO_HTTP2_FROM`]
+    /// requests to the destination are in flight (the fewest instructions per request),
+    /// streams of its HTTP/2 connection from then on (the fewest system calls: their
+    /// writes are gathered per turn).
+    Auto,
 }
 
 /// The validated configuration (what `/config` shows).

@@ -159,6 +159,11 @@ impl SendRequest {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// The requests awaiting their response's head on this connection.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.streams.in_flight()
+    }
+
     /// Waits until the connection can open a stream (its concurrency limit).
     pub(crate) async fn ready(&mut self) -> Result<(), h2::Error> {
         let ready = poll_fn(|cx| self.inner.poll_ready(cx)).await;

@@ -22,8 +22,8 @@ pub const SKIP_OUTBOUND_PORTS: &str = "vigil.dev/skip-outbound-ports";
 /// `deny` | `audit` | `allow-authenticated` ([`DefaultPolicy::NAMES`]): validated here,
 /// read by the controller.
 pub const DEFAULT_POLICY: &str = vigil_crds::DEFAULT_POLICY_ANNOTATION;
-/// How the pod's proxy sends its app's HTTP/1.1 requests to other proxies, `http1` or
-/// `http2` (`VIGIL_PROXY_MESH_HTTP1`); overrides the chart's `injector.meshHttp1`.
+/// How the pod's proxy sends its app's HTTP/1.1 requests to other proxies, `auto`, `http1`
+/// or `http2` (`VIGIL_PROXY_MESH_HTTP1`); overrides the chart's `injector.meshHttp1`.
 pub const MESH_HTTP1: &str = "vigil.dev/mesh-http1";
 /// Set on injected pods (the injector's version); also marks a pod as already injected.
 pub const INJECTED: &str = "vigil.dev/injected";
@@ -32,7 +32,7 @@ pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 const INJECT_VALUES: [&str; 2] = ["enabled", "disabled"];
 /// The values of [`MESH_HTTP1`] (the proxy's `--mesh-http1`).
-pub const MESH_HTTP1_VALUES: [&str; 2] = ["http1", "http2"];
+pub const MESH_HTTP1_VALUES: [&str; 3] = ["auto", "http1", "http2"];
 
 /// A pod the injector must refuse (the webhook answers `allowed: false` with this text).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -66,8 +66,11 @@ impl ProxyTls {
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum MeshHttp1 {
-    /// Keep-alive HTTP/1.1 mesh connections (the proxy's default).
+    /// Keep-alive HTTP/1.1 mesh connections while few requests to a destination are in
+    /// flight, streams of its HTTP/2 connection while many are (the proxy's default).
     #[default]
+    Auto,
+    /// Keep-alive HTTP/1.1 mesh connections.
     Http1,
     /// Streams of one HTTP/2 mesh connection per destination.
     Http2,
@@ -77,6 +80,7 @@ impl MeshHttp1 {
     /// The proxy's name for it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Auto => "auto",
             Self::Http1 => "http1",
             Self::Http2 => "http2",
         }

@@ -139,8 +139,8 @@ fn invalid_annotations_are_refused_naming_the_annotation_value_and_allowed_value
         ("vigil.dev/http1-app-ports", "8080 9090", "ports 1-65535"),
         ("vigil.dev/skip-inbound-ports", "abc", "ports 1-65535"),
         ("vigil.dev/skip-outbound-ports", "80;443", "ports 1-65535"),
-        ("vigil.dev/mesh-http1", "h2", "one of http1, http2"),
-        ("vigil.dev/mesh-http1", "HTTP2", "one of http1, http2"),
+        ("vigil.dev/mesh-http1", "h2", "one of auto, http1, http2"),
+        ("vigil.dev/mesh-http1", "HTTP2", "one of auto, http1, http2"),
         (
             "vigil.dev/default-policy",
             "allow",

@@ -288,17 +288,19 @@ fn the_mesh_hop_of_http1_follows_the_chart_and_the_pod_annotation() {
         "the proxy's default is left unsaid"
     );
     assert_eq!(hop(&default, Some("http2")).as_deref(), Some("http2"));
-    assert_eq!(hop(&default, Some("http1")), None);
+    assert_eq!(hop(&default, Some("http1")).as_deref(), Some("http1"));
+    assert_eq!(hop(&default, Some("auto")), None);
     let chart_h2 = InjectorConfig {
         mesh_http1: MeshHttp1::Http2,
         ..config(true)
     };
     assert_eq!(hop(&chart_h2, None).as_deref(), Some("http2"));
     assert_eq!(
-        hop(&chart_h2, Some("http1")),
+        hop(&chart_h2, Some("auto")),
         None,
         "the pod's annotation overrides the chart"
     );
+    assert_eq!(hop(&chart_h2, Some("http1")).as_deref(), Some("http1"));
 }
 
 #[test]

@@ -71,12 +71,17 @@ impl Streams {
         self.0.turn.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The streams in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
     fn turn(&self) -> u32 {
         self.0.turn.load(Ordering::Relaxed)
     }
 
     fn busy(&self) -> bool {
-        self.0.in_flight.load(Ordering::Relaxed) > 1
+        self.in_flight() > 1
     }
 }
 

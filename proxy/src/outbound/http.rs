@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{DIRECTION, OutCtx};
+use super::{DIRECTION, OutCtx, pool::H1Out};
 use crate::{
     access_log::{Answer, Entry, What},
     connections::Recheck,
@@ -148,8 +148,8 @@ struct Outgoing<'a> {
     req: Request<ReqBody>,
     /// The pool's key: the destination authority, or the chosen backend's.
     key: std::borrow::Cow<'a, str>,
-    /// Over an HTTP/1.1 mesh connection (else as an HTTP/2 stream).
-    h1: bool,
+    /// Over an HTTP/1.1 mesh connection, its place among them (else as an HTTP/2 stream).
+    h1: Option<H1Out>,
     request_id: RequestId,
 }
 
@@ -190,8 +190,12 @@ fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Pr
     strip_hop_by_hop(headers);
     remove_header(headers, &PEER_ID);
     remove_header(headers, &ORIG_PROTO);
-    let h1 = was_h1 && ctx.mesh.carries_http1();
-    if h1 {
+    let h1 = if was_h1 {
+        ctx.mesh.http1_out(&key)
+    } else {
+        None
+    };
+    if h1.is_some() {
         // HTTP/1.1 all the way: origin form, and the app's Host — or, from an HTTP/1.0
         // app that sent none, the destination's authority (what `:authority` says below).
         if !has_header(headers, &header::HOST)
@@ -224,8 +228,8 @@ fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Pr
 async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Body> {
     let ids = &ctx.target.identities;
     // Fields moved out one by one: no second copy of the request in this future.
-    let sent = if out.h1 {
-        (ctx.mesh.send_h1(&out.key, ids, out.req).await).map(|resp| resp.map(boxed))
+    let sent = if let Some(h1) = out.h1 {
+        (ctx.mesh.send_h1(h1, &out.key, ids, out.req).await).map(|resp| resp.map(boxed))
     } else {
         (ctx.mesh.send(&out.key, ids, out.req).await)
             .map(|resp| resp.map(|body| body.map_err(Into::into).boxed_unsync()))

@@ -2,7 +2,9 @@
 //! destination's proxy) per destination authority, made on first use and reused by the
 //! requests to that authority while it is open, its server is one the destination
 //! expects, and it was used within `--pool-idle-timeout`. The app's HTTP/1.1 requests
-//! take keep-alive HTTP/1.1 mesh connections instead, see [`h1`].
+//! take keep-alive HTTP/1.1 mesh connections instead, see [`h1`] — with `--mesh-http1
+//! auto` (the default) while fewer than [`AUTO_HTTP2_FROM`] requests to their destination
+//! are in flight.
 //!
 //! - Concurrent first requests to an authority share one handshake: a per-authority
 //!   lock is held while connecting, and whoever waited on it takes the new connection.
@@ -41,6 +43,20 @@ use crate::{
     h2_client::{self, RecvBody, SendError},
     req_body::ReqBody,
 };
+
+/// With `--mesh-http1 auto`: from this many requests in flight to a destination (out on
+/// its HTTP/1.1 connections, or awaiting their answer on its HTTP/2 connection), the app's
+/// next HTTP/1.1 requests to it travel as streams of the HTTP/2 connection (for
+/// [`AUTO_HOLD`] at least). Below it the
+/// HTTP/1.1 hop is the cheaper (measured: 82 k instructions per request for the sidecar
+/// pair against ~110 k as streams); at it and above, streams whose writes the connection
+/// gathers per turn make fewer system calls than a read and a write per request on every
+/// connection (6 against 8.6 per request at saturation, benches/RESULTS.md 37).
+pub const AUTO_HTTP2_FROM: usize = 4;
+
+/// With `--mesh-http1 auto`: how long a destination's HTTP/1.1 requests keep taking
+/// streams after it last had [`AUTO_HTTP2_FROM`] requests in flight.
+pub(crate) const AUTO_HOLD: Duration = Duration::from_millis(100);
 
 /// Why a request could not be sent to the destination's proxy.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +104,10 @@ pub struct MeshPool {
     keep: bool,
     max_streams: u32,
     dests: Mutex<HashMap<Box<str>, Dest, FxBuildHasher>>,
-    /// Whether the app's HTTP/1.1 requests take HTTP/1.1 mesh connections.
-    http1_hop: bool,
+    /// The app's HTTP/1.1 requests take HTTP/1.1 mesh connections while fewer than this
+    /// many requests to their destination are in flight: 0 never (`--mesh-http1 http2`),
+    /// `usize::MAX` always (`http1`).
+    http1_below: usize,
     /// Most idle HTTP/1.1 connections kept per destination.
     max_idle: usize,
     /// How long an idle HTTP/1.1 connection may be reused.
@@ -129,7 +147,7 @@ impl MeshPool {
             keep: max_idle > 0,
             max_streams,
             dests: Mutex::default(),
-            http1_hop: false,
+            http1_below: 0,
             max_idle,
             h1_idle: idle,
             h1: Mutex::default(),
@@ -138,17 +156,20 @@ impl MeshPool {
     }
 
     /// Carries the app's HTTP/1.1 requests over keep-alive HTTP/1.1 mesh connections
-    /// (instead of HTTP/2 streams), reusing a connection idle for less than `keepalive`
-    /// (and than the pool's idle timeout).
-    pub fn http1_hop(mut self, keepalive: Duration) -> Self {
-        self.http1_hop = true;
+    /// (instead of HTTP/2 streams) while fewer than `below` requests to their destination
+    /// are in flight (`usize::MAX`: always; see [`Self::http1_out`]), reusing a connection
+    /// idle for less than `keepalive` (and than the pool's idle timeout).
+    pub fn http1_hop(mut self, keepalive: Duration, below: usize) -> Self {
+        self.http1_below = below;
         self.h1_idle = self.h1_idle.min(keepalive);
         self
     }
 
-    /// Whether the app's HTTP/1.1 requests take HTTP/1.1 mesh connections.
-    pub fn carries_http1(&self) -> bool {
-        self.http1_hop
+    /// The requests awaiting their answer on the HTTP/2 connection to `authority`.
+    fn h2_in_flight(&self, authority: &str) -> usize {
+        let dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = dests.get(authority).and_then(|d| d.conn.as_ref());
+        conn.map_or(0, |c| c.sender.in_flight())
     }
 
     /// Sends `req` (absolute URI, HTTP/2) to the destination `authority`, whose server
@@ -298,5 +319,6 @@ impl MeshPool {
 }
 
 mod h1;
+pub(crate) use h1::H1Out;
 #[cfg(test)]
 mod tests;

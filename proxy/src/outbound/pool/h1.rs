@@ -2,9 +2,11 @@
 //! destination's proxy (ALPN `vigil/1+h1`), one request at a time each, kept per
 //! destination authority between requests.
 //!
-//! An app's HTTP/1.1 request travels this way unless `--mesh-http1 http2` says otherwise:
-//! each proxy then reads and writes HTTP/1.1 only, as the app does — no HPACK, no stream
-//! state and no task per stream on either side of the mesh hop.
+//! An app's HTTP/1.1 request travels this way unless `--mesh-http1` says otherwise (with
+//! `auto`, the default: while fewer than [`super::AUTO_HTTP2_FROM`] of the destination's
+//! requests are in flight, see [`MeshPool::http1_out`]): each proxy then reads and writes
+//! HTTP/1.1 only, as the app does — no HPACK, no stream state and no task per stream on
+//! either side of the mesh hop.
 //!
 //! - A connection goes back to its destination's idle list when its response has ended
 //!   ([`crate::checkin`]); up to `--pool-max-idle` stay per destination, the oldest
@@ -47,13 +49,16 @@ use crate::{
 /// Most handshakes under way at once per destination.
 pub(super) const MAX_CONNECTING: usize = 32;
 
-/// One destination's idle HTTP/1.1 connections, its key (shared by the connections out
-/// on a request, so giving one back does not allocate) and its handshake slots.
+/// One destination's idle HTTP/1.1 connections, its key (shared by its requests out on
+/// HTTP/1.1 connections, see [`H1Out`]) and its handshake slots.
 #[derive(Debug)]
 pub(super) struct H1Dest {
     pub(super) key: Arc<str>,
     pub(super) idle: Vec<Idle>,
     connecting: Arc<Semaphore>,
+    /// With `--mesh-http1 auto`: until when its HTTP/1.1 requests take streams, since it
+    /// last had [`super::AUTO_HTTP2_FROM`] requests in flight.
+    pub(super) busy_until: Option<Instant>,
 }
 
 impl H1Dest {
@@ -62,12 +67,38 @@ impl H1Dest {
             key,
             idle: Vec::new(),
             connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
+            busy_until: None,
         }
+    }
+}
+
+/// A request's place on its destination's HTTP/1.1 connections, from the choice of the
+/// hop until its connection is given back (or dropped): a clone of the destination's
+/// key. So the key's strong count, less the destination's own, is how many of the
+/// destination's requests are out on HTTP/1.1 connections or connecting — what
+/// `--mesh-http1 auto` weighs — with no counter to keep in step on each of the ways a
+/// request can end (answered, failed, its body dropped half read, upgraded).
+#[derive(Debug)]
+pub(crate) struct H1Out(Arc<str>);
+
+impl H1Out {
+    /// The destination's requests out on HTTP/1.1 connections (or connecting).
+    fn count(dest: &H1Dest) -> usize {
+        Arc::strong_count(&dest.key) - 1
     }
 }
 
 /// The idle HTTP/1.1 mesh connections, by destination authority.
 pub(super) type H1Dests = HashMap<Box<str>, H1Dest, FxBuildHasher>;
+
+/// `authority`'s entry, made on first use.
+fn dest_of<'a>(dests: &'a mut H1Dests, authority: &str) -> &'a mut H1Dest {
+    // Looked up before inserting: the common case allocates no key.
+    if !dests.contains_key(authority) {
+        dests.insert(authority.into(), H1Dest::new(authority.into()));
+    }
+    dests.get_mut(authority).expect("inserted above")
+}
 
 /// An idle HTTP/1.1 mesh connection.
 #[derive(Debug)]
@@ -81,7 +112,7 @@ pub(super) struct Idle {
 #[derive(Debug)]
 pub(crate) struct Back {
     pool: Arc<MeshPool>,
-    key: Arc<str>,
+    out: H1Out,
     sender: http1::SendRequest<ReqBody>,
     server: SpiffeId,
 }
@@ -90,11 +121,11 @@ impl Return for Back {
     fn check_in(self) {
         let Self {
             pool,
-            key,
+            out,
             sender,
             server,
         } = self;
-        pool.h1_put(key, sender, server);
+        pool.h1_put(out.0, sender, server);
     }
 }
 
@@ -102,10 +133,46 @@ impl Return for Back {
 pub(crate) type H1Response = Response<Checkin<Back>>;
 
 impl MeshPool {
+    /// Whether an HTTP/1.1 request to `authority` takes an HTTP/1.1 connection (its place
+    /// among them) or a stream of the HTTP/2 connection (`None`). With `--mesh-http1
+    /// auto`, a stream once [`super::AUTO_HTTP2_FROM`] of the destination's requests are
+    /// in flight — out on its HTTP/1.1 connections, or awaiting their answer on its HTTP/2
+    /// connection — and for [`super::AUTO_HOLD`] after the last time they were, else an
+    /// HTTP/1.1 connection: a lone request costs the fewest instructions that way, and
+    /// many at once the fewest system calls as streams, whose writes the connection
+    /// gathers per turn ([`crate::io::Coalesce`]). The hold keeps a loaded destination on
+    /// streams: a proxy answers a batch of requests in one turn and reads the next batch
+    /// in the next, when none of them is in flight any more.
+    pub(crate) fn http1_out(&self, authority: &str) -> Option<H1Out> {
+        if self.http1_below == 0 {
+            return None;
+        }
+        // Read before h1's lock, not under it (the two locks are never nested).
+        let streams = match self.http1_below {
+            usize::MAX => 0,
+            _ => self.h2_in_flight(authority),
+        };
+        let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
+        let dest = dest_of(&mut dests, authority);
+        if H1Out::count(dest).saturating_add(streams) >= self.http1_below {
+            dest.busy_until = Some(Instant::now() + super::AUTO_HOLD);
+            return None;
+        }
+        if let Some(until) = dest.busy_until {
+            if Instant::now() < until {
+                return None;
+            }
+            dest.busy_until = None;
+        }
+        Some(H1Out(dest.key.clone()))
+    }
+
     /// Sends `req` (HTTP/1.1, origin form, with its `Host`) to the destination
-    /// `authority`, whose server must be one of `expected`, over a keep-alive connection.
+    /// `authority`, whose server must be one of `expected`, over a keep-alive connection;
+    /// `out` is the request's place among them ([`Self::http1_out`]).
     pub(crate) async fn send_h1(
         self: &Arc<Self>,
+        out: H1Out,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
         mut req: Request<ReqBody>,
@@ -114,12 +181,12 @@ impl MeshPool {
         let mut idle = self.h1_idle(authority, expected);
         // Given back with its response's end, it may not have told it can take the next
         // request yet: it will (or closes) once its task has run.
-        if let Some((_, sender, _)) = &mut idle
+        if let Some((sender, _)) = &mut idle
             && sender.ready().await.is_err()
         {
             idle = None;
         }
-        let (mut key, mut sender, mut server) = match idle {
+        let (mut sender, mut server) = match idle {
             Some(idle) => idle,
             // Boxed: the connect path's state (a TLS handshake) is large, and this future
             // is moved with every request.
@@ -132,7 +199,7 @@ impl MeshPool {
                     // A connection that switched protocols is not HTTP/1.1 any more.
                     let back = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Back {
                         pool: self.clone(),
-                        key,
+                        out,
                         sender,
                         server,
                     });
@@ -143,8 +210,7 @@ impl MeshPool {
                     Some(unsent) if !retried => {
                         retried = true;
                         req = unsent;
-                        (key, sender, server) =
-                            Box::pin(self.h1_connect(authority, expected)).await?;
+                        (sender, server) = Box::pin(self.h1_connect(authority, expected)).await?;
                     }
                     _ => {
                         return Err(MeshError::Http {
@@ -164,7 +230,7 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Option<(Arc<str>, http1::SendRequest<ReqBody>, SpiffeId)> {
+    ) -> Option<(http1::SendRequest<ReqBody>, SpiffeId)> {
         let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
         let dest = dests.get_mut(authority)?;
         let now = Instant::now();
@@ -178,7 +244,7 @@ impl MeshPool {
         let at = (dest.idle.iter().rposition(|i| i.sender.is_ready()))
             .or_else(|| dest.idle.len().checked_sub(1))?;
         let idle = dest.idle.remove(at);
-        Some((dest.key.clone(), idle.sender, idle.server))
+        Some((idle.sender, idle.server))
     }
 
     /// Takes back a connection whose response has ended.
@@ -212,14 +278,14 @@ impl MeshPool {
         &self,
         authority: &str,
         expected: &BTreeSet<SpiffeId>,
-    ) -> Result<(Arc<str>, http1::SendRequest<ReqBody>, SpiffeId), MeshError> {
-        let (key, slots) = self.h1_slots(authority);
+    ) -> Result<(http1::SendRequest<ReqBody>, SpiffeId), MeshError> {
+        let slots = self.h1_slots(authority);
         let _slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 let slot = slots.acquire_owned().await.expect("never closed");
                 if let Some(mut idle) = self.h1_idle(authority, expected)
-                    && idle.1.ready().await.is_ok()
+                    && idle.0.ready().await.is_ok()
                 {
                     return Ok(idle);
                 }
@@ -243,19 +309,14 @@ impl MeshPool {
                 tracing::debug!(%dst, error = %e, "mesh HTTP/1.1 connection ended");
             }
         });
-        Ok((key, sender, server.id))
+        Ok((sender, server.id))
     }
 
-    /// The shared key of `authority` and its handshake slots (made once per destination).
-    pub(super) fn h1_slots(&self, authority: &str) -> (Arc<str>, Arc<Semaphore>) {
+    /// The handshake slots of `authority` (made once per destination).
+    pub(super) fn h1_slots(&self, authority: &str) -> Arc<Semaphore> {
         let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
-        let dest = match dests.get_mut(authority) {
-            Some(d) => d,
-            None => dests
-                .entry(authority.into())
-                .or_insert_with(|| H1Dest::new(authority.into())),
-        };
-        (dest.key.clone(), dest.connecting.clone())
+        let dest = dest_of(&mut dests, authority);
+        dest.connecting.clone()
     }
 
     /// Forgets closed connections and those idle too long.
@@ -264,8 +325,9 @@ impl MeshPool {
         dests.retain(|_, d| {
             d.idle
                 .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < self.h1_idle);
-            // An entry someone is connecting through stays (its slots are shared).
-            !d.idle.is_empty() || Arc::strong_count(&d.connecting) > 1
+            // An entry someone is connecting through stays (its slots are shared), and so
+            // does one with requests out (they are counted by its key).
+            !d.idle.is_empty() || Arc::strong_count(&d.connecting) > 1 || H1Out::count(d) > 0
         });
     }
 }

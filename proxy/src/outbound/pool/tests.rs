@@ -157,7 +157,7 @@ fn server(name: &str) -> SpiffeId {
 
 #[tokio::test]
 async fn an_idle_http1_connection_serves_only_destinations_that_expect_its_server() {
-    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60));
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), usize::MAX);
     let (sender, _stop) = h1_sender().await;
     p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
     assert!(
@@ -173,15 +173,15 @@ async fn an_idle_http1_connection_serves_only_destinations_that_expect_its_serve
 
     let (sender, _stop) = h1_sender().await;
     p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
-    let (key, sender, id) = p
+    let (sender, id) = p
         .h1_idle("10.0.0.1:80", &ids(&["pay", "orders"]))
         .expect("any expected identity");
-    assert_eq!((&*key, &id), ("10.0.0.1:80", &server("orders")));
+    assert_eq!(id, server("orders"));
     assert!(
         p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_none(),
         "out on a request: not handed out twice"
     );
-    p.h1_put(key, sender, id);
+    p.h1_put("10.0.0.1:80".into(), sender, id);
     assert!(
         p.h1_idle("10.0.0.1:80", &ids(&["orders"])).is_some(),
         "back"
@@ -190,7 +190,7 @@ async fn an_idle_http1_connection_serves_only_destinations_that_expect_its_serve
 
 #[tokio::test]
 async fn closed_and_stale_http1_connections_are_not_used() {
-    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_millis(50));
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_millis(50), usize::MAX);
     let (sender, stop) = h1_sender().await;
     p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
     drop(stop);
@@ -225,7 +225,7 @@ async fn closed_and_stale_http1_connections_are_not_used() {
 #[tokio::test]
 async fn at_most_max_idle_http1_connections_are_kept_the_oldest_go_first() {
     let p = MeshPool::new(connector("{}"), Duration::from_secs(60), 2, 100)
-        .http1_hop(Duration::from_secs(60));
+        .http1_hop(Duration::from_secs(60), usize::MAX);
     let mut stops = Vec::new();
     for name in ["a", "b", "c"] {
         let (sender, stop) = h1_sender().await;
@@ -240,7 +240,7 @@ async fn at_most_max_idle_http1_connections_are_kept_the_oldest_go_first() {
     assert_eq!(kept, [server("b").as_str(), server("c").as_str()]);
 
     let p = MeshPool::new(connector("{}"), Duration::from_secs(60), 0, 100)
-        .http1_hop(Duration::from_secs(60));
+        .http1_hop(Duration::from_secs(60), usize::MAX);
     let (sender, _stop) = h1_sender().await;
     p.h1_put("10.0.0.1:80".into(), sender, server("a"));
     assert!(
@@ -251,9 +251,9 @@ async fn at_most_max_idle_http1_connections_are_kept_the_oldest_go_first() {
 
 #[tokio::test]
 async fn at_most_max_connecting_handshakes_and_a_waiter_takes_a_connection_that_came_back() {
-    let p = Arc::new(pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60)));
+    let p = Arc::new(pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), usize::MAX));
     // Every handshake slot of the destination taken, as by 32 connects under way.
-    let slots = p.h1_slots("10.0.0.1:80").1;
+    let slots = p.h1_slots("10.0.0.1:80");
     let taken = slots
         .acquire_many_owned(h1::MAX_CONNECTING as u32)
         .await
@@ -272,10 +272,61 @@ async fn at_most_max_connecting_handshakes_and_a_waiter_takes_a_connection_that_
     let (sender, _stop) = h1_sender().await;
     p.h1_put("10.0.0.1:80".into(), sender, server("orders"));
     drop(taken);
-    let (key, _, id) = tokio::time::timeout(Duration::from_secs(5), waiter)
+    let (_, id) = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .unwrap()
         .unwrap()
         .expect("the connection that came back");
-    assert_eq!((&*key, &id), ("10.0.0.1:80", &server("orders")));
+    assert_eq!(id, server("orders"));
+}
+
+#[tokio::test]
+async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_count() {
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), 2);
+    let a = p.http1_out("10.0.0.1:80").expect("none out");
+    let b = p.http1_out("10.0.0.1:80").expect("one out");
+    assert!(
+        p.http1_out("10.0.0.1:80").is_none(),
+        "two out: the next is a stream"
+    );
+    assert!(
+        p.http1_out("10.0.0.2:80").is_some(),
+        "counted per destination"
+    );
+    let hold_over = || {
+        let mut dests = p.h1.lock().unwrap();
+        dests.get_mut("10.0.0.1:80").unwrap().busy_until = Some(Instant::now());
+    };
+    p.forget_idle(Instant::now());
+    hold_over();
+    assert!(
+        p.http1_out("10.0.0.1:80").is_none(),
+        "a destination with requests out outlives the sweep, and its count with it"
+    );
+    drop(a);
+    assert!(
+        p.http1_out("10.0.0.1:80").is_none(),
+        "one out, but busy within the hold: a stream"
+    );
+    hold_over();
+    let c = p
+        .http1_out("10.0.0.1:80")
+        .expect("one out, and the hold over");
+    drop((b, c));
+    p.forget_idle(Instant::now());
+    assert!(
+        p.h1.lock().unwrap().is_empty(),
+        "nothing out and nothing idle: forgotten"
+    );
+
+    let never = pool(Duration::from_secs(60));
+    assert!(
+        never.http1_out("10.0.0.1:80").is_none(),
+        "--mesh-http1 http2"
+    );
+    let always = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), usize::MAX);
+    let outs: Vec<_> = (0..100)
+        .map_while(|_| always.http1_out("10.0.0.1:80"))
+        .collect();
+    assert_eq!(outs.len(), 100, "--mesh-http1 http1");
 }
