@@ -48,8 +48,13 @@ pub(crate) struct Settings {
     pub(crate) connection_window: u32,
 }
 
+/// The response header lists taken: as large as the HTTP/1.1 clients' heads
+/// ([`crate::http_util::H1_CLIENT_BUF`]) as HTTP/2 (the outbound's mesh connections carry
+/// HTTP/1.1 apps' answers).
+#[allow(clippy::cast_possible_truncation)] // 68 KiB
+const MAX_HEADER_LIST: u32 =
+    (crate::http_util::H1_CLIENT_BUF + crate::http_util::H2_LIST_SLACK) as u32;
 /// hyper's defaults for what [`Settings`] does not set.
-const MAX_HEADER_LIST: u32 = 16 * 1024;
 const MAX_SEND_BUFFER: usize = 1024 * 1024;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 

@@ -277,6 +277,14 @@ pub(crate) const H1_WRITEV: bool = false;
 /// `--max-header-bytes`.
 pub(crate) const H1_CLIENT_BUF: usize = 64 * 1024;
 
+/// How much longer an HTTP/2 header list may be than the HTTP/1.1 head it carries: the
+/// list counts 32 bytes of overhead per field where the head counts 4 (`: ` and CRLF),
+/// hyper's HTTP/1.1 reads at most 100 fields, and the mesh hop adds the pseudo-header
+/// fields, `:authority` (the destination's) and `vigil-orig-proto`. A mesh hop's HTTP/2
+/// limits are the HTTP/1.1 ones plus this, so that what crosses the HTTP/1.1 hop crosses
+/// the HTTP/2 hop too (`--mesh-http1 auto` takes either, by load).
+pub(crate) const H2_LIST_SLACK: usize = 32 * (100 + 8) + 512;
+
 /// HTTP/2 flow control, both directions of every mesh connection: each stream may have
 /// this much in flight unacknowledged...
 pub(crate) const STREAM_WINDOW: u32 = 256 * 1024;

@@ -127,11 +127,13 @@ pub(crate) async fn accept_loop<F, Fut>(
     }
 }
 
-/// Serves HTTP (`proto` says which version) on `io` with `service`. Returns the reason if
-/// `closer` ended the connection.
+/// Serves HTTP (`proto` says which version) on `io` with `service`, an HTTP/2 client's
+/// header lists up to `header_list` bytes. Returns the reason if `closer` ended the
+/// connection.
 pub(crate) async fn http<I, S>(
     io: I,
     proto: Proto,
+    header_list: u32,
     shared: &Shared,
     service: S,
     closer: impl Future<Output = Closed>,
@@ -164,7 +166,7 @@ where
             max_concurrent_streams: cfg.max_concurrent_streams,
             stream_window: crate::http_util::STREAM_WINDOW,
             connection_window: crate::http_util::connection_window(cfg.max_concurrent_streams),
-            max_header_list: u32::try_from(cfg.max_header_bytes).unwrap_or(u32::MAX),
+            max_header_list: header_list,
         };
         let conn = h2_server::serve_connection(ReadGate::new(io), settings, service);
         drive(conn, |c| c.get_mut().graceful_shutdown(), shared, closer).await

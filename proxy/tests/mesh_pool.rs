@@ -595,3 +595,27 @@ async fn auto_counts_the_streams_in_flight_too() {
     );
     assert_eq!(logged(&lines, "/b/", "http2"), 5, "{lines:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_the_callers_proxy_accepts_crosses_either_hop() {
+    // 80 fields of 180 bytes: 15.1 KB of HTTP/1.1 head, under `--max-header-bytes`
+    // (16 KiB); as an HTTP/2 header list (32 bytes more per field) 17.4 KB.
+    for hop in HOPS {
+        let mesh = Mesh::new();
+        let (web, _relay, _orders) = through_relay(&mesh, &[hop]).await;
+        let tcp = TcpStream::connect(web.routes[0]).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let mut req = get("/big-head");
+        for i in 0..80 {
+            let name = http::HeaderName::try_from(format!("x-f{i:02}")).unwrap();
+            let value = http::HeaderValue::try_from("v".repeat(180)).unwrap();
+            req.headers_mut().insert(name, value);
+        }
+        let (status, _, body) = send(&mut sender, req).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{hop}: {body}");
+    }
+}

@@ -42,7 +42,10 @@ where
     let app = Authority::try_from(ctx.app.to_string()).ok();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone(), app.clone()));
     let live = shared.conns.track_now(Recheck::Peer(ctx.source.clone()));
-    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, live.closed()).await {
+    // A request that crossed the HTTP/2 hop from an HTTP/1.1 app may be that much longer.
+    let list = shared.cfg.max_header_bytes + crate::http_util::H2_LIST_SLACK;
+    let list = u32::try_from(list).unwrap_or(u32::MAX);
+    if let Some(reason) = serve::http(io, ctx.proto, list, &shared, service, live.closed()).await {
         closed(&ctx, reason);
     }
 }

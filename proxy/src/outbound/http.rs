@@ -46,7 +46,8 @@ where
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| handle(req, svc_ctx.clone()));
     let live = shared.conns.track_now(Recheck::Quarantine);
-    if let Some(reason) = serve::http(io, ctx.proto, &shared, service, live.closed()).await {
+    let list = u32::try_from(shared.cfg.max_header_bytes).unwrap_or(u32::MAX);
+    if let Some(reason) = serve::http(io, ctx.proto, list, &shared, service, live.closed()).await {
         closed(&ctx, reason);
     }
 }
