@@ -47,11 +47,11 @@ use crate::{
 /// With `--mesh-http1 auto`: from this many requests in flight to a destination (out on
 /// its HTTP/1.1 connections, or awaiting their answer on its HTTP/2 connection), the app's
 /// next HTTP/1.1 requests to it travel as streams of the HTTP/2 connection (for
-/// [`AUTO_HOLD`] at least). Below it the
-/// HTTP/1.1 hop is the cheaper (measured: 82 k instructions per request for the sidecar
-/// pair against ~110 k as streams); at it and above, streams whose writes the connection
-/// gathers per turn make fewer system calls than a read and a write per request on every
-/// connection (6 against 8.6 per request at saturation, benches/RESULTS.md 37).
+/// [`AUTO_HOLD`] at least). Below it the HTTP/1.1 hop is the cheaper (measured: 82 k
+/// instructions per request for the sidecar pair against ~110 k as streams); at it and
+/// above, streams whose writes the connection gathers per turn make fewer system calls
+/// than a read and a write per request on every connection (6 against 8.6 per request at
+/// saturation, benches/RESULTS.md 37).
 pub const AUTO_HTTP2_FROM: usize = 4;
 
 /// With `--mesh-http1 auto`: how long a destination's HTTP/1.1 requests keep taking
