@@ -180,7 +180,7 @@ pub struct RunArgs {
     pub max_concurrent_streams: u32,
     /// How the app's HTTP/1.1 requests travel to the destination's proxy: `auto` (as
     /// `http1` while fewer than 4 requests to the destination are in flight, else — and
-    /// for 100 ms after — as `http2`), `http1` (keep-alive HTTP/1.1 mesh connections,
+    /// for 100 ms after, or until 16 requests in a row found fewer — as `http2`), `http1` (keep-alive HTTP/1.1 mesh connections,
     /// pooled per destination) or `http2` (streams of one HTTP/2 mesh connection per
     /// destination). HTTP/2 and gRPC always go as HTTP/2.
     #[arg(
@@ -244,8 +244,9 @@ pub enum MeshHttp1 {
     Http2,
     /// HTTP/1.1 connections while fewer than [`crate::outbound::AUTO_HTTP2_FROM`]
     /// requests to the destination are in flight (the fewest instructions per request),
-    /// streams of its HTTP/2 connection from then on and for 100 ms after (the fewest
-    /// system calls: their writes are gathered per turn).
+    /// streams of its HTTP/2 connection from then on and for 100 ms after, or until 16
+    /// requests in a row found fewer (the fewest system calls: their writes are gathered
+    /// per turn).
     Auto,
 }
 

@@ -35,7 +35,7 @@ mod tcp;
 mod upgrade;
 
 pub use connect::{ConnectError, MeshConn, MeshConnector};
-pub use pool::{AUTO_HTTP2_FROM, MeshError, MeshPool};
+pub use pool::{AUTO_HTTP2_FROM, AUTO_QUIET, MeshError, MeshPool};
 pub use target::Target;
 
 const DIRECTION: Direction = Direction::Outbound;

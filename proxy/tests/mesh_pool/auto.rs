@@ -1,7 +1,8 @@
 //! `--mesh-http1 auto`, the default: an app's HTTP/1.1 requests take HTTP/1.1 mesh
 //! connections while fewer than 4 requests to the destination are in flight (out on
 //! them, or awaiting their answer on its HTTP/2 connection), and streams of the HTTP/2
-//! connection from then on and for 100 ms after. The far side's access log says which
+//! connection from then on and for 100 ms after (or until 16 requests in a row found
+//! fewer). The far side's access log says which
 //! hop each request took; an app that holds requests until enough have arrived makes
 //! the number in flight exact.
 
@@ -132,6 +133,53 @@ async fn auto_takes_http1_connections_for_a_few_requests_and_http2_streams_for_m
             )),
             "{m}"
         );
+    }
+}
+
+/// A burst, then requests one at a time at once: the hold keeps the first of them on
+/// streams, but `AUTO_QUIET` in a row that found fewer in flight end it before its time
+/// (a destination busy for a moment does not stay on streams for all of the hold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_ends_the_hold_after_enough_requests_found_the_destination_quiet() {
+    let quiet = vigil_proxy::outbound::AUTO_QUIET as usize;
+    let mesh = Mesh::new();
+    let (app, _) = gated_app(&[("/gate/", 8)]).await;
+    let (orders, log) = callee(&mesh, "orders", ALLOW_WEB, app, &[]).await;
+    let (web, _) = caller(&mesh, "web", orders.inbound, "orders", &[]).await;
+    let route = web.routes[0];
+    all_answered(fire(route, "/gate/", 8)).await;
+    let started = std::time::Instant::now();
+    let n = quiet + 4;
+    for i in 0..n {
+        get_ok(route, &format!("/one/{i:02}")).await;
+    }
+    let within_hold = started.elapsed() < std::time::Duration::from_millis(100);
+    let lines = log
+        .when(|ls| {
+            ls.iter()
+                .filter(|e| e["path"].as_str().is_some_and(|p| p.starts_with("/one/")))
+                .count()
+                >= n
+        })
+        .await;
+    let hop = |i: usize| {
+        let path = format!("/one/{i:02}");
+        let e = lines.iter().find(|e| e["path"] == path.as_str()).unwrap();
+        e["protocol"].as_str().unwrap().to_string()
+    };
+    let hops: Vec<String> = (0..n).map(hop).collect();
+    let streams = hops.iter().take_while(|p| *p == "http2").count();
+    assert!(
+        hops[streams..].iter().all(|p| p == "http1"),
+        "streams first, then HTTP/1.1 connections: {hops:?}"
+    );
+    assert!(
+        streams < quiet,
+        "at most AUTO_QUIET - 1 quiet requests on streams: {hops:?}"
+    );
+    if within_hold {
+        // All sent within the 100 ms: the count, not the clock, ended the hold.
+        assert_eq!(streams, quiet - 1, "{hops:?}");
     }
 }
 

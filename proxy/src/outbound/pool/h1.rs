@@ -59,6 +59,9 @@ pub(super) struct H1Dest {
     /// With `--mesh-http1 auto`: until when its HTTP/1.1 requests take streams, since it
     /// last had [`super::AUTO_HTTP2_FROM`] requests in flight.
     pub(super) busy_until: Option<Instant>,
+    /// Requests in a row that found fewer in flight within the hold ([`super::AUTO_QUIET`]
+    /// end it early).
+    quiet: u32,
 }
 
 impl H1Dest {
@@ -68,6 +71,7 @@ impl H1Dest {
             idle: Vec::new(),
             connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
             busy_until: None,
+            quiet: 0,
         }
     }
 }
@@ -137,12 +141,16 @@ impl MeshPool {
     /// among them) or a stream of the HTTP/2 connection (`None`). With `--mesh-http1
     /// auto`, a stream once [`super::AUTO_HTTP2_FROM`] of the destination's requests are
     /// in flight — out on its HTTP/1.1 connections, or awaiting their answer on its HTTP/2
-    /// connection — and for [`super::AUTO_HOLD`] after the last time they were, else an
-    /// HTTP/1.1 connection: a lone request costs the fewest instructions that way, and
-    /// many at once the fewest system calls as streams, whose writes the connection
-    /// gathers per turn ([`crate::io::Coalesce`]). The hold keeps a loaded destination on
-    /// streams: a proxy answers a batch of requests in one turn and reads the next batch
-    /// in the next, when none of them is in flight any more.
+    /// connection — and for [`super::AUTO_HOLD`] after the last time they were (or until
+    /// [`super::AUTO_QUIET`] requests in a row found fewer), else an HTTP/1.1 connection:
+    /// a lone request costs the fewest instructions that way, and many at once the fewest
+    /// system calls as streams, whose writes the connection gathers per turn
+    /// ([`crate::io::Coalesce`]). The hold keeps a loaded destination on streams: a proxy
+    /// answers a batch of requests in one turn and reads the next batch in the next, when
+    /// none of them is in flight any more — the first few of each batch find fewer, never
+    /// [`super::AUTO_QUIET`] in a row while the load lasts. A destination that was busy
+    /// only for a moment (a scheduling stall at a modest rate) so goes back to HTTP/1.1
+    /// connections after that many requests rather than after all of the hold's.
     pub(crate) fn http1_out(&self, authority: &str) -> Option<H1Out> {
         if self.http1_below == 0 {
             return None;
@@ -156,10 +164,12 @@ impl MeshPool {
         let dest = dest_of(&mut dests, authority);
         if H1Out::count(dest).saturating_add(streams) >= self.http1_below {
             dest.busy_until = Some(Instant::now() + super::AUTO_HOLD);
+            dest.quiet = 0;
             return None;
         }
         if let Some(until) = dest.busy_until {
-            if Instant::now() < until {
+            dest.quiet += 1;
+            if dest.quiet < super::AUTO_QUIET && Instant::now() < until {
                 return None;
             }
             dest.busy_until = None;

@@ -330,3 +330,40 @@ async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_co
         .collect();
     assert_eq!(outs.len(), 100, "--mesh-http1 http1");
 }
+
+/// A destination busy for a moment (as a scheduling stall at a modest rate makes it)
+/// goes back to HTTP/1.1 connections once `AUTO_QUIET` requests in a row found fewer in
+/// flight, within the hold; finding the threshold again starts the count afresh.
+#[tokio::test]
+async fn http1_out_ends_a_hold_after_enough_quiet_requests_in_a_row() {
+    const DEST: &str = "10.0.0.1:80";
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), 2);
+    let a = p.http1_out(DEST).expect("none out");
+    // A second request out (the count is the key's strong count).
+    let busy = || p.h1.lock().unwrap()[DEST].key.clone();
+    let second = busy();
+    assert!(
+        p.http1_out(DEST).is_none(),
+        "two out: a stream, the hold on"
+    );
+    drop(second);
+    for i in 1..=10 {
+        assert!(p.http1_out(DEST).is_none(), "quiet request {i} in the hold");
+    }
+    let second = busy();
+    assert!(p.http1_out(DEST).is_none(), "two out again");
+    drop(second);
+    // Counted afresh: 15 more quiet requests are streams, the 16th an HTTP/1.1 connection.
+    for i in 1..AUTO_QUIET {
+        assert!(
+            p.http1_out(DEST).is_none(),
+            "quiet request {i} since the last busy one"
+        );
+    }
+    let c = p
+        .http1_out(DEST)
+        .expect("AUTO_QUIET quiet requests in a row end the hold before its time");
+    drop(c);
+    assert!(p.http1_out(DEST).is_some(), "the hold stays over");
+    drop(a);
+}
