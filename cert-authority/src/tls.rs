@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rustls::{
     ClientConfig, CommonState, ServerConfig,
     client::{Resumption, Tls12Resumption},
-    crypto::{CryptoProvider, aws_lc_rs},
+    crypto::CryptoProvider,
 };
 
 use crate::{
@@ -36,7 +36,9 @@ use crate::{
 /// Sessions a mesh client config remembers (tickets, one per server it talked to).
 const CLIENT_SESSIONS: usize = 64;
 
+mod hkdf;
 mod params;
+mod tickets;
 
 pub use params::{
     CIPHER_SUITE_NAMES, CIPHER_SUITES, KX_GROUP_NAMES, KX_GROUPS, TlsParam, UnknownTlsName,
@@ -113,8 +115,7 @@ fn mesh_server_config(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Stateless tickets only: no per-session memory on the server.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.ticketer =
-        aws_lc_rs::Ticketer::new().map_err(|e| VerifierError::Build(e.to_string()))?;
+    config.ticketer = tickets::ticketer().map_err(|e| VerifierError::Build(e.to_string()))?;
     config.send_tls13_tickets = 1;
     config.max_early_data_size = 0;
     Ok(config)

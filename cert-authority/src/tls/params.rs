@@ -11,7 +11,7 @@
 //! SHA-256, about half the cost of SHA-384 per HKDF step) gives up nothing: a mesh that
 //! pins `x25519` may list `TLS_AES_128_GCM_SHA256` first.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rustls::{
     SupportedCipherSuite,
@@ -28,12 +28,10 @@ pub static KX_GROUPS: &[&dyn SupportedKxGroup] = &[
 /// Names accepted by [`kx_group`], in [`KX_GROUPS`] order.
 pub const KX_GROUP_NAMES: &[&str] = &["x25519mlkem768", "x25519", "p256"];
 
-/// TLS 1.3 cipher suites, most preferred first.
-pub static CIPHER_SUITES: &[SupportedCipherSuite] = &[
-    aws_lc_rs::cipher_suite::TLS13_AES_256_GCM_SHA384,
-    aws_lc_rs::cipher_suite::TLS13_AES_128_GCM_SHA256,
-    aws_lc_rs::cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-];
+/// TLS 1.3 cipher suites, most preferred first: aws-lc-rs' AES-256-GCM-SHA384,
+/// AES-128-GCM-SHA256 and ChaCha20-Poly1305-SHA256, with the key schedule's HKDF keyed
+/// once per secret ([`super::hkdf`]).
+pub static CIPHER_SUITES: LazyLock<[SupportedCipherSuite; 3]> = LazyLock::new(super::hkdf::suites);
 
 /// The IANA names of [`CIPHER_SUITES`], in that order: what [`cipher_suite_name`] returns.
 pub const CIPHER_SUITE_NAMES: &[&str] = &[
@@ -44,7 +42,7 @@ pub const CIPHER_SUITE_NAMES: &[&str] = &[
 
 /// The crypto provider for all mesh TLS: aws-lc-rs, [`CIPHER_SUITES`], [`KX_GROUPS`].
 pub fn provider() -> Arc<CryptoProvider> {
-    provider_with(KX_GROUPS, CIPHER_SUITES)
+    provider_with(KX_GROUPS, &*CIPHER_SUITES)
 }
 
 /// The canonical name (from [`KX_GROUP_NAMES`]) of the group called `name` (case
@@ -162,7 +160,7 @@ pub fn name_of_group(group: rustls::NamedGroup) -> Option<&'static str> {
 /// Like [`provider`] but restricted to the given key-exchange groups (a deployment that
 /// must use FIPS groups only, or a benchmark that pins one), with every suite.
 pub fn provider_with_groups(groups: &[&'static dyn SupportedKxGroup]) -> Arc<CryptoProvider> {
-    provider_with(groups, CIPHER_SUITES)
+    provider_with(groups, &*CIPHER_SUITES)
 }
 
 /// A provider with exactly these groups and suites, in this order. An empty list makes
@@ -190,7 +188,7 @@ mod tests {
             assert_eq!(name_of_group(group.name()), Some(*name));
         }
         assert_eq!(CIPHER_SUITE_NAMES.len(), CIPHER_SUITES.len());
-        for (name, suite) in CIPHER_SUITE_NAMES.iter().zip(CIPHER_SUITES) {
+        for (name, suite) in CIPHER_SUITE_NAMES.iter().zip(CIPHER_SUITES.iter()) {
             // rustls' Debug spelling of the suite is the IANA name with TLS13_.
             let rustls_name = format!("{:?}", suite.suite());
             assert_eq!(cipher_suite_name(&rustls_name), Some(*name));
