@@ -180,9 +180,10 @@ pub struct RunArgs {
     pub max_concurrent_streams: u32,
     /// How the app's HTTP/1.1 requests travel to the destination's proxy: `auto` (as
     /// `http1` while fewer than 4 requests to the destination are in flight, else — and
-    /// for 100 ms after, or until 16 requests in a row found fewer — as `http2`), `http1` (keep-alive HTTP/1.1 mesh connections,
-    /// pooled per destination) or `http2` (streams of one HTTP/2 mesh connection per
-    /// destination). HTTP/2 and gRPC always go as HTTP/2.
+    /// for 100 ms after, or until 16 requests in a row found fewer — as `http2`),
+    /// `http1` (keep-alive HTTP/1.1 mesh connections, pooled per destination) or `http2`
+    /// (streams of one HTTP/2 mesh connection per destination). HTTP/2 and gRPC always
+    /// go as HTTP/2.
     #[arg(
         long,
         env = "VIGIL_PROXY_MESH_HTTP1",

@@ -95,16 +95,18 @@ impl ProducesTickets for GcmTicketer {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        let mut sealed = Vec::with_capacity(plain.len() + TAG_LEN);
-        sealed.extend_from_slice(plain);
-        let nonce = self
-            .key
-            .seal_in_place_append_tag(Aad::from(self.key_name), &mut sealed)
-            .ok()?;
-        let mut ticket = Vec::with_capacity(KEY_NAME_LEN + NONCE_LEN + sealed.len());
+        // One buffer: the name, room for the nonce, the state sealed in place, the tag.
+        const SEALED_AT: usize = KEY_NAME_LEN + NONCE_LEN;
+        let mut ticket = Vec::with_capacity(SEALED_AT + plain.len() + TAG_LEN);
         ticket.extend_from_slice(&self.key_name);
-        ticket.extend_from_slice(nonce.as_ref());
-        ticket.extend_from_slice(&sealed);
+        ticket.extend_from_slice(&[0; NONCE_LEN]);
+        ticket.extend_from_slice(plain);
+        let (nonce, tag) = self
+            .key
+            .seal_in_place_separate_tag(Aad::from(self.key_name), &mut ticket[SEALED_AT..])
+            .ok()?;
+        ticket[KEY_NAME_LEN..SEALED_AT].copy_from_slice(nonce.as_ref());
+        ticket.extend_from_slice(tag.as_ref());
         self.longest.fetch_max(ticket.len(), Ordering::Relaxed);
         Some(ticket)
     }
