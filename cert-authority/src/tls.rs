@@ -38,6 +38,7 @@ const CLIENT_SESSIONS: usize = 64;
 
 mod hkdf;
 mod params;
+mod ticket_certs;
 mod tickets;
 
 pub use params::{
@@ -115,7 +116,10 @@ fn mesh_server_config(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Stateless tickets only: no per-session memory on the server.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    config.ticketer = tickets::ticketer().map_err(|e| VerifierError::Build(e.to_string()))?;
+    // A client's intermediates are normally the server's own: its tickets leave them out.
+    let own_intermediates = creds.certified.cert.iter().skip(1).map(|c| c.as_ref());
+    config.ticketer =
+        tickets::ticketer(own_intermediates).map_err(|e| VerifierError::Build(e.to_string()))?;
     config.send_tls13_tickets = 1;
     config.max_early_data_size = 0;
     Ok(config)

@@ -10,12 +10,12 @@ mod support;
 
 use std::{
     io,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Mutex, atomic::Ordering},
     time::SystemTime,
 };
 
-use rustls::{CertificateError, Error, HandshakeKind};
-use rustls_pki_types::{ServerName, UnixTime};
+use rustls::{CertificateError, Error, HandshakeKind, server::ProducesTickets};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vigil_cert_authority::{
@@ -35,6 +35,8 @@ struct Seen {
     client_kind: Option<HandshakeKind>,
     /// The server's `established_peer` for its client.
     client_peer: Result<SvidInfo, Error>,
+    /// The chain the server holds for its client (on resumption: from the ticket).
+    client_chain: Vec<CertificateDer<'static>>,
     /// The client's `established_peer` for its server.
     server_peer: Result<SvidInfo, Error>,
 }
@@ -51,10 +53,11 @@ async fn connect(server: &MeshServer, client: &MeshClient, at: UnixTime) -> Seen
         let mut tls = acceptor.accept(tcp).await?;
         let conn = tls.get_ref().1;
         let kind = conn.handshake_kind();
-        let peer = verifier.established_peer(conn.peer_certificates().unwrap(), at);
+        let chain = conn.peer_certificates().unwrap().to_vec();
+        let peer = verifier.established_peer(&chain, at);
         tls.write_all(b"k").await?;
         tls.flush().await?;
-        Ok::<_, io::Error>((kind, peer))
+        Ok::<_, io::Error>((kind, peer, chain))
     });
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = ServerName::IpAddress(addr.ip().into());
@@ -69,11 +72,12 @@ async fn connect(server: &MeshServer, client: &MeshClient, at: UnixTime) -> Seen
     let server_peer = client
         .verifier
         .established_peer(conn.peer_certificates().unwrap(), at);
-    let (server_kind, client_peer) = accept.await.unwrap().unwrap();
+    let (server_kind, client_peer, client_chain) = accept.await.unwrap().unwrap();
     Seen {
         server_kind,
         client_kind,
         client_peer,
+        client_chain,
         server_peer,
     }
 }
@@ -217,4 +221,82 @@ async fn a_client_expecting_other_identities_refuses_a_server_another_config_res
         tls_error(&err)
     );
     let _ = accept.await;
+}
+
+/// Records the length of every ticket its config's ticketer seals, and the state in it.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ProducesTickets>,
+    sealed: Mutex<Vec<(usize, Vec<u8>)>>,
+}
+
+impl ProducesTickets for Recording {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let ticket = self.inner.encrypt(plain)?;
+        let opened = self.inner.decrypt(&ticket).unwrap();
+        assert_eq!(opened, plain, "a ticket opens to the state sealed");
+        self.sealed.lock().unwrap().push((ticket.len(), opened));
+        Some(ticket)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        self.inner.decrypt(ticket)
+    }
+}
+
+#[tokio::test]
+async fn tickets_leave_out_the_intermediates_the_server_holds_and_resume_with_them() {
+    let (_dir, ca) = new_ca();
+    let server_creds = creds(&ca, DB);
+    let client_creds = creds(&ca, WEB);
+    let client_chain = client_creds.certified.cert.clone();
+    let intermediate = &server_creds.certified.cert[1];
+    assert_eq!(client_chain.len(), 2, "leaf and the issuer");
+    assert_eq!(
+        client_chain[1], *intermediate,
+        "one issuer signed both SVIDs"
+    );
+
+    let mut server = server(&server_creds, Arc::new(Switch::default()));
+    let mut config = (*server.config).clone();
+    let recording = Arc::new(Recording {
+        inner: config.ticketer.clone(),
+        sealed: Mutex::default(),
+    });
+    config.ticketer = recording.clone();
+    server.config = Arc::new(config);
+    let client = client(&client_creds, DB, Arc::new(Switch::default()));
+
+    for round in 0..3 {
+        let seen = connect(&server, &client, UnixTime::now()).await;
+        let kind = [HandshakeKind::Full, HandshakeKind::Resumed][round.min(1)];
+        assert_eq!(seen.server_kind, Some(kind));
+        assert_eq!(seen.client_kind, Some(kind));
+        assert_eq!(seen.client_peer.unwrap().id.as_str(), WEB);
+        // On resumption the chain comes out of the ticket: byte for byte the client's.
+        assert_eq!(seen.client_chain, client_chain, "round {round}");
+    }
+
+    let sealed = recording.sealed.lock().unwrap();
+    assert_eq!(sealed.len(), 3, "one ticket per connection");
+    for (len, state) in sealed.iter() {
+        // rustls' state holds the client's intermediate verbatim; the ticket does not.
+        let at = state
+            .windows(intermediate.len())
+            .position(|w| w == intermediate.as_ref());
+        assert!(at.is_some(), "the state holds the client's chain");
+        // key name 16, nonce 12, tag 16; one cut: count 1, offset 2, index 1.
+        assert_eq!(
+            *len,
+            16 + 12 + 16 + 1 + 3 + state.len() - intermediate.len()
+        );
+    }
 }

@@ -32,6 +32,8 @@ use aws_lc_rs::{
 use rustls::{server::ProducesTickets, ticketer::TicketRotator};
 use zeroize::Zeroize;
 
+use super::ticket_certs::CutCertificates;
+
 /// How often the sealing key changes (seconds); a ticket can be opened for up to twice
 /// this (rustls' rotator keeps the previous key), the lifetime it advertises — as with
 /// rustls' own ticketer.
@@ -40,12 +42,13 @@ const ROTATE_EVERY: u32 = 6 * 60 * 60;
 const KEY_NAME_LEN: usize = 16;
 const TAG_LEN: usize = 16;
 
-/// A rotating ticketer for a mesh server's config.
-pub(super) fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
-    Ok(Arc::new(TicketRotator::new(
-        ROTATE_EVERY,
-        GcmTicketer::boxed,
-    )?))
+/// A rotating ticketer for a mesh server's config, sealing states with `own`
+/// certificates (DER; the server's intermediates) cut out ([`CutCertificates`]).
+pub(super) fn ticketer<'a>(
+    own: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    let rotator = TicketRotator::new(ROTATE_EVERY, GcmTicketer::boxed)?;
+    Ok(Arc::new(CutCertificates::new(rotator, own)))
 }
 
 /// One key's tickets.
@@ -199,13 +202,24 @@ mod tests {
 
     #[test]
     fn the_rotator_seals_and_opens_and_says_its_lifetime() {
-        let t = ticketer().unwrap();
+        let t = ticketer([&b"certificate"[..]]).unwrap();
         assert!(t.enabled());
         assert_eq!(t.lifetime(), 12 * 60 * 60);
         let ticket = t.encrypt(b"state").unwrap();
         assert_eq!(t.decrypt(&ticket).unwrap(), b"state");
+        let with_cert = t.encrypt(b"state, certificate, state").unwrap();
+        let uncut = ticketer([])
+            .unwrap()
+            .encrypt(b"state, certificate, state")
+            .unwrap();
+        assert_eq!(
+            uncut.len() - with_cert.len(),
+            11 - 3,
+            "cut out, three bytes instead"
+        );
+        assert_eq!(t.decrypt(&with_cert).unwrap(), b"state, certificate, state");
         assert!(
-            ticketer().unwrap().decrypt(&ticket).is_none(),
+            ticketer([]).unwrap().decrypt(&ticket).is_none(),
             "keys are per ticketer"
         );
         assert!(!format!("{t:?}").is_empty());
