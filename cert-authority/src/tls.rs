@@ -7,8 +7,9 @@
 //! - Servers require a client SVID ([`SpiffeClientVerifier`]); clients require the server
 //!   to be one of the expected identities ([`SpiffeServerVerifier`]).
 //! - ALPN `vigil/1` marks mesh traffic.
-//! - Mesh TLS resumes sessions (TLS 1.3 PSK with (EC)DHE, stateless tickets from a key
-//!   that lives and dies with the config; no 0-RTT). A resumed session carries the peer's
+//! - Mesh TLS resumes sessions (TLS 1.3 PSK with (EC)DHE, tickets from a key that lives
+//!   and dies with the config; no 0-RTT; no state per session, but the client leaves
+//!   tickets name instead of carrying them, `ticket_leaves`). A resumed session carries the peer's
 //!   original certificate chain but skips the verifier, so the owner of an established
 //!   connection must call `established_peer` on the verifier ([`MeshServer`],
 //!   [`MeshClient`]) before using it: that checks the chain's validity and revocation
@@ -39,6 +40,7 @@ const CLIENT_SESSIONS: usize = 64;
 mod hkdf;
 mod params;
 mod ticket_certs;
+mod ticket_leaves;
 mod tickets;
 
 pub use params::{
@@ -114,7 +116,8 @@ fn mesh_server_config(
             creds.certified.clone(),
         )));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    // Stateless tickets only: no per-session memory on the server.
+    // Tickets only: no per-session memory on the server (the leaves tickets name are
+    // per client, bounded: `ticket_leaves`).
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     // A client's intermediates are normally the server's own: its tickets leave them out.
     let own_intermediates = creds.certified.cert.iter().skip(1).map(|c| c.as_ref());

@@ -253,7 +253,7 @@ impl ProducesTickets for Recording {
 }
 
 #[tokio::test]
-async fn tickets_leave_out_the_intermediates_the_server_holds_and_resume_with_them() {
+async fn tickets_leave_out_the_clients_chain_and_resume_with_it() {
     let (_dir, ca) = new_ca();
     let server_creds = creds(&ca, DB);
     let client_creds = creds(&ca, WEB);
@@ -284,19 +284,43 @@ async fn tickets_leave_out_the_intermediates_the_server_holds_and_resume_with_th
         // On resumption the chain comes out of the ticket: byte for byte the client's.
         assert_eq!(seen.client_chain, client_chain, "round {round}");
     }
-
-    let sealed = recording.sealed.lock().unwrap();
+    let sealed = recording.sealed.lock().unwrap().clone();
     assert_eq!(sealed.len(), 3, "one ticket per connection");
+
+    // Other clients, their leaves learned beside the first's: each resumes as itself.
+    let api = "spiffe://cluster.local/ns/shop/sa/api";
+    let others = [creds(&ca, WEB), creds(&ca, api)];
+    let clients: Vec<_> = others
+        .iter()
+        .map(|c| self::client(c, DB, Arc::new(Switch::default())))
+        .collect();
+    for round in 0..2 {
+        for ((creds, client), id) in others.iter().zip(&clients).zip([WEB, api]) {
+            let seen = connect(&server, client, UnixTime::now()).await;
+            assert_eq!(
+                seen.server_kind.unwrap() == HandshakeKind::Resumed,
+                round == 1
+            );
+            assert_eq!(seen.client_peer.unwrap().id.as_str(), id);
+            assert_eq!(
+                seen.client_chain, creds.certified.cert,
+                "{id}, round {round}"
+            );
+        }
+    }
+    let again = connect(&server, &client, UnixTime::now()).await;
+    assert_eq!(again.server_kind, Some(HandshakeKind::Resumed));
+    assert_eq!(again.client_chain, client_chain);
+
     for (len, state) in sealed.iter() {
-        // rustls' state holds the client's intermediate verbatim; the ticket does not.
-        let at = state
-            .windows(intermediate.len())
-            .position(|w| w == intermediate.as_ref());
-        assert!(at.is_some(), "the state holds the client's chain");
-        // key name 16, nonce 12, tag 16; one cut: count 1, offset 2, index 1.
-        assert_eq!(
-            *len,
-            16 + 12 + 16 + 1 + 3 + state.len() - intermediate.len()
-        );
+        // rustls' state holds the client's chain verbatim; the ticket does not.
+        for cert in &client_chain {
+            let at = state.windows(cert.len()).position(|w| w == cert.as_ref());
+            assert!(at.is_some(), "the state holds the client's chain");
+        }
+        let chain_len: usize = client_chain.iter().map(|c| c.len()).sum();
+        // Key name 16, nonce 12, tag 16; a count, then two cuts: the leaf (offset 2,
+        // tag 1, id 8), the issuer (offset 2, index 1).
+        assert_eq!(*len, 16 + 12 + 16 + 1 + 11 + 3 + state.len() - chain_len);
     }
 }

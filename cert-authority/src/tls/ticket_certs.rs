@@ -1,32 +1,42 @@
-//! The certificates a mesh server holds itself, cut out of the session state it seals into
-//! tickets and put back when a ticket is opened.
+//! The certificates of a client's chain, cut out of the session state a mesh server seals
+//! into tickets and put back when a ticket is opened.
 //!
 //! A ticket carries the resumption state rustls hands it, among it the client's whole
-//! certificate chain (a resumed connection's identity is read from it). In a mesh the
-//! client's intermediates are the server's own — one issuer signed both SVIDs — so every
-//! ticket repeated a certificate the server already has. A resumed handshake pays for
-//! each of its bytes several times: the ticket rides in the ClientHello, which the server
-//! hashes twice (the PSK binder, then the transcript), opens, and seals again into the
-//! next ticket. Cut out, such a certificate is three bytes of the sealed state.
+//! certificate chain (a resumed connection's identity is read from it): ~1 KB of a
+//! ~1.1 KB state. A resumed handshake pays for each of its bytes several times: the
+//! ticket rides in the ClientHello, which the server hashes twice (the PSK binder, then
+//! the transcript), opens, and seals again into the next ticket. Two kinds of
+//! certificate are cut out:
+//! - the server's own intermediates (the *dictionary*, fixed for the ticketer's life): in
+//!   a mesh the client's issuer is the server's — one issuer signs every SVID — found by
+//!   their last bytes anywhere in the state; a reference is 3 bytes;
+//! - the client's leaf, learned ([`Leaves`]), found where rustls' encoding puts a
+//!   certificate (DER `SEQUENCE { SEQUENCE …` with a two-byte length, right after its
+//!   three-byte length); a reference is 11 bytes.
 //!
-//! What is sealed: `count (1) ‖ count × (offset (2, big-endian) ‖ index (1)) ‖ rest` —
-//! `rest` is the state with `count` certificates cut out, each the dictionary's entry
-//! `index`, which began at `offset` of the original state (offsets ascending, cuts
-//! disjoint). The dictionary is fixed for the ticketer's life, which is its config's: a
-//! ticket is only ever opened against the dictionary it was sealed with. Tickets are
+//! What is sealed: `count (1) ‖ count × (offset (2, big-endian) ‖ tag (1) [‖ id (8)]) ‖
+//! rest` — `rest` is the state with `count` certificates cut out, each of which began at
+//! `offset` of the original state (offsets ascending, cuts disjoint) and is the
+//! dictionary's entry `tag`, or, for tag 255, the learned leaf `id`. A ticket is only ever
+//! opened by the ticketer that sealed it (the key is the ticketer's too). Tickets are
 //! authenticated before this runs, so a reference that does not fit is a bug, not an
-//! attack; it still opens to `None` (a full handshake), never to other bytes.
+//! attack; it opens to `None` (a full handshake), never to other bytes — as does a leaf
+//! the store no longer remembers.
 
 use std::fmt;
 
-use memchr::memmem::Finder;
+use memchr::memmem::{self, Finder};
 use rustls::server::ProducesTickets;
 
-/// A ticketer that seals `inner`'s tickets with the dictionary's certificates cut out.
+use super::ticket_leaves::{Leaves, PER_GENERATION};
+
+/// A ticketer that seals `inner`'s tickets with the client's certificates cut out.
 pub(super) struct CutCertificates<T> {
     inner: T,
-    /// The certificates that are cut out; an index is one byte.
+    /// The certificates the server holds; an index is one byte, below [`LEAF`].
     dictionary: Vec<Held>,
+    /// The client leaves learned.
+    leaves: Leaves,
 }
 
 /// A certificate of the dictionary.
@@ -38,8 +48,21 @@ struct Held {
     tail: Finder<'static>,
 }
 
-/// Header bytes per cut: offset (2) and index (1).
+/// Header bytes per cut: offset (2) and tag (1).
 const CUT_LEN: usize = 3;
+
+/// The tag of a learned leaf, whose id (8 bytes) follows.
+const LEAF: u8 = u8::MAX;
+
+/// A certificate found in a state: where, how long, and which.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Found {
+    at: usize,
+    /// A dictionary index; [`LEAF`] for a leaf (so a held certificate found at the same
+    /// place sorts first).
+    tag: u8,
+    len: usize,
+}
 
 /// How many of a certificate's last bytes are searched for.
 const TAIL_LEN: usize = 32;
@@ -65,68 +88,113 @@ impl Held {
 
 impl<T: ProducesTickets> CutCertificates<T> {
     /// `inner` sealing states with `certificates` (DER; empty ones and any past the 255th
-    /// are ignored) cut out.
+    /// are ignored) and the client's leaf cut out.
     pub(super) fn new<'a>(inner: T, certificates: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        Self::with_generations(inner, certificates, PER_GENERATION)
+    }
+
+    /// [`Self::new`], remembering two generations of `per_generation` leaves.
+    fn with_generations<'a>(
+        inner: T,
+        certificates: impl IntoIterator<Item = &'a [u8]>,
+        per_generation: usize,
+    ) -> Self {
         let dictionary = certificates
             .into_iter()
             .filter(|der| !der.is_empty())
-            .take(usize::from(u8::MAX))
+            .take(usize::from(LEAF))
             .map(Held::new)
             .collect();
-        Self { inner, dictionary }
+        Self {
+            inner,
+            dictionary,
+            leaves: Leaves::new(per_generation),
+        }
     }
 
-    /// The state with every dictionary certificate it holds cut out, in the sealed form.
-    fn cut(&self, plain: &[u8]) -> Vec<u8> {
-        // (offset, index), then sorted by offset; overlaps dropped.
-        let mut found: Vec<(usize, u8)> = Vec::new();
-        for (index, held) in (0u8..).zip(&self.dictionary) {
-            found.extend(held.find_in(plain).map(|at| (at, index)));
+    /// The state with the client's certificates cut out, in the sealed form (`None`, no
+    /// ticket, cannot happen: one id per leaf, at most 255 cuts).
+    fn cut(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let mut found: Vec<Found> = Vec::new();
+        for (tag, held) in (0u8..).zip(&self.dictionary) {
+            let len = held.der.len();
+            found.extend(held.find_in(plain).map(|at| Found { at, tag, len }));
         }
+        found.extend(framed_certificates(plain).map(|(at, len)| Found { at, tag: LEAF, len }));
         found.sort_unstable();
-        let mut cuts: Vec<(u16, u8)> = Vec::with_capacity(found.len());
+        // Disjoint, at offsets that fit in two bytes, at most 255.
+        let mut cuts: Vec<(u16, Found)> = Vec::with_capacity(found.len());
         let mut end = 0;
-        for (at, index) in found {
-            let len = self.dictionary[usize::from(index)].der.len();
-            let Ok(offset) = u16::try_from(at) else { break };
-            if at < end || cuts.len() == usize::from(u8::MAX) {
-                continue;
+        for f in found {
+            let Ok(offset) = u16::try_from(f.at) else {
+                break;
+            };
+            if cuts.len() == usize::from(u8::MAX) {
+                break;
             }
-            cuts.push((offset, index));
-            end = at + len;
+            if f.at >= end {
+                cuts.push((offset, f));
+                end = f.at + f.len;
+            }
         }
-        let cut_len: usize = cuts
-            .iter()
-            .map(|&(_, i)| self.dictionary[usize::from(i)].der.len())
-            .sum();
-        let mut sealed = Vec::with_capacity(1 + CUT_LEN * cuts.len() + plain.len() - cut_len);
-        sealed.push(u8::try_from(cuts.len()).unwrap_or(u8::MAX)); // at most 255, above
-        for &(offset, index) in &cuts {
+        let ids = self.leaves.ids(
+            cuts.iter()
+                .filter(|(_, c)| c.tag == LEAF)
+                .map(|(_, c)| &plain[c.at..c.at + c.len]),
+        );
+        let cut_len: usize = cuts.iter().map(|(_, c)| c.len).sum();
+        let refs_len = CUT_LEN * cuts.len() + 8 * ids.len();
+        let mut sealed = Vec::with_capacity(1 + refs_len + plain.len() - cut_len);
+        sealed.push(u8::try_from(cuts.len()).ok()?);
+        let mut ids = ids.into_iter();
+        for (offset, c) in &cuts {
             sealed.extend_from_slice(&offset.to_be_bytes());
-            sealed.push(index);
+            sealed.push(c.tag);
+            if c.tag == LEAF {
+                sealed.extend_from_slice(&ids.next()?.to_be_bytes());
+            }
         }
         let mut from = 0;
-        for &(offset, index) in &cuts {
-            let at = usize::from(offset);
-            sealed.extend_from_slice(&plain[from..at]);
-            from = at + self.dictionary[usize::from(index)].der.len();
+        for (_, c) in &cuts {
+            sealed.extend_from_slice(&plain[from..c.at]);
+            from = c.at + c.len;
         }
         sealed.extend_from_slice(&plain[from..]);
-        sealed
+        Some(sealed)
     }
 
-    /// The state `sealed` was cut from; `None` if a reference does not fit.
+    /// The state `sealed` was cut from; `None` if a reference does not fit or names a
+    /// leaf no longer remembered.
     fn restore(&self, sealed: &[u8]) -> Option<Vec<u8>> {
-        let (&count, rest) = sealed.split_first()?;
-        let (cuts, mut rest) = rest.split_at_checked(CUT_LEN * usize::from(count))?;
-        let mut certs = Vec::with_capacity(usize::from(count));
-        let mut total = rest.len();
-        for cut in cuts.chunks_exact(CUT_LEN) {
+        let (&count, mut rest) = sealed.split_first()?;
+        // (offset, dictionary index or `None` for the next leaf)
+        let mut cuts = Vec::with_capacity(usize::from(count));
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let (cut, after) = rest.split_at_checked(CUT_LEN)?;
+            rest = after;
             let offset = usize::from(u16::from_be_bytes([cut[0], cut[1]]));
-            let cert = &self.dictionary.get(usize::from(cut[2]))?.der;
-            total += cert.len();
-            certs.push((offset, cert));
+            if cut[2] == LEAF {
+                let (id, after) = rest.split_first_chunk::<8>()?;
+                rest = after;
+                ids.push(u64::from_be_bytes(*id));
+                cuts.push((offset, None));
+            } else {
+                self.dictionary.get(usize::from(cut[2]))?;
+                cuts.push((offset, Some(usize::from(cut[2]))));
+            }
         }
+        let leaves = self.leaves.leaves(&ids)?;
+        let mut leaves = leaves.iter();
+        let mut certs: Vec<(usize, &[u8])> = Vec::with_capacity(cuts.len());
+        for (offset, held) in cuts {
+            let der = match held {
+                Some(i) => &self.dictionary[i].der,
+                None => &leaves.next()?[..],
+            };
+            certs.push((offset, der));
+        }
+        let total = rest.len() + certs.iter().map(|(_, c)| c.len()).sum::<usize>();
         let mut plain = Vec::with_capacity(total);
         for (offset, cert) in certs {
             let (before, after) = rest.split_at_checked(offset.checked_sub(plain.len())?)?;
@@ -139,10 +207,36 @@ impl<T: ProducesTickets> CutCertificates<T> {
     }
 }
 
+/// Where `plain` holds a certificate the way rustls encodes one — `u24 length ‖ DER` with
+/// the DER a SEQUENCE whose first element is a SEQUENCE, both with two-byte lengths
+/// (what every certificate between 256 bytes and 64 KiB looks like) — as (offset, length),
+/// ascending and disjoint.
+fn framed_certificates(plain: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    const SEQUENCE_LONG: &[u8] = b"\x30\x82";
+    let mut next = 0;
+    memmem::find_iter(plain, SEQUENCE_LONG).filter_map(move |at| {
+        let len_at = at.checked_sub(3)?;
+        let len = 4 + usize::from(u16::from_be_bytes([
+            *plain.get(at + 2)?,
+            *plain.get(at + 3)?,
+        ]));
+        let framed = at >= next
+            && plain.get(at + 4..at + 6) == Some(SEQUENCE_LONG)
+            && at + len <= plain.len()
+            && plain[len_at..at] == u32::try_from(len).ok()?.to_be_bytes()[1..];
+        if !framed {
+            return None;
+        }
+        next = at + len;
+        Some((at, len))
+    })
+}
+
 impl<T> fmt::Debug for CutCertificates<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CutCertificates")
             .field("certificates", &self.dictionary.len())
+            .field("leaves", &self.leaves)
             .finish_non_exhaustive()
     }
 }
@@ -157,7 +251,7 @@ impl<T: ProducesTickets> ProducesTickets for CutCertificates<T> {
     }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.inner.encrypt(&self.cut(plain))
+        self.inner.encrypt(&self.cut(plain)?)
     }
 
     fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
@@ -283,6 +377,105 @@ mod tests {
         let state = small.repeat(300);
         let sealed = round_trip(&t, &state);
         assert_eq!(sealed[0], 255);
+    }
+
+    /// A DER-shaped certificate of `len` bytes (SEQUENCE { SEQUENCE … }, two-byte lengths).
+    fn der(tag: u8, len: usize) -> Vec<u8> {
+        let outer = u16::try_from(len - 4).unwrap().to_be_bytes();
+        let inner = u16::try_from(len - 8).unwrap().to_be_bytes();
+        let mut der = vec![
+            0x30, 0x82, outer[0], outer[1], 0x30, 0x82, inner[0], inner[1],
+        ];
+        der.extend((8..len).map(|i| (i as u8).wrapping_mul(29) ^ tag));
+        der
+    }
+
+    /// `der` as rustls encodes a certificate: its length in three bytes first.
+    fn framed(der: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(der.len()).unwrap().to_be_bytes();
+        [&len[1..], der].concat()
+    }
+
+    /// A state like rustls': fields, then the chain (`u24` list of `u24`-framed DER).
+    fn state_with(chain: &[&[u8]]) -> Vec<u8> {
+        let certs: Vec<u8> = chain.iter().flat_map(|c| framed(c)).collect();
+        [
+            &b"\x03\x04secret and fields"[..],
+            &framed(&certs),
+            b"\x00\x07vigil/1",
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn the_clients_leaf_is_learned_and_named_by_an_id() {
+        let issuer = der(1, 525);
+        let t = cutter(std::slice::from_ref(&issuer));
+        let leaf = der(2, 504);
+        let state = state_with(&[&leaf, &issuer]);
+        let sealed = round_trip(&t, &state);
+        // Two cuts: the leaf (3 + an 8-byte id), the issuer (3).
+        assert_eq!(sealed[0], 2);
+        assert_eq!(
+            sealed.len(),
+            1 + 11 + 3 + state.len() - leaf.len() - issuer.len()
+        );
+        assert_eq!(sealed[3], LEAF);
+        // The same leaf sealed again: the same id, the same sealed state.
+        assert_eq!(round_trip(&t, &state), sealed);
+        // Another client's leaf: another id.
+        let other = der(3, 610);
+        let theirs = round_trip(&t, &state_with(&[&other, &issuer]));
+        assert_ne!(theirs[4..12], sealed[4..12]);
+        // Another ticketer does not know the id: nothing.
+        assert!(
+            cutter(std::slice::from_ref(&issuer))
+                .decrypt(&sealed)
+                .is_none()
+        );
+        // An issuer the server does not hold is learned like a leaf.
+        let foreign = der(4, 480);
+        let sealed = round_trip(&t, &state_with(&[&leaf, &foreign]));
+        assert_eq!((sealed[0], sealed[3], sealed[14]), (2, LEAF, LEAF));
+        // Neither leaf nor issuer: the state as it was (the count byte first).
+        for state in [
+            state_with(&[]),
+            [&b"x"[..], &leaf].concat(),      // unframed
+            [&[0, 1, 0][..], &leaf].concat(), // framed with another length
+            framed(&leaf)[..400].to_vec(),    // cut short
+            framed(&[&[0x30, 0x81, 0xc4, 0x30, 0x81][..], &[9; 195]].concat()), // one-byte lengths
+        ] {
+            assert_eq!(round_trip(&t, &state).len(), state.len() + 1, "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_leaf_forgotten_opens_to_none_and_its_client_starts_over() {
+        let t = CutCertificates::with_generations(Clear(true), [], 1);
+        let (a, b, c) = (der(1, 300), der(2, 300), der(3, 300));
+        let ticket_a = t.encrypt(&state_with(&[&a])).unwrap();
+        let ticket_b = t.encrypt(&state_with(&[&b])).unwrap();
+        assert_eq!(
+            t.decrypt(&ticket_a).unwrap(),
+            state_with(&[&a]),
+            "previous generation"
+        );
+        t.encrypt(&state_with(&[&c])).unwrap();
+        assert!(t.decrypt(&ticket_a).is_none(), "two generations on");
+        assert_eq!(t.decrypt(&ticket_b).unwrap(), state_with(&[&b]));
+        // A full handshake later, a's next ticket opens again.
+        let again = t.encrypt(&state_with(&[&a])).unwrap();
+        assert_eq!(t.decrypt(&again).unwrap(), state_with(&[&a]));
+        assert!(
+            t.decrypt(&ticket_a).is_none(),
+            "a new id: the old one stays unknown"
+        );
+        // A leaf reference cut short, or naming an id never given: nothing.
+        let mut short = vec![1, 0, 0, LEAF, 0, 0, 0];
+        assert!(t.decrypt(&short).is_none());
+        short.extend_from_slice(&[0x7f; 5]);
+        assert!(t.decrypt(&short).is_none());
+        assert!(format!("{t:?}").contains("leaves"));
     }
 
     /// Random states made of random bytes and the dictionary's certificates.
