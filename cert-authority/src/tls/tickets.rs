@@ -42,8 +42,9 @@ const ROTATE_EVERY: u32 = 6 * 60 * 60;
 const KEY_NAME_LEN: usize = 16;
 const TAG_LEN: usize = 16;
 
-/// A rotating ticketer for a mesh server's config, sealing states with `own`
-/// certificates (DER; the server's intermediates) cut out ([`CutCertificates`]).
+/// A rotating ticketer for a mesh server's config, sealing states with the client's chain
+/// cut out ([`CutCertificates`]): its `own` certificates (DER; the server's intermediates)
+/// by index, the client's leaf by a learned id.
 pub(super) fn ticketer<'a>(
     own: impl IntoIterator<Item = &'a [u8]>,
 ) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
