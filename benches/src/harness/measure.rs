@@ -49,6 +49,9 @@ pub struct Sample {
     /// System calls the sidecars made per request over the run's warm-up (load runs;
     /// `None` where perf cannot count them, see [`super::syscalls`]).
     pub syscalls_per_op: Option<f64>,
+    /// The share of the sidecars' CPU time spent in user space, from clock ticks (load
+    /// runs; `None` when the run took too few ticks to split).
+    pub user_share: Option<f64>,
     /// Opaque TCP throughput, Gbit/s.
     pub gbit_s: f64,
     /// Why the run does not count (errors, missed rate), if it does not.
@@ -200,9 +203,15 @@ async fn load_run(
         .filter(|_| counting && w.ok > 0)
         .map(|n| n as f64 / w.ok as f64);
     let (before, switches_before) = (procs::cpu_of(sidecars), procs::switches_of(sidecars));
+    let ticks_before = procs::user_system_of(sidecars);
     let r = load::run(&measured).await;
     let cpu = procs::cpu_of(sidecars).saturating_sub(before).as_secs_f64();
     let switches = procs::switches_of(sidecars).saturating_sub(switches_before);
+    let ticks = procs::user_system_of(sidecars);
+    let user_share = share(
+        ticks.0.saturating_sub(ticks_before.0),
+        ticks.1.saturating_sub(ticks_before.1),
+    );
     let mut invalid = r.valid().err();
     if r.ok == 0 && invalid.is_none() {
         invalid = Some("no request completed".into());
@@ -217,9 +226,20 @@ async fn load_run(
         cpu_per_op_us: cpu * 1e6 / (r.ok.max(1) as f64),
         switches_per_op: switches as f64 / (r.ok.max(1) as f64),
         syscalls_per_op: syscalls,
+        user_share,
         gbit_s: 0.0,
         invalid,
     })
+}
+
+/// Fewest clock ticks (10 ms each) a run must take for its user/kernel split to be given:
+/// below, one tick either way moves the share by more than 10 %.
+const MIN_TICKS: u64 = 10;
+
+/// The share of `user` in `user + system` clock ticks, if there are enough of them.
+fn share(user: u64, system: u64) -> Option<f64> {
+    let total = user + system;
+    (total >= MIN_TICKS).then(|| user as f64 / total as f64)
 }
 
 /// `n` full mTLS handshakes (connect, handshake, close) one after another; the inbound
@@ -247,4 +267,18 @@ async fn handshakes(
         cpu_per_op_us: cpu * 1e6 / f64::from(n.max(1)),
         ..Sample::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_only_runs_long_enough_to_split() {
+        assert_eq!(share(30, 10), Some(0.75));
+        assert_eq!(share(0, 10), Some(0.0));
+        assert_eq!(share(10, 0), Some(1.0));
+        assert_eq!(share(5, 4), None, "9 ticks");
+        assert_eq!(share(0, 0), None);
+    }
 }

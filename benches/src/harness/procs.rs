@@ -3,7 +3,9 @@
 //!
 //! CPU time comes from `/proc/<pid>/task/<tid>/schedstat` (nanoseconds on a CPU, per
 //! thread), summed over every process in the tree (nginx's master forks its worker).
-//! Clock ticks from `/proc/<pid>/stat` are 10 ms granules — too coarse for a 5 s run.
+//! Clock ticks from `/proc/<pid>/stat` are 10 ms granules — too coarse for a 5 s run's
+//! CPU time, but enough to split it: [`user_system_of`] gives the share spent in user
+//! space (the proxy's own instructions) against the kernel's (sockets, wake-ups).
 //!
 //! Every started group is also listed in a process-wide registry, so a SIGINT or SIGTERM
 //! to the harness (Ctrl-C in `make bench`) kills them too, not only `Drop`.
@@ -208,6 +210,28 @@ pub fn cpu_of(procs: &[&Proc]) -> Duration {
     procs.iter().map(|p| p.cpu()).sum()
 }
 
+/// Clock ticks `procs` (whole trees, every thread) spent in user space and in the kernel
+/// so far (`utime`, `stime` of `/proc/<pid>/stat`).
+pub fn user_system_of(procs: &[&Proc]) -> (u64, u64) {
+    pids_of(procs)
+        .into_iter()
+        .filter_map(|p| user_system(&fs::read_to_string(format!("/proc/{p}/stat")).ok()?))
+        .fold((0, 0), |(u, s), (pu, ps)| (u + pu, s + ps))
+}
+
+/// `utime` and `stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name
+/// (field 2) is in parentheses and may hold spaces and parentheses itself, so the fields
+/// are counted from the last `)`.
+fn user_system(stat: &str) -> Option<(u64, u64)> {
+    let mut rest = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .skip(11);
+    let user = rest.next()?.parse().ok()?;
+    let system = rest.next()?.parse().ok()?;
+    Some((user, system))
+}
+
 /// Times the threads of `procs` (whole trees) were switched onto a CPU so far.
 pub fn switches_of(procs: &[&Proc]) -> u64 {
     pids_of(procs).into_iter().map(process_switches).sum()
@@ -348,6 +372,51 @@ mod tests {
                 "process {m} survived: {state}"
             );
         }
+    }
+
+    #[test]
+    fn splits_cpu_time_into_user_and_kernel() {
+        // Field 3 (state) follows the last `)`; utime and stime are fields 14 and 15.
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1 2 3 4 17 5 6 7 20 0 1 0";
+        assert_eq!(user_system(line), Some((17, 5)));
+        assert_eq!(user_system("4242 (x) S 1 2 3"), None, "truncated");
+        assert_eq!(user_system("4242 x S"), None, "no command name");
+        assert_eq!(
+            user_system("4242 (x) S 1 4242 4242 0 -1 0 1 2 3 4 u 5"),
+            None,
+            "not a number"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        // A busy loop in the shell itself (user space) and one in `dd` from /dev/zero to
+        // /dev/null (mostly system calls): the split tells them apart.
+        let busy = |name: &str, script: &str| {
+            let p = Proc::start(
+                name,
+                Path::new("/bin/sh"),
+                &["-c".into(), script.into()],
+                None,
+                dir.path(),
+            )
+            .unwrap();
+            // At least 30 ticks (however busy the machine is with other tests).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let (user, system) = user_system_of(&[&p]);
+                if user + system >= 30 {
+                    return (user, system);
+                }
+                assert!(Instant::now() < deadline, "{name}: {user} + {system} ticks");
+            }
+        };
+        let (user, system) = busy("user", "while :; do :; done");
+        assert!(
+            user > 4 * system,
+            "a shell loop: {user} user, {system} system"
+        );
+        let (user, system) = busy("system", "exec dd if=/dev/zero of=/dev/null bs=1");
+        assert!(system > user, "dd bs=1: {user} user, {system} system");
     }
 
     #[test]

@@ -163,7 +163,7 @@ pub fn markdown(
             m(Kind::NewConn, |s| s.rate),
         );
     }
-    md.push_str(&saturation_table(results));
+    md.push_str(&per_request_tables(results));
     let bare = summarize(
         &results
             .bare_handshake_us
@@ -265,38 +265,63 @@ pub fn markdown(
     md
 }
 
-/// What each sidecar pair spends per request in closed loop (B3, B4 max), where the
-/// CPU per request decides the rate: CPU, system calls and switches onto a CPU.
-fn saturation_table(results: &Results) -> String {
+/// Per request, both sidecars of a pair together, median over rounds: CPU, system calls
+/// and switches onto a CPU — in closed loop (B3, B4 max: where CPU per request decides the
+/// rate) and at the fixed rate (B1, B2, B4 CPU: where each request is mostly alone, and
+/// the wake-ups it takes are much of what it costs).
+fn per_request_tables(results: &Results) -> String {
+    let mut md = per_request_table(
+        results,
+        "in closed loop (B3, B4 max",
+        [Kind::H1Closed, Kind::H2Closed],
+    );
+    md.push_str(&per_request_table(
+        results,
+        "at the fixed rate, 1,000 req/s (B1, B2, B4 CPU",
+        [Kind::H1Fixed, Kind::H2Fixed],
+    ));
+    md
+}
+
+/// One of [`per_request_tables`]: the h1 and the h2 measurement `kinds` of each path.
+fn per_request_table(results: &Results, load: &str, kinds: [Kind; 2]) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "\nPer request in closed loop (B3, B4 max; both sidecars of a pair together, median over \
-         rounds): CPU, system calls (counted by `perf` over each run's warm-up; `–` where perf \
-         cannot count here) and times a sidecar thread was switched onto a CPU.\n"
+        "\nPer request {load}; both sidecars of a pair together, median over rounds): CPU, \
+         the share of it in user space (the rest is the kernel's: sockets, wake-ups; from \
+         clock ticks), system calls (counted by `perf` over each run's warm-up; `–` where \
+         perf cannot count here) and times a sidecar thread was switched onto a CPU.\n"
     );
     let _ = writeln!(
         md,
-        "| path | h1 CPU µs | h1 syscalls | h1 switches | h2 CPU µs | h2 syscalls | h2 switches |\n|---|---|---|---|---|---|---|"
+        "| path | h1 CPU µs | h1 user | h1 syscalls | h1 switches | h2 CPU µs | h2 user | h2 syscalls | h2 switches |\n|---|---|---|---|---|---|---|---|---|"
     );
-    for path in paths_for(Kind::H1Closed).iter().filter(|p| **p != "direct") {
-        let m = |kind: Kind, f: fn(&Sample) -> Option<f64>| -> String {
+    for path in paths_for(kinds[0]).iter().filter(|p| **p != "direct") {
+        let median = |kind: Kind, f: fn(&Sample) -> Option<f64>| {
             let vals: Vec<Option<f64>> = results
                 .get(kind, path)
                 .iter()
                 .map(|s| s.invalid.is_none().then(|| f(s)).flatten())
                 .collect();
-            summarize(&vals).map_or("–".into(), |(v, _, _)| format!("{v:.2}"))
+            summarize(&vals).map(|(v, _, _)| v)
         };
+        let m = |kind, f| median(kind, f).map_or("–".into(), |v| format!("{v:.2}"));
+        let pct = |kind| {
+            median(kind, |s| s.user_share).map_or("–".into(), |v| format!("{:.0} %", v * 100.0))
+        };
+        let [h1, h2] = kinds;
         let _ = writeln!(
             md,
-            "| {path} | {} | {} | {} | {} | {} | {} |",
-            m(Kind::H1Closed, |s| Some(s.cpu_per_op_us)),
-            m(Kind::H1Closed, |s| s.syscalls_per_op),
-            m(Kind::H1Closed, |s| Some(s.switches_per_op)),
-            m(Kind::H2Closed, |s| Some(s.cpu_per_op_us)),
-            m(Kind::H2Closed, |s| s.syscalls_per_op),
-            m(Kind::H2Closed, |s| Some(s.switches_per_op)),
+            "| {path} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            m(h1, |s| Some(s.cpu_per_op_us)),
+            pct(h1),
+            m(h1, |s| s.syscalls_per_op),
+            m(h1, |s| Some(s.switches_per_op)),
+            m(h2, |s| Some(s.cpu_per_op_us)),
+            pct(h2),
+            m(h2, |s| s.syscalls_per_op),
+            m(h2, |s| Some(s.switches_per_op)),
         );
     }
     md
@@ -437,12 +462,12 @@ mod tests {
     }
 
     #[test]
-    fn saturation_table_shows_medians_and_dashes_what_was_not_counted() {
+    fn per_request_tables_show_medians_and_dashes_what_was_not_counted() {
         let mut r = Results::default();
-        for (cpu, sys, sw) in [
-            (30.0, Some(8.0), 0.9),
-            (34.0, Some(9.0), 1.1),
-            (32.0, None, 1.0),
+        for (cpu, sys, sw, user) in [
+            (30.0, Some(8.0), 0.9, Some(0.40)),
+            (34.0, Some(9.0), 1.1, Some(0.44)),
+            (32.0, None, 1.0, None),
         ] {
             r.push(
                 Kind::H1Closed,
@@ -451,6 +476,7 @@ mod tests {
                     cpu_per_op_us: cpu,
                     syscalls_per_op: sys,
                     switches_per_op: sw,
+                    user_share: user,
                     ..Sample::default()
                 },
             );
@@ -475,13 +501,49 @@ mod tests {
                 ..Sample::default()
             },
         );
-        let t = saturation_table(&r);
+        // At the fixed rate: other figures, in a table of their own, and the path measured
+        // only there (metrics off) has a row.
+        for (kind, path, cpu) in [
+            (Kind::H1Fixed, "vigil", 110.0),
+            (Kind::H2Fixed, "vigil", 135.0),
+            (Kind::H1Fixed, "vigil-nometrics", 105.0),
+        ] {
+            r.push(
+                kind,
+                path,
+                Sample {
+                    cpu_per_op_us: cpu,
+                    syscalls_per_op: Some(11.5),
+                    switches_per_op: 3.25,
+                    user_share: Some(0.375),
+                    ..Sample::default()
+                },
+            );
+        }
+        let t = per_request_tables(&r);
+        let (closed, fixed) = t.split_once("at the fixed rate").expect(&t);
+        assert!(closed.contains("in closed loop"), "{t}");
         assert!(
-            t.contains("| vigil | 32.00 | 8.50 | 1.00 | – | – | – |"),
+            closed.contains("| vigil | 32.00 | 42 % | 8.50 | 1.00 | – | – | – | – |"),
             "{t}"
         );
         assert!(
-            t.contains("| haproxy | 25.00 | – | 0.50 | – | – | – |"),
+            closed.contains("| haproxy | 25.00 | – | – | 0.50 | – | – | – | – |"),
+            "{t}"
+        );
+        assert!(!closed.contains("vigil-nometrics"), "{t}");
+        assert!(
+            fixed.contains(
+                "| vigil | 110.00 | 38 % | 11.50 | 3.25 | 135.00 | 38 % | 11.50 | 3.25 |"
+            ),
+            "{t}"
+        );
+        assert!(
+            fixed.contains("| vigil-nometrics | 105.00 | 38 % | 11.50 | 3.25 | – | – | – | – |"),
+            "{t}"
+        );
+        assert!(
+            fixed.contains("| haproxy | – | – | – | – | – | – | – | – |"),
             "{t}"
         );
         assert!(!t.contains("| direct |"), "{t}");
