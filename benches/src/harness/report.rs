@@ -265,8 +265,8 @@ pub fn markdown(
     md
 }
 
-/// Per request, both sidecars of a pair together, median over rounds: CPU, system calls
-/// and switches onto a CPU — in closed loop (B3, B4 max: where CPU per request decides the
+/// Per request, both sidecars of a pair together, median over rounds: CPU, its share in
+/// user space, system calls and switches onto a CPU — in closed loop (B3, B4 max: where CPU per request decides the
 /// rate) and at the fixed rate (B1, B2, B4 CPU: where each request is mostly alone, and
 /// the wake-ups it takes are much of what it costs).
 fn per_request_tables(results: &Results) -> String {
