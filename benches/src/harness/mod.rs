@@ -30,6 +30,7 @@ pub mod crypto;
 pub mod floors;
 pub mod layout;
 pub mod measure;
+pub mod plot;
 pub mod procs;
 pub mod report;
 pub mod suite;
@@ -174,7 +175,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Vec<Ratio>> {
     )?;
     let mut all = ratios.clone();
     all.extend(latest_micro(&opts.out));
-    fs::write(opts.out.join("latency.svg"), report::latency_svg(&results))?;
+    fs::write(opts.out.join("latency.svg"), plot::latency_svg(&results))?;
     fs::write(
         opts.out.join("report.md"),
         report::markdown(&info, &results, &counts, &all, "latency.svg"),
