@@ -1,5 +1,6 @@
-//! Stream adapters: replaying bytes read during detection, counting bytes, and gating
-//! reads that would find nothing new ([`ReadGate`]).
+//! Stream adapters: replaying bytes read during detection, counting bytes, gating reads
+//! that would find nothing new ([`ReadGate`]), gathering writes ([`Coalesce`]) and
+//! holding a TLS server's last handshake flight for the first write ([`LastFlight`]).
 
 use std::{
     io,
@@ -99,8 +100,10 @@ write_through!(PrefixedIo);
 
 mod coalesce;
 mod gate;
+mod last_flight;
 pub use coalesce::{Coalesce, InFlight, Streams};
 pub use gate::ReadGate;
+pub use last_flight::{HOLD_MAX, LastFlight};
 
 /// Bytes read from and written to a stream, shared with whoever reports them.
 #[derive(Clone, Debug, Default)]

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::{
     authz::Subject,
     detect::{self, Outer, Proto},
-    io::PrefixedIo,
+    io::{LastFlight, PrefixedIo},
     metrics::labels::{Direction, Rejected},
     serve::{ConnGuard, Handler},
     shared::{Shared, Source, original_dst},
@@ -146,13 +146,18 @@ async fn setup(
             let acceptor = TlsAcceptor::from(tls.server.config.clone());
             // The handshake's state lives in `setup`'s box, freed once the connection is
             // served.
-            let accepted = tokio::time::timeout(cfg.handshake_timeout, acceptor.accept(io)).await;
+            // The handshake's last flight (the session ticket) waits for the connection's
+            // first write, to share its segment (`LastFlight`).
+            let accept = acceptor.accept(LastFlight::new(io)).into_fallible();
+            let accepted = tokio::time::timeout(cfg.handshake_timeout, accept).await;
             // Boxed once: the connection's state (1.3 KB) then lives in one place for the
             // connection's life, not in every future it passes through (`setup`, `route` and
             // the handler keep their own slots for an argument moved on: B8 counted it 5×).
-            let tls_stream = match accepted {
+            let mut tls_stream = match accepted {
                 Ok(Ok(s)) => Box::new(s),
-                Ok(Err(e)) => {
+                Ok(Err((e, mut io))) => {
+                    // The alert saying why is still held: send it before closing.
+                    io.send_now();
                     let reason = crate::tls_errors::reason(&e);
                     tracing::debug!(%src, error = %e, "inbound mTLS handshake failed");
                     shared.metrics.handshake(DIRECTION, Some(reason));
@@ -163,6 +168,7 @@ async fn setup(
                     return None;
                 }
             };
+            tls_stream.get_mut().0.established();
             let conn = tls_stream.get_ref().1;
             // The peer's chain is checked again now: a resumed session skipped the verifier
             // (after a full handshake this is a cache hit that reads its SVID).

@@ -21,7 +21,9 @@
 //! it), and a read that waits for write readiness (tokio keeps one writer waker per
 //! socket, and a write from above would replace the gate's). What is gated — TCP,
 //! rustls' reader (a TLS read writes only a last alert on an error, without waiting),
-//! replayed prefixes, the strict HTTP/1.1 reader — does neither.
+//! the held session ticket under it (`LastFlight`: a read after its deadline sends it
+//! only if the socket takes it at once), replayed prefixes, the strict HTTP/1.1 reader —
+//! does neither.
 //!
 //! [`UpgradeSwitch`]: crate::strict_h1::UpgradeSwitch
 
