@@ -389,12 +389,20 @@ impl Cluster {
         });
         if !ready {
             // The cluster's directory is removed when the test ends: keep the
-            // evidence in the failure itself.
+            // evidence in the failure itself — whether the process still runs (a log
+            // that stops mid-way reads the same for a hung and a dead one) and etcd's end.
+            let pid = self.apiserver.lock().unwrap_or_else(|p| p.into_inner()).0;
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|st| st.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.chars().next())
+                .map_or_else(|| "gone".to_string(), |c| format!("state {c}"));
             let err = self.dir.join("kube-apiserver.err");
             panic!(
-                "kube-apiserver did not become ready in 120 s; last lines of {}:\n{}",
+                "kube-apiserver (pid {pid}, {state}) did not become ready in 120 s; last lines of {}:\n{}\nlast lines of etcd.err:\n{}",
                 err.display(),
-                crate::node::tail(&err, 40)
+                crate::node::tail(&err, 40),
+                crate::node::tail(&self.dir.join("etcd.err"), 15)
             );
         }
     }
