@@ -120,6 +120,35 @@ async fn a_stall_shows_as_the_queueing_behind_it() {
         "p90 {slow_share} µs should include the queue behind the stall: {r:?}"
     );
     assert!(r.max_us >= 390_000, "{r:?}");
+    // That queueing is the server's: the generator's own lateness counts only sends a
+    // lane was free for, so the stall does not show in it.
+    assert!(r.send_late_p99_us < 100_000, "{r:?}");
+}
+
+/// A generator that sends late puts its own delay into every path's latency: an open-loop
+/// run whose sends left more than the limit after their intended times does not count; a
+/// closed loop has no intended times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_that_sends_late_makes_a_run_invalid() {
+    use vigil_benches::load::report::SEND_LATE_LIMIT_US;
+    let addr = server(Arc::new(|_| (200, Duration::ZERO))).await;
+    let mut r = run(&spec(addr, Some(100.0), 2, 0.5)).await;
+    assert_eq!(r.errors, 0, "{r:?}");
+    r.achieved_rate = 100.0; // on time, whatever this machine's load did to the window
+    r.send_late_p50_us = 40;
+    r.send_late_p99_us = SEND_LATE_LIMIT_US;
+    assert!(r.valid().is_ok(), "{r:?}");
+    r.send_late_p99_us = SEND_LATE_LIMIT_US + 1;
+    let why = r.valid().unwrap_err();
+    assert!(
+        why.contains("sent late") && why.contains("p50 40 µs"),
+        "{why}"
+    );
+
+    let mut closed = run(&spec(addr, None, 2, 0.3)).await;
+    assert_eq!(closed.send_late_p99_us, 0, "{closed:?}");
+    closed.send_late_p99_us = SEND_LATE_LIMIT_US + 1;
+    assert!(closed.valid().is_ok(), "{closed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

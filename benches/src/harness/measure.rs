@@ -40,6 +40,9 @@ pub struct Sample {
     pub p99_us: u64,
     /// Latency distribution (percentile, µs).
     pub percentiles: Vec<(f64, u64)>,
+    /// The load generator's own lateness at p99, µs (fixed-rate runs; see
+    /// [`load::Report::send_late_p50_us`]).
+    pub send_late_p99_us: u64,
     /// Sidecar CPU (both sidecars) in cores per 1,000 req/s.
     pub cpu_per_1k: f64,
     /// Sidecar CPU per request (or per handshake), µs.
@@ -222,6 +225,7 @@ async fn load_run(
         p50_us: r.p50_us,
         p99_us: r.p99_us,
         percentiles: r.percentiles.clone(),
+        send_late_p99_us: r.send_late_p99_us,
         cpu_per_1k: per_second * 1000.0 / r.achieved_rate.max(1e-9),
         cpu_per_op_us: cpu * 1e6 / (r.ok.max(1) as f64),
         switches_per_op: switches as f64 / (r.ok.max(1) as f64),

@@ -239,6 +239,15 @@ pub fn markdown(
         md,
         "![latency by percentile]({plot})\n\nLatency from each request's intended send time (no coordinated omission), last round.\n"
     );
+    if let Some(late) = generator_lateness(results) {
+        let _ = writeln!(
+            md,
+            "The load generator's own lateness — how long after its intended time a request left \
+             when its connection was free for it; every path's latency includes it: at most {late} µs \
+             at p99 in any counted fixed-rate run (above {} µs a run does not count).\n",
+            crate::load::report::SEND_LATE_LIMIT_US
+        );
+    }
     let _ = writeln!(md, "## Idle memory right after start (PSS)\n");
     let _ = writeln!(
         md,
@@ -254,6 +263,20 @@ pub fn markdown(
         let _ = writeln!(md, "- {v}");
     }
     md
+}
+
+/// The largest p99 of the generator's own lateness over the valid fixed-rate runs.
+fn generator_lateness(results: &Results) -> Option<u64> {
+    [Kind::H1Fixed, Kind::H2Fixed]
+        .into_iter()
+        .flat_map(|kind| {
+            paths_for(kind)
+                .iter()
+                .flat_map(move |p| results.get(kind, p))
+        })
+        .filter(|s| s.invalid.is_none())
+        .map(|s| s.send_late_p99_us)
+        .max()
 }
 
 /// Per request, both sidecars of a pair together, median over rounds: CPU, its share in
@@ -341,9 +364,20 @@ mod tests {
                         (99.0, p50 * 5),
                         (100.0, p50 * 9),
                     ],
+                    send_late_p99_us: p50 / 10,
                     ..Sample::default()
                 });
         }
+        // An invalid run's lateness is not the generator's bound (it did not count).
+        r.push(
+            Kind::H2Fixed,
+            "vigil",
+            Sample {
+                send_late_p99_us: 5_000,
+                invalid: Some("the generator sent late".into()),
+                ..Sample::default()
+            },
+        );
         let ratios = super::super::suite::ratios(&r);
         let info = RunInfo {
             tier: "quick".into(),
@@ -359,6 +393,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("![latency by percentile](latency.svg)"));
+        assert!(md.contains("at most 70 µs at p99"), "{md}");
         assert!(md.contains("| vigil | 200 | 1000 |"), "{md}");
         // Unmeasured paths are dashes, and a failed target shows as such.
         assert!(md.contains("| haproxy | – |"), "{md}");

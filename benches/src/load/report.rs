@@ -35,12 +35,23 @@ pub struct Report {
     pub conns: usize,
     /// Latency distribution for plots: (percentile, microseconds).
     pub percentiles: Vec<(f64, u64)>,
+    /// The generator's own lateness (open loop), µs: how long after its intended time a
+    /// request left when its lane was ready for it — p50 and p99 (0 in closed loop).
+    /// Every path's latency includes it, so it bounds what a latency ratio can show.
+    pub send_late_p50_us: u64,
+    /// p99 of the same.
+    pub send_late_p99_us: u64,
 }
+
+/// The p99 of the generator's own lateness above which an open-loop run is invalid: its
+/// latencies would be the generator's, not the path's (direct's p50 is ~40 µs here).
+pub const SEND_LATE_LIMIT_US: u64 = 100;
 
 impl Report {
     pub(crate) fn new(
         spec: &LoadSpec,
         hist: hdrhistogram::Histogram<u64>,
+        late: &hdrhistogram::Histogram<u64>,
         ok: u64,
         errors: u64,
         last_error: Option<String>,
@@ -67,11 +78,15 @@ impl Report {
             window_s: secs,
             conns: spec.conns,
             percentiles,
+            send_late_p50_us: late.value_at_quantile(0.5),
+            send_late_p99_us: late.value_at_quantile(0.99),
         }
     }
 
     /// A run is valid when nothing failed and, open loop, the achieved rate is within 1 %
-    /// of the target (a generator that cannot keep up would hide the server's latency).
+    /// of the target (a generator that cannot keep up would hide the server's latency)
+    /// and the generator sent on time (p99 of its own lateness within
+    /// [`SEND_LATE_LIMIT_US`]).
     pub fn valid(&self) -> Result<(), String> {
         if self.errors > 0 {
             return Err(format!(
@@ -89,6 +104,12 @@ impl Report {
                     miss * 100.0
                 ));
             }
+            if self.send_late_p99_us > SEND_LATE_LIMIT_US {
+                return Err(format!(
+                    "the generator sent late: p99 {} µs after the intended time (> {SEND_LATE_LIMIT_US} µs makes the run invalid; p50 {} µs)",
+                    self.send_late_p99_us, self.send_late_p50_us
+                ));
+            }
         }
         Ok(())
     }
@@ -96,7 +117,7 @@ impl Report {
     /// One line for people.
     pub fn summary(&self) -> String {
         format!(
-            "{:.1} req/s (target {}), p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} ok, {} errors",
+            "{:.1} req/s (target {}), p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs, {} ok, {} errors, sent late p50 {} µs p99 {} µs",
             self.achieved_rate,
             self.target_rate
                 .map_or("closed loop".to_string(), |r| format!("{r:.0}")),
@@ -106,7 +127,9 @@ impl Report {
             self.p999_us,
             self.max_us,
             self.ok,
-            self.errors
+            self.errors,
+            self.send_late_p50_us,
+            self.send_late_p99_us
         )
     }
 }
