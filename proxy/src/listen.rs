@@ -50,13 +50,17 @@ pub fn canonical(addr: SocketAddr) -> SocketAddr {
 }
 
 /// A listener on exactly `addr` (SO_REUSEADDR, as `TcpListener::bind` sets it; an IPv6
-/// wildcard accepts IPv4 too).
+/// wildcard accepts IPv4 too). `TCP_NODELAY` is set on the listening socket: Linux
+/// copies it into every connection the listener accepts, which saves a `setsockopt` per
+/// connection (the proxy writes whole responses and records; Nagle would only delay
+/// them).
 fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
     if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         socket2::SockRef::from(&socket).set_only_v6(false)?;
     }
@@ -107,6 +111,39 @@ mod tests {
         // Port 0 (tests) and other addresses bind exactly one listener.
         assert_eq!(bind("127.0.0.1:0".parse().unwrap(), 16).unwrap().len(), 1);
         assert_eq!(bind("[::1]:0".parse().unwrap(), 16).unwrap().len(), 1);
+    }
+
+    /// Every form of listener hands out connections with Nagle off, inherited from the
+    /// listening socket (the accept loop no longer sets it per connection).
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut listeners = bind("[::]:0".parse().unwrap(), 16).unwrap();
+        listeners.extend(bind(SocketAddr::from(([127, 0, 0, 1], port)), 16).unwrap());
+        listeners.extend(bind("127.0.0.1:0".parse().unwrap(), 16).unwrap());
+        assert!(listeners.len() >= 3);
+        for l in &listeners {
+            let addr = l.local_addr().unwrap();
+            let clients: &[IpAddr] = if addr.ip().is_unspecified() {
+                &[
+                    IpAddr::V4(Ipv4Addr::LOCALHOST),
+                    IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ]
+            } else {
+                &[addr.ip()]
+            };
+            for ip in clients {
+                let _c = tokio::net::TcpStream::connect((*ip, addr.port()))
+                    .await
+                    .unwrap();
+                let (accepted, _) = l.accept().await.unwrap();
+                assert!(accepted.nodelay().unwrap(), "{addr} from {ip}");
+            }
+        }
     }
 
     #[test]

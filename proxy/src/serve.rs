@@ -115,7 +115,7 @@ pub(crate) async fn accept_loop<F, Fut>(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY comes from the listener (`listen::listen`), copied by accept.
         let guard = ConnGuard {
             _permit: permit,
             _open: shared.metrics.open(direction),
