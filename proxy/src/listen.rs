@@ -128,13 +128,15 @@ mod tests {
         assert!(listeners.len() >= 3);
         for l in &listeners {
             let addr = l.local_addr().unwrap();
-            let clients: &[IpAddr] = if addr.ip().is_unspecified() {
-                &[
+            // The dual-stack wildcard over both families (or its IPv4 fallback on a host
+            // without IPv6); any other listener on its own address.
+            let clients: &[IpAddr] = match addr.ip() {
+                IpAddr::V6(ip) if ip.is_unspecified() => &[
                     IpAddr::V4(Ipv4Addr::LOCALHOST),
                     IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ]
-            } else {
-                &[addr.ip()]
+                ],
+                IpAddr::V4(ip) if ip.is_unspecified() => &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+                ip => &[ip],
             };
             for ip in clients {
                 let _c = tokio::net::TcpStream::connect((*ip, addr.port()))
