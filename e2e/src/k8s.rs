@@ -330,14 +330,27 @@ impl Cluster {
         let mut guard = self.apiserver.lock().unwrap_or_else(|p| p.into_inner());
         let pid = nix::unistd::Pid::from_raw(i32::try_from(guard.0).unwrap_or(i32::MAX));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        // Wait until it is gone (its port is free again).
+        // Wait until it is gone and its port is free again. Not until it is a zombie: a
+        // killed multi-threaded process's leader shows `Z` while its other threads are
+        // still exiting, and the listening socket closes only with the last of them — a
+        // restart in that window failed with "bind: address already in use" (seen in
+        // CI). The process keeper reaps it once every thread is gone.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{}", guard.0)).exists()
-            && std::fs::read_to_string(format!("/proc/{}/stat", guard.0))
-                .is_ok_and(|st| !st.contains(") Z "))
-        {
+        while Path::new(&format!("/proc/{}", guard.0)).exists() {
             assert!(Instant::now() < deadline, "kube-apiserver did not exit");
             std::thread::sleep(Duration::from_millis(50));
+        }
+        if self.netns.is_none()
+            && let Some(addr) = self
+                .url
+                .strip_prefix("https://")
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+        {
+            // std's listener sets SO_REUSEADDR, as Go's does: if this binds, so will it.
+            while std::net::TcpListener::bind(addr).is_err() {
+                assert!(Instant::now() < deadline, "{addr} still in use");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         let log = |name: &str| {
             std::fs::OpenOptions::new()
