@@ -182,8 +182,10 @@ pub struct RunArgs {
     /// `http1` while fewer than 4 requests to the destination are in flight, else — and
     /// for 100 ms after, or until 16 requests in a row found fewer — as `http2`),
     /// `http1` (keep-alive HTTP/1.1 mesh connections, pooled per destination) or `http2`
-    /// (streams of one HTTP/2 mesh connection per destination). HTTP/2 and gRPC always
-    /// go as HTTP/2.
+    /// (streams of one HTTP/2 mesh connection per destination). The app's HTTP/2
+    /// requests whose stream ended with their headers and that ask for no trailers
+    /// (`te: trailers`) travel the same way (and reach the far app as HTTP/2 again); all
+    /// other HTTP/2, gRPC included, always go as HTTP/2.
     #[arg(
         long,
         env = "VIGIL_PROXY_MESH_HTTP1",

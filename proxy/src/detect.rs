@@ -25,16 +25,23 @@ use vigil_cert_authority::tls::ALPN_MESH;
 pub const ALPN_TCP: &[u8] = b"vigil/1+tcp";
 /// Mesh TLS carrying HTTP/2.
 pub const ALPN_H2: &[u8] = b"vigil/1+h2";
+/// Mesh TLS carrying HTTP/2, chosen by a server whose HTTP/1.1 hop also takes HTTP/2
+/// requests (marked `vigil-orig-proto: HTTP/2`) and hands them to its app as HTTP/2: a
+/// client learns from it that the destination's bodyless HTTP/2 requests may take that
+/// hop. A server of an earlier version does not know it and chooses [`ALPN_H2`]; its app
+/// would get such a request as HTTP/1.1.
+pub const ALPN_H2_MARKED: &[u8] = b"vigil/1+h2+h1h2";
 /// Mesh TLS carrying HTTP/1.1 (keep-alive, one request at a time).
 pub const ALPN_H1: &[u8] = b"vigil/1+h1";
 /// Every ALPN a mesh server accepts, in its order of preference (the server picks the
 /// first of these the client offers: a hint before plain `vigil/1`).
-pub const MESH_ALPNS: [&[u8]; 4] = [ALPN_H1, ALPN_TCP, ALPN_H2, ALPN_MESH];
+pub const MESH_ALPNS: [&[u8]; 5] = [ALPN_H1, ALPN_TCP, ALPN_H2_MARKED, ALPN_H2, ALPN_MESH];
 
 /// What a mesh client offers for an opaque stream.
 pub const OFFER_TCP: &[&[u8]] = &[ALPN_TCP];
-/// What a mesh client offers for HTTP/2.
-pub const OFFER_H2: &[&[u8]] = &[ALPN_H2];
+/// What a mesh client offers for HTTP/2 (the server's choice says whether it knows the
+/// marked HTTP/1.1 hop).
+pub const OFFER_H2: &[&[u8]] = &[ALPN_H2_MARKED, ALPN_H2];
 /// What a mesh client offers for HTTP/1.1 (plain `vigil/1`, detected, for older servers).
 pub const OFFER_H1: &[&[u8]] = &[ALPN_H1, ALPN_MESH];
 /// What a mesh client offers when the server must detect the protocol (an upgrade's
@@ -83,7 +90,7 @@ impl Proto {
     pub fn from_alpn(alpn: Option<&[u8]>) -> Option<Self> {
         match alpn {
             Some(ALPN_TCP) => Some(Self::Opaque),
-            Some(ALPN_H2) => Some(Self::Http2),
+            Some(ALPN_H2 | ALPN_H2_MARKED) => Some(Self::Http2),
             Some(ALPN_H1) => Some(Self::Http1),
             _ => None,
         }

@@ -20,8 +20,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-vigil-request-id")
 /// Request header telling the app who the (verified) caller is. Any copy sent by the
 /// client is removed first, so the app can trust it.
 pub const PEER_ID: HeaderName = HeaderName::from_static("x-vigil-peer-id");
-/// Between proxies: the protocol the request arrived in at the client side (`HTTP/1.1`
-/// when an HTTP/1 request travels over the HTTP/2 mesh connection, `--mesh-http1 http2`).
+/// Between proxies: the protocol the request arrived in at the client side, where the
+/// mesh hop speaks the other one — `HTTP/1.1` for an HTTP/1 request on the HTTP/2 mesh
+/// connection, `HTTP/2` for an HTTP/2 one on an HTTP/1.1 mesh connection (see
+/// `outbound/http.rs`). It chooses the protocol the far side speaks to its app, nothing
+/// else; the outbound removes it from what its app sends.
 pub const ORIG_PROTO: HeaderName = HeaderName::from_static("vigil-orig-proto");
 
 /// A short proxy-generated response with a request ID (never names the policy).

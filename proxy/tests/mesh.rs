@@ -412,3 +412,6 @@ inbound:
         assert!(metrics.contains(series), "{series} in\n{metrics}");
     }
 }
+
+#[path = "mesh/http2_hop.rs"]
+mod http2_hop;

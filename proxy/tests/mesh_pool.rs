@@ -307,56 +307,16 @@ async fn an_http1_connection_is_not_reused_past_half_the_header_read_timeout() {
     assert_eq!(relay.accepted(), 2, "not reused after 1.2 s idle");
 }
 
-/// A mesh server of an older version, that knows only the plain `vigil/1` ALPN (it
-/// detects the protocol): HTTP/1.1 over mTLS as `orders`, answering with the ALPN it
-/// negotiated.
-async fn plain_alpn_server(mesh: &Mesh) -> SocketAddr {
-    let creds = mesh.client_creds("orders");
-    let server = vigil_cert_authority::tls::server_config(
-        &creds,
-        vigil_cert_authority::tls::provider(),
-        Arc::new(vigil_cert_authority::verify::NoRevocation),
-        &[b"vigil/1"],
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b""))
-                    .into_owned();
-                let svc = hyper::service::service_fn(move |_req| {
-                    let alpn = alpn.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(http::Response::new(
-                            http_body_util::Full::new(hyper::body::Bytes::from(alpn)),
-                        ))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http1_hop_to_a_proxy_that_knows_only_plain_vigil_1_falls_back_to_it() {
     // A rolling upgrade: the caller's proxy is new, the callee's older.
     let mesh = Mesh::new();
-    let old = plain_alpn_server(&mesh).await;
+    // It knows only the plain `vigil/1` ALPN (and detects the protocol).
+    let old = earlier_proxy(&mesh, &[b"vigil/1"]).await;
     let (web, _) = caller(&mesh, "web", old, "orders", &[]).await;
     let route = web.routes[0];
-    assert_eq!(get_ok(route, "/one").await, "vigil/1");
-    assert_eq!(get_ok(route, "/two").await, "vigil/1");
+    assert_eq!(get_ok(route, "/one").await, "HTTP/1.1 vigil/1");
+    assert_eq!(get_ok(route, "/two").await, "HTTP/1.1 vigil/1");
 }
 
 /// `name`'s HTTP/1.1 client over mTLS to `orders`' inbound, offering what an outbound

@@ -99,7 +99,14 @@ async fn ws_connect(
     tenant: &str,
 ) -> Result<WebSocketStream<TcpStream>, tungstenite::Error> {
     let tcp = TcpStream::connect(via).await.unwrap();
-    let req = Request::get(format!("ws://orders.shop{path}"))
+    client_async(ws_request(path, tenant), tcp)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// A WebSocket upgrade request for `path`, with `x-tenant: tenant`.
+fn ws_request(path: &str, tenant: &str) -> Request<()> {
+    Request::get(format!("ws://orders.shop{path}"))
         .header("host", "orders.shop")
         .header("x-tenant", tenant)
         .header("connection", "Upgrade")
@@ -110,11 +117,13 @@ async fn ws_connect(
             tungstenite::handshake::client::generate_key(),
         )
         .body(())
-        .unwrap();
-    client_async(req, tcp).await.map(|(ws, _)| ws)
+        .unwrap()
 }
 
-async fn echo(ws: &mut WebSocketStream<TcpStream>, m: Message) {
+async fn echo<S>(ws: &mut WebSocketStream<S>, m: Message)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(m.clone()).await.unwrap();
     let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
         .await
@@ -473,4 +482,25 @@ async fn a_refused_or_declined_upgrade_closes_the_connection() {
         assert!(text.starts_with("HTTP/1.1 400 "), "{bad}: {text}");
     }
     assert_eq!(seen.paths(), ["/decline", "/plain"]);
+}
+
+/// The marker that brings an HTTP/2 app's request across the HTTP/1.1 hop
+/// (`vigil-orig-proto: HTTP/2`) only chooses how the app is spoken to, and never for an
+/// upgrade: a caller that sends it on an upgrade request still gets its tunnel (an
+/// HTTP/1.1 exchange with the app: HTTP/2 has no `Upgrade`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_request_marked_as_http2_is_still_tunnelled_over_http1() {
+    let mesh = Mesh::new();
+    let (app, seen) = ws_app().await;
+    let (orders, _) = callee(&mesh, "orders", POLICY, app, &[]).await;
+    let creds = mesh.client_creds("web");
+    let tls = mtls(orders.inbound, &creds, &[&wid("orders")], b"vigil/1")
+        .await
+        .unwrap();
+    let mut req = ws_request("/ws", "acme");
+    req.headers_mut()
+        .insert("vigil-orig-proto", http::HeaderValue::from_static("HTTP/2"));
+    let (mut ws, _) = client_async(req, tls).await.expect("upgraded");
+    echo(&mut ws, Message::text("over http/1.1")).await;
+    assert_eq!(seen.paths(), ["/ws"]);
 }

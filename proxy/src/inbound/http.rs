@@ -247,17 +247,18 @@ fn prepare(
     request_id: RequestId,
     upgrade: Option<Upgrade>,
 ) -> Judgement {
-    let upgrade = upgrade.map(|up| Box::new((up, hyper::upgrade::on(&mut req))));
     // HTTP/1 that travelled over the HTTP/2 mesh connection goes back to HTTP/1 for the
-    // app, and an app that speaks nothing else gets HTTP/1.1 whatever the client spoke.
+    // app, HTTP/2 that travelled over an HTTP/1.1 one back to HTTP/2 (an upgrade stays
+    // HTTP/1.1: only HTTP/1.1 switches protocols), and an app that speaks nothing else
+    // gets HTTP/1.1 whatever the client spoke. (The marker only chooses the protocol the
+    // app is spoken to in; the outbound removes it from whatever its app sends.)
+    let orig = req.headers().get(ORIG_PROTO);
     let app_h1 = match ctx.proto {
-        Proto::Http1 => true,
         _ if ctx.app_http1_only => true,
-        _ => req
-            .headers()
-            .get(ORIG_PROTO)
-            .is_some_and(|v| v == "HTTP/1.1" || v == "HTTP/1.0"),
+        Proto::Http1 => upgrade.is_some() || orig.is_none_or(|v| v != "HTTP/2"),
+        _ => orig.is_some_and(|v| v == "HTTP/1.1" || v == "HTTP/1.0"),
     };
+    let upgrade = upgrade.map(|up| Box::new((up, hyper::upgrade::on(&mut req))));
     let authority = req.uri().authority().cloned();
     // The path judged is the one forwarded; it is usually the one received, shared as is.
     let path_and_query = match (req.uri().path_and_query(), req.uri().query()) {

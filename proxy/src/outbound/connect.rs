@@ -280,6 +280,11 @@ impl MeshConn {
         }
     }
 
+    /// The protocol the server chose (ALPN).
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        self.io.inner().get_ref().get_ref().1.alpn_protocol()
+    }
+
     /// The TLS stream and its registration, for opaque tunnels.
     /// Boxed, so that the futures an opaque tunnel passes it through do not each keep a
     /// copy's worth of space for it.

@@ -1,8 +1,16 @@
 //! Outbound HTTP: serve the app's connection with hyper and send each request to the
-//! destination's proxy: HTTP/1.1 over a pooled keep-alive HTTP/1.1 mesh connection,
-//! HTTP/2 (and, with `--mesh-http1 http2`, HTTP/1.1 too) as a stream of the pooled HTTP/2
-//! mesh connection. An HTTP/1 request sent over HTTP/2 is marked
-//! `vigil-orig-proto: HTTP/1.1` so the far side hands it to its app as HTTP/1.1.
+//! destination's proxy: over a pooled keep-alive HTTP/1.1 mesh connection, or as a
+//! stream of the pooled HTTP/2 mesh connection — `--mesh-http1` and the destination's
+//! load decide ([`super::pool`]) for every request the HTTP/1.1 hop can carry as it is.
+//! Those are an HTTP/1 app's requests, and an HTTP/2 app's requests whose stream ended
+//! with their headers (no body, no trailers) and that did not ask for trailers in the
+//! answer (`te: trailers`, which gRPC sends): the HTTP/1.1 hop cannot promise an
+//! answer's trailers (hyper sends only trailer fields the answer declares), which RFC
+//! 9110 §6.5.1 lets a hop drop only where the client did not ask for them. Every other
+//! HTTP/2 request (a body, possibly streamed both ways; `te: trailers`; `CONNECT`) keeps
+//! its stream. A request that crosses in the other protocol than its app spoke is marked
+//! (`vigil-orig-proto: HTTP/1.1` over HTTP/2, `HTTP/2` over HTTP/1.1) so the far side
+//! hands it to its app in the app's protocol.
 //!
 //! An upgrade request (WebSocket …) takes a connection of its own instead, see
 //! [`super::upgrade`].
@@ -20,6 +28,7 @@ use http::{
     uri::{Authority, PathAndQuery},
 };
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,7 +39,7 @@ use crate::{
     detect::Proto,
     http_util::{
         Body, ORIG_PROTO, PEER_ID, REQUEST_ID, RequestId, error_response, has_header, http_uri,
-        remove_header, strip_hop_by_hop,
+        join_cookies, remove_header, strip_hop_by_hop,
     },
     metrics::labels::{Closed, Decision, Rejected},
     req_body::ReqBody,
@@ -187,22 +196,31 @@ fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Pr
     let Some(authority) = authority else {
         return Prepared::Refused(error_response(StatusCode::BAD_REQUEST, request_id));
     };
+    let ended = req.body().is_end_stream();
+    let connect = req.method() == Method::CONNECT;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
     remove_header(headers, &PEER_ID);
     remove_header(headers, &ORIG_PROTO);
     let h1 = if was_h1 {
-        ctx.mesh.http1_out(&key)
+        ctx.mesh.http1_out(&key, false)
+    } else if ended && !connect && !has_header(headers, &header::TE) {
+        ctx.mesh.http1_out(&key, true)
     } else {
         None
     };
     if h1.is_some() {
-        // HTTP/1.1 all the way: origin form, and the app's Host — or, from an HTTP/1.0
-        // app that sent none, the destination's authority (what `:authority` says below).
+        // Over HTTP/1.1: origin form, and the app's Host — or, from an HTTP/1.0 app that
+        // sent none or an HTTP/2 app (`:authority`), the destination's authority (what
+        // `:authority` says below).
         if !has_header(headers, &header::HOST)
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
         {
             headers.insert(header::HOST, host);
+        }
+        if !was_h1 {
+            join_cookies(headers);
+            headers.insert(ORIG_PROTO, HeaderValue::from_static("HTTP/2"));
         }
         *req.uri_mut() = Uri::from(path_and_query);
         *req.version_mut() = Version::HTTP_11;

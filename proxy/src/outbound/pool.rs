@@ -137,6 +137,9 @@ struct Conn {
     /// The SPIFFE ID the server proved at the handshake.
     server: SpiffeId,
     used: Instant,
+    /// The server chose [`crate::detect::ALPN_H2_MARKED`]: its proxy hands HTTP/2
+    /// requests that cross the HTTP/1.1 hop to its app as HTTP/2.
+    marked_h1: bool,
 }
 
 impl MeshPool {
@@ -173,11 +176,13 @@ impl MeshPool {
         self
     }
 
-    /// The requests awaiting their answer on the HTTP/2 connection to `authority`.
-    fn h2_in_flight(&self, authority: &str) -> usize {
+    /// The requests awaiting their answer on the HTTP/2 connection to `authority`, and
+    /// whether its server takes marked HTTP/2 requests over the HTTP/1.1 hop (known only
+    /// while there is such a connection).
+    fn h2_in_flight(&self, authority: &str) -> (usize, bool) {
         let dests = self.dests.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = dests.get(authority).and_then(|d| d.conn.as_ref());
-        conn.map_or(0, |c| c.sender.in_flight())
+        conn.map_or((0, false), |c| (c.sender.in_flight(), c.marked_h1))
     }
 
     /// Sends `req` (absolute URI, HTTP/2) to the destination `authority`, whose server
@@ -264,6 +269,7 @@ impl MeshPool {
             source,
         };
         let (io, server) = self.connect_to(authority, crate::detect::OFFER_H2).await?;
+        let marked_h1 = io.alpn() == Some(crate::detect::ALPN_H2_MARKED);
         let settings = h2_client::Settings {
             max_send_streams: self.max_streams as usize,
             stream_window: crate::http_util::STREAM_WINDOW,
@@ -286,6 +292,7 @@ impl MeshPool {
                 sender: sender.clone(),
                 server: server.id,
                 used: Instant::now(),
+                marked_h1,
             });
         }
         Ok(sender)

@@ -399,6 +399,44 @@ pub async fn banner_server() -> SocketAddr {
     addr
 }
 
+// === A mesh server of an earlier version ===
+
+/// A mesh server as `orders` that accepts only the ALPNs `alpns` (what a proxy of an
+/// earlier version accepted) and answers every request, over HTTP/1.1 or HTTP/2, with
+/// `"{version:?} {alpn}"`: the HTTP version it was spoken to in and the ALPN it chose.
+pub async fn earlier_proxy(mesh: &Mesh, alpns: &[&[u8]]) -> SocketAddr {
+    let server = tls::server_config(
+        &mesh.client_creds("orders"),
+        tls::provider(),
+        Arc::new(vigil_cert_authority::verify::NoRevocation),
+        alpns,
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let alpn = String::from_utf8_lossy(tls.get_ref().1.alpn_protocol().unwrap_or(b""))
+                    .into_owned();
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let answer = format!("{:?} {alpn}", req.version());
+                    async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(answer)))) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 // === mTLS test clients (playing a peer proxy) ===
 
 /// Opens mTLS to `addr` presenting `creds`, expecting `server` identities, offering `alpn`.

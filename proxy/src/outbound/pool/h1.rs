@@ -6,7 +6,9 @@
 //! `auto`, the default: while fewer than [`super::AUTO_HTTP2_FROM`] of the destination's
 //! requests are in flight, see [`MeshPool::http1_out`]): each proxy then reads and writes
 //! HTTP/1.1 only, as the app does — no HPACK, no stream state and no task per stream on
-//! either side of the mesh hop.
+//! either side of the mesh hop. So does an HTTP/2 app's request that this hop can carry
+//! as it is (no body, no trailers asked for: see `outbound/http.rs`), to a destination
+//! whose proxy said it knows the hop (the ALPN of its HTTP/2 connection).
 //!
 //! - A connection goes back to its destination's idle list when its response has ended
 //!   ([`crate::checkin`]); up to `--pool-max-idle` stay per destination, the oldest
@@ -151,14 +153,27 @@ impl MeshPool {
     /// [`super::AUTO_QUIET`] in a row while the load lasts. A destination that was busy
     /// only for a moment (a scheduling stall at a modest rate) so goes back to HTTP/1.1
     /// connections after that many requests rather than after all of the hold's.
-    pub(crate) fn http1_out(&self, authority: &str) -> Option<H1Out> {
+    ///
+    /// An HTTP/2 app's request (`from_h2`: one the HTTP/1.1 hop can carry, see
+    /// `outbound/http.rs`) takes it only while the destination's HTTP/2 connection is
+    /// open and its server chose [`crate::detect::ALPN_H2_MARKED`] (its proxy hands the
+    /// request to its app as HTTP/2 again; one of an earlier version would not): the
+    /// destination's first such request, and any while no HTTP/2 connection is kept, goes
+    /// as a stream.
+    pub(crate) fn http1_out(&self, authority: &str, from_h2: bool) -> Option<H1Out> {
         if self.http1_below == 0 {
             return None;
         }
         // Read before h1's lock, not under it (the two locks are never nested).
-        let streams = match self.http1_below {
-            usize::MAX => 0,
-            _ => self.h2_in_flight(authority),
+        let streams = if from_h2 {
+            match self.h2_in_flight(authority) {
+                (n, true) => n,
+                (_, false) => return None,
+            }
+        } else if self.http1_below == usize::MAX {
+            0
+        } else {
+            self.h2_in_flight(authority).0
         };
         let mut dests = self.h1.lock().unwrap_or_else(PoisonError::into_inner);
         let dest = dest_of(&mut dests, authority);

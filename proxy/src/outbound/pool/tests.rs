@@ -80,7 +80,45 @@ fn pooled(pool: &MeshPool, authority: &str, sender: &h2_client::SendRequest, ser
         sender: sender.clone(),
         server: ids(&[server]).into_iter().next().unwrap(),
         used: Instant::now(),
+        marked_h1: false,
     });
+}
+
+#[tokio::test]
+async fn an_http2_apps_request_takes_the_http1_hop_only_to_a_proxy_that_knows_it() {
+    let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), 4);
+    let dest = "10.0.0.1:80";
+    assert!(
+        p.http1_out(dest, true).is_none(),
+        "no HTTP/2 connection to learn from yet: a stream (which opens one)"
+    );
+    let (sender, _stop) = h2_sender().await;
+    pooled(&p, dest, &sender, "orders");
+    assert!(
+        p.http1_out(dest, true).is_none(),
+        "its server chose the plain HTTP/2 ALPN: a proxy of an earlier version"
+    );
+    assert!(
+        p.http1_out(dest, false).is_some(),
+        "HTTP/1.1 apps' requests as before"
+    );
+    // Its server chose `vigil/1+h2+h1h2`.
+    let mut dests = p.dests.lock().unwrap();
+    dests
+        .get_mut(dest)
+        .unwrap()
+        .conn
+        .as_mut()
+        .unwrap()
+        .marked_h1 = true;
+    drop(dests);
+    let out = p.http1_out(dest, true).expect("a proxy that knows the hop");
+    drop(out);
+    p.dests.lock().unwrap().get_mut(dest).unwrap().conn = None;
+    assert!(
+        p.http1_out(dest, true).is_none(),
+        "what was learnt goes with the connection"
+    );
 }
 
 #[tokio::test]
@@ -283,14 +321,14 @@ async fn at_most_max_connecting_handshakes_and_a_waiter_takes_a_connection_that_
 #[tokio::test]
 async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_count() {
     let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), 2);
-    let a = p.http1_out("10.0.0.1:80").expect("none out");
-    let b = p.http1_out("10.0.0.1:80").expect("one out");
+    let a = p.http1_out("10.0.0.1:80", false).expect("none out");
+    let b = p.http1_out("10.0.0.1:80", false).expect("one out");
     assert!(
-        p.http1_out("10.0.0.1:80").is_none(),
+        p.http1_out("10.0.0.1:80", false).is_none(),
         "two out: the next is a stream"
     );
     assert!(
-        p.http1_out("10.0.0.2:80").is_some(),
+        p.http1_out("10.0.0.2:80", false).is_some(),
         "counted per destination"
     );
     let hold_over = || {
@@ -300,17 +338,17 @@ async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_co
     p.forget_idle(Instant::now());
     hold_over();
     assert!(
-        p.http1_out("10.0.0.1:80").is_none(),
+        p.http1_out("10.0.0.1:80", false).is_none(),
         "a destination with requests out outlives the sweep, and its count with it"
     );
     drop(a);
     assert!(
-        p.http1_out("10.0.0.1:80").is_none(),
+        p.http1_out("10.0.0.1:80", false).is_none(),
         "one out, but busy within the hold: a stream"
     );
     hold_over();
     let c = p
-        .http1_out("10.0.0.1:80")
+        .http1_out("10.0.0.1:80", false)
         .expect("one out, and the hold over");
     drop((b, c));
     p.forget_idle(Instant::now());
@@ -321,12 +359,12 @@ async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_co
 
     let never = pool(Duration::from_secs(60));
     assert!(
-        never.http1_out("10.0.0.1:80").is_none(),
+        never.http1_out("10.0.0.1:80", false).is_none(),
         "--mesh-http1 http2"
     );
     let always = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), usize::MAX);
     let outs: Vec<_> = (0..100)
-        .map_while(|_| always.http1_out("10.0.0.1:80"))
+        .map_while(|_| always.http1_out("10.0.0.1:80", false))
         .collect();
     assert_eq!(outs.len(), 100, "--mesh-http1 http1");
 }
@@ -338,32 +376,35 @@ async fn http1_out_counts_a_destinations_requests_out_and_the_sweep_keeps_the_co
 async fn http1_out_ends_a_hold_after_enough_quiet_requests_in_a_row() {
     const DEST: &str = "10.0.0.1:80";
     let p = pool(Duration::from_secs(60)).http1_hop(Duration::from_secs(60), 2);
-    let a = p.http1_out(DEST).expect("none out");
+    let a = p.http1_out(DEST, false).expect("none out");
     // A second request out (the count is the key's strong count).
     let busy = || p.h1.lock().unwrap()[DEST].key.clone();
     let second = busy();
     assert!(
-        p.http1_out(DEST).is_none(),
+        p.http1_out(DEST, false).is_none(),
         "two out: a stream, the hold on"
     );
     drop(second);
     for i in 1..=10 {
-        assert!(p.http1_out(DEST).is_none(), "quiet request {i} in the hold");
+        assert!(
+            p.http1_out(DEST, false).is_none(),
+            "quiet request {i} in the hold"
+        );
     }
     let second = busy();
-    assert!(p.http1_out(DEST).is_none(), "two out again");
+    assert!(p.http1_out(DEST, false).is_none(), "two out again");
     drop(second);
     // Counted afresh: 15 more quiet requests are streams, the 16th an HTTP/1.1 connection.
     for i in 1..AUTO_QUIET {
         assert!(
-            p.http1_out(DEST).is_none(),
+            p.http1_out(DEST, false).is_none(),
             "quiet request {i} since the last busy one"
         );
     }
     let c = p
-        .http1_out(DEST)
+        .http1_out(DEST, false)
         .expect("AUTO_QUIET quiet requests in a row end the hold before its time");
     drop(c);
-    assert!(p.http1_out(DEST).is_some(), "the hold stays over");
+    assert!(p.http1_out(DEST, false).is_some(), "the hold stays over");
     drop(a);
 }
