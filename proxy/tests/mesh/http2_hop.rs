@@ -233,3 +233,28 @@ async fn a_destination_whose_proxy_does_not_know_the_hop_gets_http2_as_streams()
         );
     }
 }
+
+/// The marker is the sidecars' own: an HTTP/1.1 app that sends `vigil-orig-proto:
+/// HTTP/2` itself has it removed by its proxy, and the far app gets HTTP/1.1 without it.
+#[tokio::test]
+async fn a_marker_an_app_sends_itself_changes_nothing() {
+    let mesh = Mesh::new();
+    let (_a, _b, via) = pair(&mesh, http_app().await, &[]).await;
+    let stream = TcpStream::connect(via).await.unwrap();
+    let (mut c, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for i in 0..2 {
+        let req = Request::get(format!("/forged/{i}"))
+            .header("host", "orders.shop")
+            .header("vigil-orig-proto", "HTTP/2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let (status, _, body) = send(&mut c, req).await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(seen["version"], "HTTP/1.1", "{seen}");
+        assert!(seen["orig_proto"].is_null(), "{seen}");
+    }
+}
