@@ -41,7 +41,7 @@ pub struct Sample {
     /// Latency distribution (percentile, µs).
     pub percentiles: Vec<(f64, u64)>,
     /// The load generator's own lateness at p99, µs (fixed-rate runs; see
-    /// [`load::Report::send_late_p50_us`]).
+    /// [`load::Report::send_late_p99_us`]).
     pub send_late_p99_us: u64,
     /// Sidecar CPU (both sidecars) in cores per 1,000 req/s.
     pub cpu_per_1k: f64,

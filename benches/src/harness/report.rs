@@ -39,7 +39,9 @@ pub fn counts_table(counts: &[Counted]) -> String {
          another after a warm-up: `h1` on one HTTP/1.1 keep-alive connection, `h2` on one \
          HTTP/2 connection, `conn` a new mTLS connection (full handshake) and one request \
          to the inbound, `resume` the same with each connection resuming the session of \
-         the one before (TLS 1.3 ticket). \
+         the one before (TLS 1.3 ticket). `vigil-h1app` is vigil's HTTP/2 pair with \
+         its inbound speaking HTTP/1.1 to the backend (`--http1-app-ports`), as every \
+         baseline's inbound does; `vigil`'s keeps the client's HTTP/2 up to the app. \
          Envoy links tcmalloc, whose `operator new` does not go through `malloc`: its \
          allocation count is a floor.\n\n",
     );

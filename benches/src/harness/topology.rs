@@ -11,6 +11,7 @@
 //! | rustls | — | — | — | the smallest rustls server on sockets, B7's floor |
 //! | vigil | route listener | HTTP/2 pair's route | TCP pair's route | vigil inbound |
 //! | vigil-nometrics | as vigil, `--request-metrics false` | same | — | — |
+//! | vigil-h1app | — | an HTTP/2 pair whose inbound speaks HTTP/1.1 to the backend (`--http1-app-ports`), the baselines' job | — | — |
 //! | envoy | :21001 | :21001 | :21101 | :21006 |
 //! | haproxy | :25001 | :25001 | :25101 | :25006 |
 //! | nginx | :15001 | :15002 | — | :15006 |
@@ -114,7 +115,8 @@ pub(super) const CALLGRIND_START: std::time::Duration = std::time::Duration::fro
 /// One path through the topology.
 #[derive(Clone, Debug)]
 pub struct PathDef {
-    /// `direct`, `relay`, `rustls`, `vigil`, `vigil-nometrics`, `envoy`, `haproxy`, `nginx`.
+    /// `direct`, `relay`, `rustls`, `vigil`, `vigil-nometrics`, `vigil-h1app`, `envoy`,
+    /// `haproxy`, `nginx`.
     pub name: &'static str,
     /// HTTP/1.1 entry (plaintext).
     pub http: SocketAddr,
@@ -124,7 +126,8 @@ pub struct PathDef {
     pub tcp: Option<SocketAddr>,
     /// The inbound sidecar's mTLS listener, and how a client connects to it.
     pub inbound: Option<(SocketAddr, InboundTls)>,
-    /// Indexes (into [`Topology::procs`]) of the HTTP sidecars.
+    /// Indexes (into [`Topology::procs`]) of the HTTP sidecars (none: the path has no
+    /// HTTP/1.1 workload of its own).
     pub sidecars: Vec<usize>,
     /// Indexes of the sidecars behind the h2c entry (vigil keeps the client's protocol up
     /// to the app, so its HTTP/2 pair forwards to the backend's h2c port).
@@ -375,6 +378,14 @@ impl Topology {
             &["--request-metrics", "false"],
         )?;
         let (v2_entry, _, v2_out_i, v2_in_i) = vigil_pair("vigil-h2", 8081, &policy_http, &[])?;
+        // Like for like on the HTTP/2 path: every baseline's inbound forwards to the
+        // backend over HTTP/1.1; this pair's does too (counted only, RESULTS change 35).
+        let (h1a_entry, _, h1a_out_i, h1a_in_i) = vigil_pair(
+            "vigil-h1app",
+            8080,
+            &policy_http,
+            &["--http1-app-ports", "8080"],
+        )?;
         let (vt_entry, _, vt_out_i, vt_in_i) = vigil_pair("vigil-tcp", 5201, &policy_tcp, &[])?;
 
         let envoy = |c: &str| {
@@ -480,6 +491,17 @@ impl Topology {
                 sidecars: vec![nm_out_i, nm_in_i],
                 h2_sidecars: vec![],
                 inbound_proc: Some(nm_in_i),
+                tcp_sidecars: vec![],
+            },
+            PathDef {
+                name: "vigil-h1app",
+                http: h1a_entry,
+                h2: h1a_entry,
+                tcp: None,
+                inbound: None,
+                sidecars: vec![],
+                h2_sidecars: vec![h1a_out_i, h1a_in_i],
+                inbound_proc: None,
                 tcp_sidecars: vec![],
             },
             PathDef {
