@@ -17,6 +17,8 @@
 //! compatibility folding or Windows "best fit" turn into ASCII, raw bytes outside
 //! visible ASCII, segments ending in a dot or a space, and NTFS stream names (`:$`).
 
+use std::borrow::Cow;
+
 mod decode;
 #[cfg(test)]
 mod tests;
@@ -66,12 +68,13 @@ pub enum PathError {
     NotAbsolute,
 }
 
-/// Normalises `raw` (the path part of a request target, without query).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// Normalises `raw` (the path part of a request target, without query): `raw` itself,
+/// borrowed, when it is already in canonical form (most request paths: no allocation).
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if is_plain_canonical(raw) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
-    normalize_slow(raw)
+    normalize_slow(raw).map(Cow::Owned)
 }
 
 /// True for a path that [`normalize_slow`] returns unchanged, checked in one pass without

@@ -130,6 +130,25 @@ async fn http2_requests_reach_an_http1_only_app_on_a_listed_port() {
     assert_eq!(seen["peer"], wid("web"));
     assert_eq!(seen["cookies"], serde_json::json!(["a=1; b=2; c=3"]));
     assert!(seen["orig_proto"].is_null());
+    // The next bodyless requests cross the HTTP/1.1 mesh hop (the first opened the
+    // HTTP/2 connection that tells the hop may carry them): the same Host each time.
+    for n in 0..3 {
+        let resp = c
+            .send_request(
+                Request::get("http://orders.shop/again")
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let seen: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(
+            (seen["version"].as_str(), seen["host"].as_str()),
+            (Some("HTTP/1.1"), Some("r0.route.vigil")),
+            "request {n}: {seen}"
+        );
+    }
 
     // A request body of unknown length goes chunked; a large answer streams back.
     let req = Request::post("http://orders.shop/count")

@@ -135,7 +135,8 @@ impl Loaded {
         let normalized = match &case.path {
             Some(p) => Some(
                 vigil_policy::path::normalize(p)
-                    .map_err(|e| anyhow::anyhow!("path {p:?}: {e} (the proxy answers 400)"))?,
+                    .map_err(|e| anyhow::anyhow!("path {p:?}: {e} (the proxy answers 400)"))?
+                    .into_owned(),
             ),
             None => None,
         };

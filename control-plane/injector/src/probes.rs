@@ -80,7 +80,7 @@ fn route(c: &Container, get: &HTTPGetAction) -> Option<(u16, String)> {
         format!("/{path}")
     };
     match vigil_policy::path::normalize(&path) {
-        Ok(p) if !p.contains(',') => Some((port, p)),
+        Ok(p) if !p.contains(',') => Some((port, p.into_owned())),
         Ok(_) => {
             tracing::warn!(container = %c.name, path = raw, "probe path contains a comma, which the proxy's route list cannot carry; the probe is not declared");
             None

@@ -177,8 +177,17 @@ fn the_plain_path_shortcut_agrees_with_the_full_normalisation() {
             if is_plain_canonical(&p) {
                 shortcut += 1;
                 assert_eq!(normalize_slow(&p).as_deref(), Ok(p.as_str()), "{p:?}");
+                // ... and is the received path itself, not a copy.
+                assert!(
+                    matches!(normalize(&p), Ok(Cow::Borrowed(b)) if std::ptr::eq(b, p.as_str())),
+                    "{p:?}"
+                );
             }
-            assert_eq!(normalize(&p), normalize_slow(&p), "{p:?}");
+            assert_eq!(
+                normalize(&p).map(Cow::into_owned),
+                normalize_slow(&p),
+                "{p:?}"
+            );
         }
     }
     assert!(shortcut > 10_000, "ordinary paths take it ({shortcut})");

@@ -2,7 +2,7 @@
 //! allowed ones to the app. An allowed upgrade (WebSocket …) the app accepts becomes a
 //! tunnel, judged again on every policy change (see [`crate::upgrade`]).
 
-use std::{convert::Infallible, sync::Arc, time::Instant};
+use std::{borrow::Cow, convert::Infallible, sync::Arc, time::Instant};
 
 use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
@@ -144,7 +144,7 @@ fn authorize(
         }
     };
     if shared.log.enabled() {
-        entry.path = Some(normalized.clone());
+        entry.path = Some(normalized.to_string());
     }
 
     // Kubelet-style probes: plaintext GET/HEAD to a declared route needs no identity
@@ -193,13 +193,18 @@ fn authorize(
             port: ctx.port,
             http: Some(JudgedHttp {
                 method: req.method().clone(),
-                path: normalized.clone(),
+                path: normalized.to_string(),
                 headers: req.headers().clone(),
             }),
         },
         policy: judged_under.unwrap_or_else(|| shared.policy()),
     });
-    prepare(req, ctx, app, &normalized, request_id, upgrade)
+    // Only a path that normalising changed is copied; the received one is forwarded as is.
+    let changed = match normalized {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(path) => Some(path),
+    };
+    prepare(req, ctx, app, changed.as_deref(), request_id, upgrade)
 }
 
 /// An allowed request as the app gets it, and the upgrade it asks for.
@@ -238,12 +243,13 @@ fn spawn_tunnel(ctx: &Arc<ConnCtx>, up: Upgrade, client: OnUpgrade, app: OnUpgra
 }
 
 /// An allowed request made ready for the app, in the protocol the original client spoke
-/// (a `400` if it cannot be; still an allowed request).
+/// (a `400` if it cannot be; still an allowed request). `normalized` is the path judged
+/// when normalising changed the received one (`None`: the received path is canonical).
 fn prepare(
     mut req: Request<ReqBody>,
     ctx: &Arc<ConnCtx>,
     app: Option<Authority>,
-    normalized: &str,
+    normalized: Option<&str>,
     request_id: RequestId,
     upgrade: Option<Upgrade>,
 ) -> Judgement {
@@ -261,10 +267,11 @@ fn prepare(
     let upgrade = upgrade.map(|up| Box::new((up, hyper::upgrade::on(&mut req))));
     let authority = req.uri().authority().cloned();
     // The path judged is the one forwarded; it is usually the one received, shared as is.
+    let judged = normalized.unwrap_or(req.uri().path());
     let path_and_query = match (req.uri().path_and_query(), req.uri().query()) {
-        (Some(pq), _) if pq.path() == normalized => Ok(pq.clone()),
-        (_, Some(q)) => PathAndQuery::try_from(format!("{normalized}?{q}")),
-        (_, None) => PathAndQuery::try_from(normalized),
+        (Some(pq), _) if pq.path() == judged => Ok(pq.clone()),
+        (_, Some(q)) => PathAndQuery::try_from(format!("{judged}?{q}")),
+        (_, None) => PathAndQuery::try_from(judged),
     };
     let (Some(app), Ok(path_and_query)) = (app, path_and_query) else {
         return Judgement::Answer(

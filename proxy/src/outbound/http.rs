@@ -153,6 +153,11 @@ fn upgrade_requested(
     }
 }
 
+/// Header fields an HTTP/2 app's request crossing the HTTP/1.1 hop has room for: its
+/// map is the one hyper's client then parses the answer into (nginx answers a static
+/// file with 8 fields; 12 fit without growing the map, `HeaderMap` keeps a quarter free).
+const H1_HOP_FIELDS: usize = 12;
+
 /// A request made ready for the mesh hop.
 struct Outgoing<'a> {
     req: Request<ReqBody>,
@@ -182,6 +187,7 @@ fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Pr
     // A Service's virtual address: this request goes to one of its ready backends (the
     // pool keeps a connection per backend), chosen from the policy in force now.
     let backend = ctx.mesh.connector.backend_for(&ctx.authority);
+    let to_backend = backend.is_some();
     let (key, authority) = match backend {
         Some(b) => {
             let key = b.to_string();
@@ -210,13 +216,26 @@ fn prepare(mut req: Request<ReqBody>, ctx: &OutCtx, request_id: RequestId) -> Pr
         None
     };
     if h1.is_some() {
+        if !was_h1 {
+            // hyper's HTTP/1.1 client parses the answer's fields into this map (emptied
+            // and kept by the connection), first making room for all of them: made here
+            // with room for a typical answer's, it is the one allocation of fields this
+            // request makes (an HTTP/2 request's map has room for only its own). Never
+            // a panic: a map that cannot grow is left as it is.
+            let _ = headers.try_reserve(H1_HOP_FIELDS);
+        }
         // Over HTTP/1.1: origin form, and the app's Host — or, from an HTTP/1.0 app that
         // sent none or an HTTP/2 app (`:authority`), the destination's authority (what
-        // `:authority` says below).
-        if !has_header(headers, &header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            headers.insert(header::HOST, host);
+        // `:authority` says below; the connection's own value unless a backend was chosen).
+        if !has_header(headers, &header::HOST) {
+            let host = if to_backend {
+                HeaderValue::from_str(authority.as_str()).ok()
+            } else {
+                ctx.host.clone()
+            };
+            if let Some(host) = host {
+                headers.insert(header::HOST, host);
+            }
         }
         if !was_h1 {
             join_cookies(headers);

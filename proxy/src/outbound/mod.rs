@@ -51,6 +51,10 @@ pub(crate) struct OutCtx {
     /// `authority` parsed for request URIs, once per connection (`None`: not a valid one,
     /// and every request gets a 400).
     pub(crate) uri_authority: Option<::http::uri::Authority>,
+    /// `authority` as a `Host` field value, once per connection: what a request without
+    /// one of its own carries over the HTTP/1.1 mesh hop (an HTTP/2 app's `:authority`
+    /// names the destination too, and clones of it share one buffer).
+    pub(crate) host: Option<::http::HeaderValue>,
     /// Resolved mesh destination.
     pub(crate) target: Target,
     /// The address the app asked for (for logs).
@@ -161,6 +165,9 @@ async fn setup(
         mesh,
         uri_authority: (proto != Proto::Opaque)
             .then(|| ::http::uri::Authority::try_from(authority.as_str()).ok())
+            .flatten(),
+        host: (proto != Proto::Opaque)
+            .then(|| ::http::HeaderValue::from_str(&authority).ok())
             .flatten(),
         authority,
         target,
