@@ -8,12 +8,11 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, header,
     uri::{Authority, PathAndQuery, Scheme},
 };
-use http_body_util::{BodyExt, Full, combinators::UnsyncBoxBody};
 
 /// Boxed error for bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body type of both listeners.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+pub use crate::resp_body::Body;
 
 /// Response header carrying the request ID on responses the proxy generates.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-vigil-request-id");
@@ -61,9 +60,7 @@ pub fn without_body_for_head(resp: Response<Body>, head: bool) -> Response<Body>
 
 /// A body from bytes.
 pub fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Body::full(b)
 }
 
 /// The hop-by-hop headers (RFC 9110 §7.6.1) besides those `Connection` names, and `TE`

@@ -46,6 +46,7 @@ pub mod policy_store;
 pub mod ratelimit;
 pub mod req_body;
 pub mod request_log;
+pub mod resp_body;
 mod serve;
 pub mod shared;
 pub mod strict_h1;

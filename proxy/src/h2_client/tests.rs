@@ -24,7 +24,9 @@ fn streamed() -> (Frames, StreamBody<impl futures_util::Stream<Item = Item>>) {
 
 /// A body of these frames.
 fn framed(frames: Vec<Item>) -> crate::http_util::Body {
-    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    StreamBody::new(futures_util::stream::iter(frames))
+        .boxed_unsync()
+        .into()
 }
 
 /// The app: a real hyper HTTP/2 server.
@@ -65,7 +67,7 @@ async fn app(req: Request<Incoming>) -> Result<Response<crate::http_util::Body>,
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let _ = tx.send(Err("app body failed".into())).await;
             });
-            Response::new(body.boxed_unsync())
+            Response::new(body.boxed_unsync().into())
         }
         _ => {
             let mut r = Response::new(crate::http_util::full(""));

@@ -61,7 +61,11 @@ async fn service(req: Request<ReqBody>, seen: Arc<Seen>) -> Result<Response<Body
                 Ok(Frame::data(Bytes::from(len.to_string()))),
                 Ok(Frame::trailers(trailers)),
             ];
-            Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync())
+            Response::new(
+                StreamBody::new(futures_util::stream::iter(frames))
+                    .boxed_unsync()
+                    .into(),
+            )
         }
         "/big" => Response::new(full(vec![7u8; BIG])),
         "/hop" => Response::builder()
@@ -98,7 +102,7 @@ async fn service(req: Request<ReqBody>, seen: Arc<Seen>) -> Result<Response<Body
             });
             let frames =
                 futures_util::StreamExt::chain(futures_util::stream::iter([data]), failure);
-            Response::new(StreamBody::new(frames).boxed_unsync())
+            Response::new(StreamBody::new(frames).boxed_unsync().into())
         }
         _ => {
             let mut r = Response::new(full(""));
@@ -180,7 +184,9 @@ async fn streams_a_large_upload_with_trailers_through_small_windows() {
         .map(|i| Ok(Frame::data(Bytes::from(vec![i; 64 * 1024]))))
         .chain([Ok(Frame::trailers(trailers))])
         .collect();
-    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+    let body = StreamBody::new(futures_util::stream::iter(frames))
+        .boxed_unsync()
+        .into();
     let resp = within(
         "upload",
         client.send_request(request(Method::POST, "/echo", body)),
@@ -202,7 +208,7 @@ async fn serves_two_large_downloads_at_once_with_their_length() {
     let (io, _done, _shutdown) = serve(&seen);
     let client = hyper_client(io).await;
     let get = |mut c: hyper::client::conn::http2::SendRequest<Body>| async move {
-        let empty = Empty::new().map_err(Into::into).boxed_unsync();
+        let empty = Empty::new().map_err(Into::into).boxed_unsync().into();
         let resp = c
             .send_request(request(Method::GET, "/big", empty))
             .await
@@ -227,7 +233,7 @@ async fn removes_connection_specific_headers_and_keeps_the_rest() {
     let seen = Arc::new(Seen::default());
     let (io, _done, _shutdown) = serve(&seen);
     let mut client = hyper_client(io).await;
-    let empty = Empty::new().map_err(Into::into).boxed_unsync();
+    let empty = Empty::new().map_err(Into::into).boxed_unsync().into();
     let resp = within(
         "hop",
         client.send_request(request(Method::GET, "/hop", empty)),
@@ -258,7 +264,7 @@ async fn adds_a_date_to_an_answer_without_one() {
     let seen = Arc::new(Seen::default());
     let (io, _done, _shutdown) = serve(&seen);
     let mut client = hyper_client(io).await;
-    let empty = Empty::new().map_err(Into::into).boxed_unsync();
+    let empty = Empty::new().map_err(Into::into).boxed_unsync().into();
     let resp = within(
         "404",
         client.send_request(request(Method::GET, "/none", empty)),
@@ -276,7 +282,7 @@ async fn a_request_body_says_its_length_and_end() {
     let (io, _done, _shutdown) = serve(&seen);
     let mut client = hyper_client(io).await;
     // Ended with its headers: known to be empty.
-    let empty = Empty::new().map_err(Into::into).boxed_unsync();
+    let empty = Empty::new().map_err(Into::into).boxed_unsync().into();
     within(
         "empty",
         client.send_request(request(Method::GET, "/hint", empty)),
@@ -292,7 +298,7 @@ async fn a_request_body_says_its_length_and_end() {
     assert_eq!(seen.hint.lock().unwrap().take(), Some((Some(5), false)));
     // Neither: unknown.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
-    let body = StreamBody::new(tokio_stream_like(rx)).boxed_unsync();
+    let body = StreamBody::new(tokio_stream_like(rx)).boxed_unsync().into();
     within(
         "streamed",
         client.send_request(request(Method::POST, "/hint", body)),

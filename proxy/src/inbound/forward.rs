@@ -21,7 +21,6 @@ use std::{
 };
 
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -132,7 +131,7 @@ impl AppClient {
                 addr,
                 source: e.into_error(),
             })?;
-            return Ok(resp.map(|body| body.map_err(Into::into).boxed_unsync()));
+            return Ok(resp.map(Body::http2));
         }
         // (The request stays where it is: passing it through a tuple here copied it twice.)
         let mut sender = match self.h1_idle(addr) {
@@ -153,8 +152,7 @@ impl AppClient {
                             addr,
                             sender,
                         });
-                    return Ok(resp
-                        .map(|body| Checkin::new(body, back).map_err(Into::into).boxed_unsync()));
+                    return Ok(resp.map(|body| Body::app(Checkin::new(body, back))));
                 }
                 Err(mut e) => match e.take_message() {
                     // Never written (the app closed the connection first): once more on a

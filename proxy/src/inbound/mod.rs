@@ -34,6 +34,7 @@ mod http;
 mod tcp;
 
 pub use forward::AppClient;
+pub(crate) use forward::Back as AppBack;
 
 const DIRECTION: Direction = Direction::Inbound;
 

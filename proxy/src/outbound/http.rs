@@ -27,7 +27,6 @@ use http::{
     HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header,
     uri::{Authority, PathAndQuery},
 };
-use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -267,10 +266,9 @@ async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Bo
     let ids = &ctx.target.identities;
     // Fields moved out one by one: no second copy of the request in this future.
     let sent = if let Some(h1) = out.h1 {
-        (ctx.mesh.send_h1(h1, &out.key, ids, out.req).await).map(|resp| resp.map(boxed))
+        (ctx.mesh.send_h1(h1, &out.key, ids, out.req).await).map(|resp| resp.map(Body::mesh))
     } else {
-        (ctx.mesh.send(&out.key, ids, out.req).await)
-            .map(|resp| resp.map(|body| body.map_err(Into::into).boxed_unsync()))
+        (ctx.mesh.send(&out.key, ids, out.req).await).map(|resp| resp.map(Body::http2))
     };
     match sent {
         Ok(mut resp) => {
@@ -290,14 +288,6 @@ async fn send(out: Outgoing<'_>, ctx: &OutCtx, entry: &mut Entry) -> Response<Bo
             error_response(StatusCode::BAD_GATEWAY, out.request_id)
         }
     }
-}
-
-/// A mesh response's body, as the app's connection sends it.
-fn boxed<B>(body: B) -> Body
-where
-    B: hyper::body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
-{
-    body.map_err(Into::into).boxed_unsync()
 }
 
 /// What the destination answered: its status and, when its proxy (not its app) produced

@@ -35,6 +35,7 @@ mod tcp;
 mod upgrade;
 
 pub use connect::{ConnectError, MeshConn, MeshConnector};
+pub(crate) use pool::MeshBack;
 pub use pool::{AUTO_HTTP2_FROM, AUTO_QUIET, MeshError, MeshPool};
 pub use target::Target;
 

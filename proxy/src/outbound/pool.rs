@@ -334,6 +334,6 @@ impl MeshPool {
 }
 
 mod h1;
-pub(crate) use h1::H1Out;
+pub(crate) use h1::{Back as MeshBack, H1Out};
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::BodyExt;
 use hyper::upgrade::OnUpgrade;
 
 use super::{DIRECTION, OutCtx};
@@ -91,7 +90,7 @@ pub(super) async fn send(
         // and the app's connection closes after it (see `serve::http`).
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, body.map_err(Into::into).boxed_unsync());
+        return Response::from_parts(parts, Body::boxed(body));
     }
     let Some(chosen) = upgrade::chosen(resp.headers()) else {
         return fail("switched to no protocol".into(), entry);
