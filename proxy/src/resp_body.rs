@@ -74,8 +74,8 @@ impl From<UnsyncBoxBody<Bytes, BoxError>> for Body {
     }
 }
 
-/// A frame with its error boxed.
-fn boxed<E: Into<BoxError>>(
+/// A polled frame with its error as a [`BoxError`].
+fn box_err<E: Into<BoxError>>(
     polled: Poll<Option<Result<Frame<Bytes>, E>>>,
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
@@ -92,9 +92,9 @@ impl HttpBody for Body {
         // Every kind is `Unpin`.
         match &mut self.get_mut().0 {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::App(b) => boxed(Pin::new(b).poll_frame(cx)),
-            Kind::Mesh(b) => boxed(Pin::new(b).poll_frame(cx)),
-            Kind::Http2(b) => boxed(Pin::new(b).poll_frame(cx)),
+            Kind::App(b) => box_err(Pin::new(b).poll_frame(cx)),
+            Kind::Mesh(b) => box_err(Pin::new(b).poll_frame(cx)),
+            Kind::Http2(b) => box_err(Pin::new(b).poll_frame(cx)),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
